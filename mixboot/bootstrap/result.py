@@ -1,0 +1,636 @@
+"""The immutable result of a parametric bootstrap, its file format and merging.
+
+A :class:`BootResult` holds the replicate statistics, the per-replicate
+parameter table and fit diagnostics, the failures, and the metadata needed
+to reproduce or extend the run (seed entropy and per-replicate spawn keys).
+
+>>> import numpy as np, pandas as pd
+>>> B = 3
+>>> res = BootResult(
+...     estimates=np.array([[1.0], [2.0], [3.0]]),
+...     names=("beta",),
+...     estimate=np.array([2.0]),
+...     tbl=pd.DataFrame({"beta": [1.0, 2.0, 3.0]}),
+...     diagnostics=pd.DataFrame({
+...         "replicate": range(B), "converged": [True] * B,
+...         "singular": [False, True, False], "evaluations": [10] * B,
+...         "objective": [5.0, 6.0, 7.0], "error": [None] * B}),
+...     failures=pd.DataFrame(columns=["replicate", "stage", "message"]),
+...     meta={"fingerprint": "abc", "seed_entropy": 42,
+...           "spawn_keys": [[0], [1], [2]], "version": "0.1.0",
+...           "formula": "y ~ 1 + (1|g)", "REML": False, "tol": None,
+...           "use_u": False},
+... )
+>>> res
+BootResult(B=3, p=1, formula='y ~ 1 + (1|g)', failed=0, singular=1, nonconverged=0)
+>>> res.ci("perc", 0.5)
+array([[1.5, 2.5]])
+>>> concat([res, res])
+Traceback (most recent call last):
+...
+ValueError: parts share replicate(s): seed_entropy=42, spawn_key=[0] occurs in part 0 and part 1
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..intervals import bootstrap_interval
+
+__all__ = ["BootResult", "concat"]
+
+DIAGNOSTIC_COLUMNS = ("replicate", "converged", "singular", "evaluations", "objective", "error")
+FAILURE_COLUMNS = ("replicate", "stage", "message")
+FAILURE_STAGES = ("simulate", "refit", "statistic")
+REQUIRED_META = ("fingerprint", "seed_entropy", "spawn_keys", "version", "formula", "REML", "tol", "use_u")
+
+_FILE_KEY = b"mixboot"
+_FILE_FORMAT = "mixboot.BootResult"
+_FILE_VERSION = 1
+
+
+# --------------------------------------------------------------------------
+# normalisation helpers: every field is brought to one canonical form so that
+# equality, saving and loading never depend on how the caller built it.
+# --------------------------------------------------------------------------
+
+def _json_default(obj):
+    # numpy scalars and arrays sneak into metadata (SeedSequence attributes,
+    # np.float64 tolerances); store them as their plain Python equivalents.
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, (np.ndarray, tuple)):
+        return obj.tolist() if isinstance(obj, np.ndarray) else list(obj)
+    raise TypeError(f"value {obj!r} of type {type(obj).__name__} is not JSON-serialisable")
+
+
+def _canonical_meta(meta) -> dict:
+    if not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
+    try:
+        # A JSON round trip gives a deep copy in exactly the form load() sees.
+        return json.loads(json.dumps(meta, default=_json_default))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"meta must be JSON-serialisable: {exc}") from None
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _check_meta(meta: dict, B: int) -> None:
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError(f"meta is missing required key(s) {missing}")
+    if not isinstance(meta["fingerprint"], str):
+        raise ValueError("meta['fingerprint'] must be a str")
+    if meta["seed_entropy"] is not None and not _is_int(meta["seed_entropy"]):
+        raise ValueError("meta['seed_entropy'] must be an int or None")
+    keys = meta["spawn_keys"]
+    if not isinstance(keys, list) or len(keys) != B:
+        raise ValueError(f"meta['spawn_keys'] must be a list with one spawn key per replicate (B={B})")
+    for key in keys:
+        if not isinstance(key, list) or not all(_is_int(i) for i in key):
+            raise ValueError(f"meta['spawn_keys'] entries must be lists of int, got {key!r}")
+    if not isinstance(meta["version"], str):
+        raise ValueError("meta['version'] must be a str")
+    if not isinstance(meta["formula"], str):
+        raise ValueError("meta['formula'] must be a str")
+    if not isinstance(meta["REML"], bool):
+        raise ValueError("meta['REML'] must be a bool")
+    tol = meta["tol"]
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real)):
+        raise ValueError("meta['tol'] must be a float or None")
+    if not isinstance(meta["use_u"], bool):
+        raise ValueError("meta['use_u'] must be a bool")
+    if "seed_entropies" in meta:
+        ents = meta["seed_entropies"]
+        if not isinstance(ents, list) or len(ents) != B:
+            raise ValueError(f"meta['seed_entropies'] must be a list with one entry per replicate (B={B})")
+        if not all(e is None or _is_int(e) for e in ents):
+            raise ValueError("meta['seed_entropies'] entries must be int or None")
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    arr.flags.writeable = False
+    return arr
+
+
+def _frame(df, field: str, required=()) -> pd.DataFrame:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{field} must be a pandas DataFrame, got {type(df).__name__}")
+    cols = list(df.columns)
+    if not all(isinstance(c, str) for c in cols):
+        raise ValueError(f"{field} column names must be str, got {cols!r}")
+    if len(set(cols)) != len(cols):
+        raise ValueError(f"{field} has duplicate column names: {cols!r}")
+    missing = [c for c in required if c not in cols]
+    if missing:
+        raise ValueError(f"{field} is missing column(s) {missing}")
+    # Row labels carry no information here; a RangeIndex keeps equality and
+    # the file format independent of how the caller built the frame.
+    return df.reset_index(drop=True).copy()
+
+
+def _coerce(df: pd.DataFrame, field: str, col: str, dtype) -> None:
+    try:
+        values = df[col].to_numpy()
+        if dtype is bool and values.dtype != bool:
+            # bool("False") is True: accept only genuine booleans or 0/1
+            ok = all(isinstance(v, (bool, np.bool_)) or (_is_int(v) and v in (0, 1)) for v in values)
+            if not ok:
+                raise ValueError("values must be True/False")
+            values = np.array([bool(v) for v in values], dtype=bool)
+        if dtype is np.int64 and values.dtype.kind == "f":
+            if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+                raise ValueError("non-integer values")
+        df[col] = np.asarray(values, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{field}[{col!r}] cannot be stored as {np.dtype(dtype).name}: {exc}") from None
+
+
+def _object_column(values, optional: bool) -> pd.Series:
+    # pandas >= 3 would infer its "str" dtype; an explicit object dtype keeps
+    # None for "no error" and behaves the same on every pandas version.
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        missing = v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+        out[i] = None if (optional and missing) else str(v)
+    return pd.Series(out, dtype=object)
+
+
+# --------------------------------------------------------------------------
+# the result object
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class BootResult:
+    """Replicates of a parametric bootstrap plus everything needed to use them.
+
+    Fields are validated and normalised on construction: arrays become
+    read-only float64, DataFrames are copied onto a ``RangeIndex`` with
+    canonical dtypes, and ``meta`` is deep-copied through JSON.  The
+    DataFrames and ``meta`` are still Python-mutable objects; treat them as
+    read-only.
+
+    Equality (``==``) is exact: arrays bit for bit (NaNs in the same places),
+    DataFrames by :meth:`pandas.DataFrame.equals`, ``meta`` by value.
+
+    >>> import numpy as np, pandas as pd
+    >>> r = BootResult(
+    ...     estimates=np.array([[1.0, 0.1], [3.0, 0.3]]), names=("a", "b"),
+    ...     estimate=np.array([2.0, 0.2]),
+    ...     tbl=pd.DataFrame({"a": [1.0, 3.0]}),
+    ...     diagnostics=pd.DataFrame({"replicate": [1, 2], "converged": True,
+    ...         "singular": False, "evaluations": 7, "objective": 1.0,
+    ...         "error": None}),
+    ...     failures=pd.DataFrame(columns=["replicate", "stage", "message"]),
+    ...     meta={"fingerprint": "f", "seed_entropy": 1, "spawn_keys": [[0], [1]],
+    ...           "version": "0", "formula": "y ~ x", "REML": True, "tol": 1e-8,
+    ...           "use_u": False})
+    >>> r.B, r.se().round(3).tolist(), r.bias().round(12).tolist()
+    (2, [1.414, 0.141], [0.0, 0.0])
+    """
+
+    estimates: np.ndarray
+    names: tuple
+    estimate: np.ndarray
+    tbl: pd.DataFrame
+    diagnostics: pd.DataFrame
+    failures: pd.DataFrame
+    meta: dict
+
+    def __post_init__(self):
+        set_ = object.__setattr__  # the dataclass is frozen; normalise once here
+
+        est = np.array(self.estimates, dtype=np.float64, copy=True)
+        if est.ndim != 2:
+            raise ValueError(f"estimates must be a 2-D (B, p) array, got shape {est.shape}")
+        B, p = est.shape
+        set_(self, "estimates", _readonly(est))
+
+        if isinstance(self.names, str):
+            raise TypeError("names must be a sequence of str, not a single str")
+        names = tuple(self.names)
+        if not all(isinstance(n, str) for n in names):
+            raise TypeError(f"names must contain only str, got {names!r}")
+        if len(names) != p:
+            raise ValueError(f"names has {len(names)} entries but estimates has p={p} columns")
+        if len(set(names)) != len(names):
+            raise ValueError(f"names must be unique, got {names!r}")
+        set_(self, "names", names)
+
+        theta = np.array(self.estimate, dtype=np.float64, copy=True).reshape(-1)
+        if theta.shape != (p,):
+            raise ValueError(f"estimate must have length p={p}, got shape {np.shape(self.estimate)}")
+        set_(self, "estimate", _readonly(theta))
+
+        tbl = _frame(self.tbl, "tbl")
+        if len(tbl) != B:
+            raise ValueError(f"tbl has {len(tbl)} rows but estimates has B={B} rows")
+        for col in tbl.columns:
+            _coerce(tbl, "tbl", col, np.float64)
+        set_(self, "tbl", tbl)
+
+        diag = _frame(self.diagnostics, "diagnostics", DIAGNOSTIC_COLUMNS)
+        if len(diag) != B:
+            raise ValueError(f"diagnostics has {len(diag)} rows but estimates has B={B} rows")
+        _coerce(diag, "diagnostics", "replicate", np.int64)
+        _coerce(diag, "diagnostics", "converged", bool)
+        _coerce(diag, "diagnostics", "singular", bool)
+        _coerce(diag, "diagnostics", "evaluations", np.int64)
+        _coerce(diag, "diagnostics", "objective", np.float64)
+        diag["error"] = _object_column(diag["error"].to_numpy(), optional=True)
+        if diag["replicate"].duplicated().any():
+            raise ValueError("diagnostics['replicate'] must be unique")
+        set_(self, "diagnostics", diag)
+
+        fail = _frame(self.failures, "failures", FAILURE_COLUMNS)
+        _coerce(fail, "failures", "replicate", np.int64)
+        fail["stage"] = _object_column(fail["stage"].to_numpy(), optional=False)
+        fail["message"] = _object_column(fail["message"].to_numpy(), optional=False)
+        bad = sorted(set(fail["stage"]) - set(FAILURE_STAGES))
+        if bad:
+            raise ValueError(f"failures['stage'] must be one of {FAILURE_STAGES}, got {bad}")
+        unknown = sorted(set(fail["replicate"]) - set(diag["replicate"]))
+        if unknown:
+            raise ValueError(f"failures refers to replicate(s) {unknown} absent from diagnostics")
+        set_(self, "failures", fail)
+
+        meta = _canonical_meta(self.meta)
+        _check_meta(meta, B)
+        set_(self, "meta", meta)
+
+    # -- equality ----------------------------------------------------------
+
+    def __eq__(self, other):
+        if not isinstance(other, BootResult):
+            return NotImplemented
+        return (
+            self.names == other.names
+            and _same_bits(self.estimates, other.estimates)
+            and _same_bits(self.estimate, other.estimate)
+            and self.tbl.equals(other.tbl)
+            and list(self.tbl.columns) == list(other.tbl.columns)
+            and self.diagnostics.equals(other.diagnostics)
+            and list(self.diagnostics.columns) == list(other.diagnostics.columns)
+            and self.failures.equals(other.failures)
+            and self.meta == other.meta
+        )
+
+    __hash__ = None  # holds mutable DataFrames
+
+    # -- counts ------------------------------------------------------------
+
+    @property
+    def B(self) -> int:
+        """Number of replicates (including failed ones)."""
+        return self.estimates.shape[0]
+
+    @property
+    def p(self) -> int:
+        """Number of statistics per replicate."""
+        return self.estimates.shape[1]
+
+    def issingular(self) -> np.ndarray:
+        """Boolean ``(B,)`` array: was the replicate's refit singular?"""
+        return self.diagnostics["singular"].to_numpy(dtype=bool, copy=True)
+
+    @property
+    def n_failed(self) -> int:
+        """Replicates with at least one recorded failure or a diagnostics error."""
+        failed = set(self.failures["replicate"].tolist())
+        errs = self.diagnostics["error"].notna().to_numpy()
+        failed.update(self.diagnostics["replicate"].to_numpy()[errs].tolist())
+        return len(failed)
+
+    @property
+    def n_singular(self) -> int:
+        """Replicates whose refit was singular."""
+        return int(self.issingular().sum())
+
+    @property
+    def n_nonconverged(self) -> int:
+        """Replicates whose optimiser did not report convergence."""
+        return int((~self.diagnostics["converged"].to_numpy(dtype=bool)).sum())
+
+    # -- inference ---------------------------------------------------------
+
+    def ci(self, method="perc", level=0.95) -> np.ndarray:
+        """``(p, 2)`` array of interval bounds; see :mod:`mixboot.intervals`."""
+        return bootstrap_interval(self.estimates, method=method, level=level, estimate=self.estimate)
+
+    def confint(self, method="perc", level=0.95) -> pd.DataFrame:
+        """Intervals as a DataFrame indexed by ``names`` with ``lower``/``upper``."""
+        bounds = self.ci(method, level)
+        return pd.DataFrame(
+            {"lower": bounds[:, 0], "upper": bounds[:, 1]},
+            index=pd.Index(self.names, name="statistic"),
+        )
+
+    def se(self) -> pd.Series:
+        """Bootstrap standard errors (``ddof=1``, NaN replicates ignored)."""
+        with warnings.catch_warnings():
+            # fewer than two usable replicates legitimately gives NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values = np.nanstd(self.estimates, axis=0, ddof=1)
+        return pd.Series(values, index=pd.Index(self.names, name="statistic"), name="se")
+
+    def bias(self) -> pd.Series:
+        """Bootstrap bias: replicate mean minus original estimate."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values = np.nanmean(self.estimates, axis=0) - self.estimate
+        return pd.Series(values, index=pd.Index(self.names, name="statistic"), name="bias")
+
+    # -- display -----------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return (
+            f"BootResult(B={self.B}, p={self.p}, formula={self.meta['formula']!r}, "
+            f"failed={self.n_failed}, singular={self.n_singular}, "
+            f"nonconverged={self.n_nonconverged})"
+        )
+
+    def summary(self, level=0.95) -> str:
+        """Table of estimate, bias, std. error and percentile/shortest bounds."""
+        perc = self.ci("perc", level)
+        short = self.ci("shortest", level)
+        table = pd.DataFrame(
+            {
+                "estimate": self.estimate,
+                "bias": self.bias().to_numpy(),
+                "std. error": self.se().to_numpy(),
+                "perc lower": perc[:, 0],
+                "perc upper": perc[:, 1],
+                "shortest lower": short[:, 0],
+                "shortest upper": short[:, 1],
+            },
+            index=list(self.names),
+        )
+        pct = f"{100 * level:g}%"
+        lines = [
+            f"Parametric bootstrap: {self.B} replicates of {self.meta['formula']} "
+            f"(REML={self.meta['REML']}), {pct} intervals",
+            table.to_string(float_format=lambda x: f"{x:.6g}"),
+            f"failed: {self.n_failed}, singular: {self.n_singular}, "
+            f"non-converged: {self.n_nonconverged} (of {self.B} replicates)",
+        ]
+        return "\n".join(lines)
+
+    # -- persistence -------------------------------------------------------
+
+    def save(self, path) -> None:
+        """Write the result to one Parquet file (see :meth:`load`).
+
+        Per-replicate columns are ``stat:<name>``, ``tbl:<col>`` and
+        ``diag:<col>``; the rest lives as JSON under the schema metadata key
+        ``b"mixboot"``.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = {}
+        for j, name in enumerate(self.names):
+            columns[f"stat:{name}"] = pa.array(self.estimates[:, j], type=pa.float64())
+        for col in self.tbl.columns:
+            columns[f"tbl:{col}"] = pa.array(self.tbl[col].to_numpy(), type=pa.float64())
+        types = {"replicate": pa.int64(), "converged": pa.bool_(), "singular": pa.bool_(),
+                 "evaluations": pa.int64(), "objective": pa.float64()}
+        for col in self.diagnostics.columns:
+            values = self.diagnostics[col]
+            if col == "error":
+                arr = pa.array(list(values), type=pa.string())
+            elif col in types:
+                arr = pa.array(values.to_numpy(), type=types[col])
+            else:
+                arr = pa.Array.from_pandas(values)
+            columns[f"diag:{col}"] = arr
+        header = {
+            "format": _FILE_FORMAT,
+            "format_version": _FILE_VERSION,
+            "names": list(self.names),
+            # float.hex keeps the original estimate bit for bit (NaN/inf too)
+            "estimate": [float(x).hex() for x in self.estimate],
+            "tbl_columns": list(self.tbl.columns),
+            "diag_columns": list(self.diagnostics.columns),
+            "diag_dtypes": {c: str(self.diagnostics[c].dtype) for c in self.diagnostics.columns
+                            if c not in DIAGNOSTIC_COLUMNS},
+            "failures": {c: self.failures[c].tolist() for c in FAILURE_COLUMNS},
+            "meta": self.meta,
+        }
+        table = pa.table(columns).replace_schema_metadata(
+            {_FILE_KEY: json.dumps(header, default=_json_default).encode("utf-8")}
+        )
+        pq.write_table(table, os.fspath(path))
+
+    @classmethod
+    def load(cls, path) -> "BootResult":
+        """Read a file written by :meth:`save`; the result compares equal."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = os.fspath(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise ValueError(f"{path!r} is not a mixboot bootstrap file (not readable as Parquet: {exc})") from None
+        raw = (table.schema.metadata or {}).get(_FILE_KEY)
+        if raw is None:
+            raise ValueError(f"{path!r} is not a mixboot bootstrap file (no 'mixboot' schema metadata)")
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ValueError(f"{path!r} has corrupt 'mixboot' metadata (not JSON)") from None
+        if not isinstance(header, dict) or header.get("format") != _FILE_FORMAT:
+            raise ValueError(f"{path!r} is not a mixboot bootstrap file (unknown format)")
+        if header.get("format_version") != _FILE_VERSION:
+            raise ValueError(
+                f"{path!r} uses mixboot file format version {header.get('format_version')!r}; "
+                f"this version of mixboot reads version {_FILE_VERSION}"
+            )
+
+        B = table.num_rows
+
+        def column(prefix, name):
+            key = f"{prefix}:{name}"
+            if key not in table.column_names:
+                raise ValueError(f"{path!r} is not a complete mixboot bootstrap file (no column {key!r})")
+            return table.column(key)
+
+        def numbers(prefix, name, dtype):
+            return np.asarray(column(prefix, name).to_numpy(zero_copy_only=False), dtype=dtype)
+
+        names = header["names"]
+        estimates = np.empty((B, len(names)), dtype=np.float64)
+        for j, name in enumerate(names):
+            estimates[:, j] = numbers("stat", name, np.float64)
+        tbl = pd.DataFrame(
+            {c: numbers("tbl", c, np.float64) for c in header["tbl_columns"]},
+            index=pd.RangeIndex(B),
+        )
+        fixed = {"replicate": np.int64, "converged": bool, "singular": bool,
+                 "evaluations": np.int64, "objective": np.float64}
+        diag = {}
+        for c in header["diag_columns"]:
+            if c == "error":
+                diag[c] = _object_column(column("diag", c).to_pylist(), optional=True)
+            elif c in fixed:
+                diag[c] = pd.Series(numbers("diag", c, fixed[c]))
+            else:
+                diag[c] = column("diag", c).to_pandas().astype(header["diag_dtypes"][c])
+        diagnostics = pd.DataFrame(diag, index=pd.RangeIndex(B))
+        failures = pd.DataFrame({c: header["failures"][c] for c in FAILURE_COLUMNS})
+        return cls(
+            estimates=estimates,
+            names=tuple(names),
+            estimate=np.array([float.fromhex(x) for x in header["estimate"]], dtype=np.float64),
+            tbl=tbl,
+            diagnostics=diagnostics,
+            failures=failures,
+            meta=header["meta"],
+        )
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+# --------------------------------------------------------------------------
+# merging
+# --------------------------------------------------------------------------
+
+def _replicate_entropies(res: BootResult) -> list:
+    if "seed_entropies" in res.meta:
+        return list(res.meta["seed_entropies"])
+    return [res.meta["seed_entropy"]] * res.B
+
+
+def _part_records(res: BootResult) -> list:
+    if "parts" in res.meta:
+        return list(res.meta["parts"])
+    return [{"seed_entropy": res.meta["seed_entropy"], "B": res.B,
+             "version": res.meta["version"], "tol": res.meta["tol"]}]
+
+
+def concat(results) -> BootResult:
+    """Combine bootstrap runs of the same model into one :class:`BootResult`.
+
+    Parts must share ``meta["fingerprint"]``, ``names``, the original
+    ``estimate``, ``formula``, ``REML`` and ``use_u``, and must not contain
+    the same replicate twice (same seed entropy and same spawn key).
+    Replicates whose seed entropy is ``None`` cannot be identified and are
+    never reported as duplicates.  Replicate numbers are renumbered
+    consecutively, starting from the first part's smallest number.
+
+    The merged ``meta`` records per-replicate ``seed_entropies`` and
+    ``spawn_keys`` (so merged results can be merged again safely) and a flat
+    list of ``parts``.  ``seed_entropy`` and ``tol`` are kept when all parts
+    agree, else ``None``; other extra keys are kept when all parts agree.
+
+    >>> concat([])
+    Traceback (most recent call last):
+    ...
+    ValueError: results must contain at least one BootResult
+    """
+    parts = list(results)
+    if not parts:
+        raise ValueError("results must contain at least one BootResult")
+    for i, r in enumerate(parts):
+        if not isinstance(r, BootResult):
+            raise TypeError(f"results[{i}] is a {type(r).__name__}, not a BootResult")
+    first = parts[0]
+    for i, r in enumerate(parts[1:], start=1):
+        if r.meta["fingerprint"] != first.meta["fingerprint"]:
+            raise ValueError(
+                f"parts come from different models: meta['fingerprint'] of part 0 is "
+                f"{first.meta['fingerprint']!r} but part {i} has {r.meta['fingerprint']!r}"
+            )
+        if r.names != first.names:
+            raise ValueError(f"parts have different names: part 0 {first.names} vs part {i} {r.names}")
+        for key in ("formula", "REML", "use_u"):
+            if r.meta[key] != first.meta[key]:
+                raise ValueError(
+                    f"parts differ in meta[{key!r}]: part 0 {first.meta[key]!r} vs part {i} {r.meta[key]!r}"
+                )
+        if not np.allclose(r.estimate, first.estimate, rtol=1e-9, atol=0.0, equal_nan=True):
+            raise ValueError(f"parts have different original estimates: part 0 vs part {i}")
+        if list(r.tbl.columns) != list(first.tbl.columns):
+            raise ValueError(f"parts have different tbl columns: part 0 vs part {i}")
+        if list(r.diagnostics.columns) != list(first.diagnostics.columns):
+            raise ValueError(f"parts have different diagnostics columns: part 0 vs part {i}")
+
+    seen = {}
+    entropies, spawn_keys = [], []
+    for i, r in enumerate(parts):
+        ents = _replicate_entropies(r)
+        for ent, key in zip(ents, r.meta["spawn_keys"]):
+            if ent is not None:
+                ident = (ent, tuple(key))
+                if ident in seen:
+                    raise ValueError(
+                        f"parts share replicate(s): seed_entropy={ent}, spawn_key={key} "
+                        f"occurs in part {seen[ident]} and part {i}"
+                    )
+                seen[ident] = i
+        entropies.extend(ents)
+        spawn_keys.extend(r.meta["spawn_keys"])
+
+    base = next((int(r.diagnostics["replicate"].min()) for r in parts if r.B), 0)
+    diags, fails, offset = [], [], base
+    for r in parts:
+        mapping = {int(old): offset + pos for pos, old in enumerate(r.diagnostics["replicate"])}
+        d = r.diagnostics.copy()
+        d["replicate"] = np.arange(offset, offset + r.B, dtype=np.int64)
+        f = r.failures.copy()
+        f["replicate"] = np.array([mapping[int(x)] for x in f["replicate"]], dtype=np.int64)
+        diags.append(d)
+        fails.append(f)
+        offset += r.B
+
+    records = [rec for r in parts for rec in _part_records(r)]
+    meta = {
+        "fingerprint": first.meta["fingerprint"],
+        "version": first.meta["version"],
+        "formula": first.meta["formula"],
+        "REML": first.meta["REML"],
+        "use_u": first.meta["use_u"],
+        "tol": _common([r.meta["tol"] for r in parts]),
+        "seed_entropy": _common(entropies) if entropies else _common([r.meta["seed_entropy"] for r in parts]),
+        "spawn_keys": spawn_keys,
+        "seed_entropies": entropies,
+        "parts": records,
+    }
+    skip = set(meta)
+    for key in first.meta:
+        if key not in skip and all(key in r.meta and r.meta[key] == first.meta[key] for r in parts):
+            meta[key] = first.meta[key]
+
+    return BootResult(
+        estimates=np.concatenate([r.estimates for r in parts], axis=0),
+        names=first.names,
+        estimate=first.estimate,
+        tbl=pd.concat([r.tbl for r in parts], ignore_index=True),
+        diagnostics=pd.concat(diags, ignore_index=True),
+        failures=pd.concat(fails, ignore_index=True),
+        meta=meta,
+    )
+
+
+def _common(values):
+    """The shared value of ``values``, or None when they disagree."""
+    return values[0] if all(v == values[0] for v in values) else None

@@ -1,0 +1,32 @@
+"""Small simulated example data sets that ship with mixboot (no download).
+
+``reaction``: 18 subjects x 10 days, reaction times with subject-specific
+intercepts and slopes.  ``crossed``: 24 plates x 6 samples with crossed random
+intercepts.  ``rt``: 40 subjects x 20 items, a two-condition within design.
+They were simulated by ``scripts/make_datasets.py``.
+
+>>> from mixboot import datasets
+>>> datasets.load("reaction").shape
+(180, 3)
+"""
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+
+__all__ = ["load", "names"]
+
+_NAMES = ("reaction", "crossed", "rt")
+
+
+def names() -> tuple[str, ...]:
+    return _NAMES
+
+
+def load(name: str) -> pd.DataFrame:
+    """Return the built-in data set ``name`` as a new DataFrame."""
+    if name not in _NAMES:
+        raise ValueError(f"unknown data set {name!r}; available: {list(_NAMES)}")
+    with resources.files(__name__).joinpath(f"{name}.csv").open("r") as fh:
+        return pd.read_csv(fh)

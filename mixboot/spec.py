@@ -1,0 +1,316 @@
+"""The frozen model specification: response, fixed-effects matrix and random terms.
+
+``build_spec`` turns a formula and a data frame into a :class:`ModelSpec`; it
+validates the input at the door (missing columns, non-numeric response, missing
+values, degenerate grouping factors, aliased fixed-effect columns) and keeps the
+formulaic specs needed to rebuild the same coding on new data.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import scipy.sparse as sp
+from formulaic import Formula, model_matrix
+
+from .formula import FormulaError, FormulaParts, parse_formula
+from .terms import ReTerm
+
+__all__ = ["ModelSpec", "build_spec", "groups_formula"]
+
+_CONTRASTS = {"sum": "contr.sum", "treatment": "contr.treatment", "helmert": "contr.helmert",
+              "poly": "contr.poly"}
+
+
+class RankDeficiencyWarning(UserWarning):
+    """Aliased fixed-effect columns were dropped, as lme4 does."""
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSpec:
+    """Everything about a model that does not depend on parameter values."""
+
+    formula: str
+    parts: FormulaParts
+    response: str
+    y: np.ndarray = field(repr=False)
+    X: np.ndarray = field(repr=False)
+    fe_names: tuple[str, ...]
+    dropped: tuple[str, ...]
+    terms: tuple[ReTerm, ...]
+    contrasts: dict
+    fixed_spec: object = field(repr=False)
+    term_specs: tuple = field(repr=False)
+    kept_columns: np.ndarray = field(repr=False)
+    data: pd.DataFrame = field(repr=False)
+
+    @property
+    def n(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def q(self) -> int:
+        return sum(t.q for t in self.terms)
+
+    @property
+    def n_theta(self) -> int:
+        return sum(t.n_theta for t in self.terms)
+
+    @property
+    def theta_names(self) -> tuple[str, ...]:
+        return tuple(name for t in self.terms for name in t.theta_names)
+
+    @property
+    def theta_slices(self) -> tuple[slice, ...]:
+        out, start = [], 0
+        for t in self.terms:
+            out.append(slice(start, start + t.n_theta))
+            start += t.n_theta
+        return tuple(out)
+
+    @property
+    def lower_bounds(self) -> np.ndarray:
+        return np.concatenate([t.lower_bounds for t in self.terms])
+
+    @property
+    def theta_start(self) -> np.ndarray:
+        return np.concatenate([t.theta_start for t in self.terms])
+
+    def canonical_theta(self, theta: np.ndarray) -> np.ndarray:
+        theta = np.asarray(theta, dtype=float)
+        return np.concatenate([t.canonical(theta[..., s]) for t, s in zip(self.terms, self.theta_slices)],
+                              axis=-1)
+
+    def z_matrix(self) -> sp.csr_matrix:
+        """Sparse Z (n x q), terms in order, columns level-major within a term."""
+        return z_from_terms(self.terms, self.n)
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.terms:
+            out.setdefault(t.label, t.nlevels)
+        return out
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the formula and the numbers the fit sees; parts of a bootstrap must share it."""
+        h = hashlib.sha256(self.formula.encode())
+        for arr in (self.y, self.X):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        for t in self.terms:
+            h.update(t.label.encode())
+            h.update(np.ascontiguousarray(t.codes).tobytes())
+            h.update(np.ascontiguousarray(t.zraw).tobytes())
+        return h.hexdigest()[:16]
+
+
+def z_from_terms(terms, n: int) -> sp.csr_matrix:
+    blocks = []
+    rows = np.arange(n)
+    for t in terms:
+        cols = t.codes[:, None] * t.p + np.arange(t.p)[None, :]
+        blocks.append(sp.csr_matrix((t.zraw.ravel(), (np.repeat(rows, t.p), cols.ravel())),
+                                    shape=(n, t.q)))
+    return sp.hstack(blocks, format="csr")
+
+
+def groups_formula(formula: str, groups) -> str:
+    """Seed 000's shorthand: ``groups="subject"`` adds ``(1|subject)``; a list adds one per name."""
+    if isinstance(groups, str):
+        groups = [groups]
+    if not groups or not all(isinstance(g, str) and g for g in groups):
+        raise TypeError("groups must be a column name or a list of column names")
+    if "|" in formula:
+        raise FormulaError("give random effects either in the formula or with groups=, not both")
+    return formula + "".join(f" + (1 | {g})" for g in groups)
+
+
+def _lme4_name(name: str, sum_levels: dict) -> str:
+    """formulaic column names -> lme4's: Intercept -> (Intercept), f[T.b] -> fb."""
+    if name == "Intercept":
+        return "(Intercept)"
+    parts = []
+    for piece in name.split(":"):
+        m = re.fullmatch(r"(.*)\[(?:T\.)?(.*)\]", piece)
+        if m is None:
+            parts.append(piece)
+            continue
+        var, level = m.groups()
+        cm = re.fullmatch(r"C\(\s*([^,\s]+)\s*(?:,.*)?\)", var)
+        base = cm.group(1) if cm else var
+        if level.startswith("S.") and base in sum_levels:
+            level = str(sum_levels[base].index(level[2:]) + 1)
+        elif level == "True":
+            level = "TRUE"
+        elif level == "False":
+            level = "FALSE"
+        parts.append(f"{base}{level}")
+    return ":".join(parts)
+
+
+def _apply_contrasts(fixed: str, contrasts: dict, data: pd.DataFrame) -> tuple[str, dict]:
+    sum_levels = {}
+    for col, kind in contrasts.items():
+        if col not in data.columns:
+            raise ValueError(f"contrasts names column {col!r}, which is not in the data")
+        if kind not in _CONTRASTS:
+            raise ValueError(f"contrasts[{col!r}] must be one of {sorted(_CONTRASTS)}, got {kind!r}")
+        pattern = rf"(?<![\w.]){re.escape(col)}(?![\w.(])"
+        if not re.search(pattern, fixed):
+            continue
+        fixed = re.sub(pattern, f"C({col}, {_CONTRASTS[kind]})", fixed)
+        if kind == "sum":
+            values = data[col]
+            levels = (list(values.cat.categories) if isinstance(values.dtype, pd.CategoricalDtype)
+                      else sorted(pd.unique(values.dropna())))
+            sum_levels[col] = [str(v) for v in levels]
+    return fixed, sum_levels
+
+
+def _grouping(data: pd.DataFrame, names: tuple[str, ...], label: str):
+    """Integer codes and sorted level labels of the interaction of ``names``."""
+    codes_each, levels_each = [], []
+    for name in names:
+        col = data[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            col = col.cat.remove_unused_categories()
+            codes, uniques = col.cat.codes.to_numpy(), list(col.cat.categories)
+        else:
+            codes, uniques = pd.factorize(col, sort=True)
+            uniques = list(uniques)
+        codes_each.append(np.asarray(codes, dtype=np.int64))
+        levels_each.append(uniques)
+    if len(names) == 1:
+        return codes_each[0], tuple(levels_each[0])
+    key = np.zeros(len(data), dtype=np.int64)
+    for codes, uniques in zip(codes_each, levels_each):
+        key = key * len(uniques) + codes
+    used, codes = np.unique(key, return_inverse=True)
+    levels = []
+    for k in used:
+        idx = []
+        for uniques in reversed(levels_each):
+            idx.append(int(k % len(uniques)))
+            k //= len(uniques)
+        parts = [str(u[i]) for u, i in zip(levels_each, reversed(idx))]
+        # lme4's label orders the factors as the label does (cask:batch).
+        order = label.split(":")
+        by_name = dict(zip(names, parts))
+        levels.append(":".join(by_name.get(o, "") for o in order) if set(order) == set(names)
+                      else ":".join(parts))
+    return codes.astype(np.int64), tuple(levels)
+
+
+def _numeric_matrix(mm, what: str) -> np.ndarray:
+    arr = np.asarray(mm, dtype=float)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} has non-finite values (inf) after coding")
+    return arr
+
+
+def _drop_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
+    """Indices of a maximal set of linearly independent columns (pivoted QR, lme4's tolerance)."""
+    if X.shape[1] == 0:
+        return np.arange(0)
+    _, R, piv = scipy.linalg.qr(X, mode="economic", pivoting=True)
+    d = np.abs(np.diag(R))
+    rank = int(np.sum(d > 1e-7 * d[0])) if d.size and d[0] > 0 else 0
+    return np.sort(piv[:rank])
+
+
+def build_spec(formula: str, data, *, contrasts=None) -> ModelSpec:
+    if not isinstance(data, pd.DataFrame):
+        try:
+            data = pd.DataFrame(data)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not tabular"
+            raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}") from exc
+    if len(data) == 0:
+        raise ValueError("data is empty: no rows to fit")
+    contrasts = dict(contrasts or {})
+    parts = parse_formula(formula)
+    fixed, sum_levels = _apply_contrasts(parts.fixed, contrasts, data)
+    try:
+        fixed_vars = Formula(fixed).required_variables
+        term_vars = [Formula(t.expr).required_variables for t in parts.random]
+    except Exception as exc:  # noqa: BLE001 - formulaic's parser errors vary
+        raise FormulaError(f"cannot parse formula {formula!r}: {exc}") from exc
+    used = [parts.response, *sorted(fixed_vars)]
+    for t, tv in zip(parts.random, term_vars):
+        used += sorted(tv) + list(t.group)
+    used = list(dict.fromkeys(used))
+    missing = [c for c in used if c not in data.columns]
+    if missing:
+        raise KeyError(f"column(s) {missing} named in formula {formula!r} are not in the data "
+                       f"(columns: {list(data.columns)})")
+    resp = data[parts.response]
+    if not (pd.api.types.is_numeric_dtype(resp) or pd.api.types.is_bool_dtype(resp)):
+        raise TypeError(f"response {parts.response!r} must be numeric, got dtype {resp.dtype}")
+    frame = data[used]
+    na = frame.isna().any(axis=1).to_numpy()
+    if na.any():
+        cols = [c for c in used if frame[c].isna().any()]
+        warnings.warn(f"dropped {int(na.sum())} of {len(frame)} rows with missing values "
+                      f"in column(s) {cols}", UserWarning, stacklevel=3)
+        frame = frame.loc[~na]
+        if len(frame) == 0:
+            raise ValueError("every row has a missing value in a column the formula uses")
+    frame = frame.reset_index(drop=True)
+    y = frame[parts.response].to_numpy(dtype=float)
+    n = len(y)
+
+    try:
+        mmx = model_matrix(fixed, frame, ensure_full_rank=True, na_action="raise")
+    except Exception as exc:  # noqa: BLE001
+        raise FormulaError(f"cannot build the fixed-effects matrix for {fixed!r}: {exc}") from exc
+    X_all = _numeric_matrix(mmx, "fixed-effects matrix")
+    names_all = [_lme4_name(c, sum_levels) for c in mmx.columns]
+    keep = _drop_aliased(X_all, names_all)
+    dropped = tuple(nm for i, nm in enumerate(names_all) if i not in set(keep.tolist()))
+    if dropped:
+        warnings.warn(f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+                      f"column(s): {list(dropped)}", RankDeficiencyWarning, stacklevel=3)
+    X = X_all[:, keep]
+
+    terms, term_specs = [], []
+    for t in parts.random:
+        try:
+            mmz = model_matrix(t.expr, frame, ensure_full_rank=True, na_action="raise")
+        except Exception as exc:  # noqa: BLE001
+            raise FormulaError(f"cannot build the model matrix of term {t.source!r}: {exc}") from exc
+        zraw = _numeric_matrix(mmz, f"model matrix of term {t.source!r}")
+        if zraw.shape[1] == 0:
+            raise FormulaError(f"random-effect term {t.source!r} has no columns")
+        codes, levels = _grouping(frame, t.group, t.label)
+        if len(levels) < 2:
+            raise ValueError(f"grouping factor {t.label!r} of term {t.source!r} has {len(levels)} "
+                             "level; it needs at least 2")
+        if len(levels) >= n:
+            raise ValueError(f"grouping factor {t.label!r} of term {t.source!r} has {len(levels)} "
+                             f"levels for {n} observations: the number of levels must be less "
+                             "than the number of observations")
+        if len(levels) * zraw.shape[1] >= n:
+            raise ValueError(f"term {t.source!r} has {len(levels) * zraw.shape[1]} random effects for "
+                             f"{n} observations: its variances and the residual variance are "
+                             "unidentifiable")
+        terms.append(ReTerm(label=t.label, group_vars=t.group, expr=t.expr,
+                            colnames=tuple(_lme4_name(c, {}) for c in mmz.columns),
+                            levels=levels, codes=codes, zraw=zraw))
+        term_specs.append(mmz.model_spec)
+    # lme4's order: most levels first; Python's sort is stable, as R's is.
+    order = sorted(range(len(terms)), key=lambda i: -terms[i].nlevels)
+    terms = [terms[i] for i in order]
+    term_specs = [term_specs[i] for i in order]
+    return ModelSpec(formula=parts.text, parts=parts, response=parts.response, y=y, X=X,
+                     fe_names=tuple(names_all[i] for i in keep), dropped=dropped,
+                     terms=tuple(terms), contrasts=contrasts, fixed_spec=mmx.model_spec,
+                     term_specs=tuple(term_specs), kept_columns=keep, data=frame)

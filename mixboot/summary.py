@@ -1,0 +1,63 @@
+"""Printed summaries in the layout lme4 and MixedModels.jl users read."""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["summary_text", "format_table"]
+
+
+def format_table(rows: list[list[str]], header: list[str], align_left: int = 1) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    lines = []
+    for r in [header] + rows:
+        cells = [str(c).ljust(w) if i < align_left else str(c).rjust(w)
+                 for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append(" ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return "" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}g}"
+
+
+def _pval(p: float) -> str:
+    return "<2e-16" if p < 2e-16 else f"{p:.3g}"
+
+
+def summary_text(r) -> str:
+    kind = "REML" if r.REML else "maximum likelihood"
+    crit = "REML criterion" if r.REML else "deviance"
+    out = [f"Linear mixed model fit by {kind} [mixboot]",
+           f"Formula: {r.formula}",
+           f" {crit} at convergence: {r.objective:.4f}",
+           f" AIC {r.aic:.2f}  BIC {r.bic:.2f}  logLik {r.loglik:.2f}",
+           "", "Random effects:"]
+    vc = r.varcorr
+    rows = []
+    for grp, sub in vc.groupby("grp", sort=False):
+        variances = sub[sub["var2"].isna()]
+        corrs = sub[sub["var2"].notna()]
+        names = list(variances["var1"].fillna(""))
+        for i, (_, row) in enumerate(variances.iterrows()):
+            corr_cells = []
+            for j in range(i):
+                hit = corrs[(corrs["var1"] == names[j]) & (corrs["var2"] == names[i])]
+                corr_cells.append(f"{hit['sdcor'].iloc[0]:+.2f}" if len(hit) else "")
+            rows.append([grp if i == 0 else "", row["var1"] or "", _fmt(row["vcov"]),
+                         _fmt(row["sdcor"]), " ".join(corr_cells)])
+    out.append(format_table(rows, ["Groups", "Name", "Variance", "Std.Dev.", "Corr"], align_left=2))
+    groups = ", ".join(f"{k}, {v}" for k, v in r.ngroups.items())
+    out += [f"Number of obs: {r.nobs}, groups: {groups}", "", "Fixed effects:"]
+    rows = [[name, f"{b:.4f}", f"{se:.4f}", f"{z:.2f}", _pval(p)]
+            for name, b, se, z, p in zip(r.fe_params.index, r.fe_params, r.bse, r.tvalues,
+                                          r.pvalues)]
+    out.append(format_table(rows, ["", "Estimate", "Std. Error", "z value", "Pr(>|z|)"]))
+    if r.spec.dropped:
+        out.append(f"Dropped aliased columns: {', '.join(r.spec.dropped)}")
+    notes = []
+    if r.is_singular:
+        notes.append("boundary (singular) fit: see is_singular")
+    if not r.converged:
+        notes.append(f"optimizer did not converge: {r.optsum.returncode}")
+    out += [""] + notes if notes else []
+    return "\n".join(out)

@@ -1,0 +1,340 @@
+"""The numeric workspace of a linear mixed model, and its profiled deviance.
+
+Notation (lme4 / MixedModels.jl): y = X beta + Z Lambda u + e, u ~ N(0, s^2 I).
+Terms are ordered by number of levels, most first.  The first term's block of
+Z'Z is block diagonal (l1 blocks of p1 x p1); everything else -- the other
+terms' columns, X and y -- forms the "tail" T = [Zr X y] of width m.  For a
+given theta the blocked Cholesky factor of
+
+    [[L1'Z1'Z1 L1 + I,  L1'Z1'T Lt], [Lt'T'Z1 L1,  Lt'T'T Lt + Ir]]
+
+is found in two steps: per level j, C_j = T1' A11_j T1 + I; then the tail block
+
+    S = Lt' (T'T - R P R') Lt + Ir,   R = T'Z1,  P = blockdiag(T1 C_j^-1 T1'),
+
+whose dense Cholesky L holds everything else: log|L_Z|^2 = sum log|C_j| +
+2 sum log diag L[:qr]; the penalized residual sum of squares is L[-1, -1]^2;
+and for REML log|L_X|^2 = 2 sum log diag L[X].  Only R's last row (Z1'y) and
+T'T's last row and column (Zr'y, X'y, y'y) depend on y, which is what makes a
+refit for a new response cheap: see :class:`Responses`.
+
+The kernel is written over a batch of (theta, response) pairs so that a
+bootstrap evaluates many replicates in one pass; a single fit is a batch of one.
+When R is too large to hold densely per pair (InstEval: 1158 x 2972) the
+single-theta sparse path computes R P R' with scipy.sparse.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from .spec import ModelSpec
+
+__all__ = ["Workspace", "Responses", "Factorization"]
+
+_LOG2PI = np.log(2.0 * np.pi)
+# Above this many entries of R per (theta, response) pair, use the sparse single path.
+_DENSE_LIMIT = 400_000
+
+
+@dataclass(frozen=True)
+class Responses:
+    """The y-dependent cross-products of B responses: all a refit needs of y."""
+
+    z1y: np.ndarray     # (B, l1, p1)   Z1'y by level
+    taily: np.ndarray   # (B, m0)       [Zr X]'y
+    yty: np.ndarray     # (B,)
+
+    @property
+    def B(self) -> int:
+        return self.yty.shape[0]
+
+    def take(self, index: np.ndarray) -> "Responses":
+        return Responses(self.z1y[index], self.taily[index], self.yty[index])
+
+
+@dataclass(frozen=True)
+class Factorization:
+    """The result of evaluating the profiled deviance for a batch."""
+
+    objective: np.ndarray   # (B,)
+    L: np.ndarray           # (B, m, m) Cholesky factor of the tail block S
+    C: np.ndarray           # (B, l1, p1, p1) per-level C_j
+    ok: np.ndarray          # (B,) False where S was not positive definite
+
+
+class Workspace:
+    """Cross-products of Z, X (and y) for one model, built once."""
+
+    def __init__(self, spec: ModelSpec, *, REML: bool):
+        self.spec = spec
+        self.REML = bool(REML)
+        terms = spec.terms
+        self.t1, self.rest = terms[0], terms[1:]
+        t1 = self.t1
+        self.n, self.p = spec.n, spec.p
+        self.l1, self.p1 = t1.nlevels, t1.p
+        self.q1 = t1.q
+        self.qr = sum(t.q for t in self.rest)
+        self.m0 = self.qr + self.p
+        self.m = self.m0 + 1
+        Z = spec.z_matrix()
+        self.Z = Z
+        self.Zt = Z.T.tocsr()
+        Z1 = Z[:, :self.q1]
+        Zr = Z[:, self.q1:]
+        self.A11 = self._blockdiag_crossprod(t1)
+        Zr1 = (Zr.T @ Z1).tocsr()
+        XZ1 = np.asarray((Z1.T @ spec.X).T)
+        self.F_sparse = sp.vstack([Zr1, sp.csr_matrix(XZ1)], format="csr")
+        self.dense = self.m * self.q1 <= _DENSE_LIMIT
+        self.F = self.F_sparse.toarray().reshape(self.m0, self.l1, self.p1) if self.dense else None
+        self.K = None if self.dense else _pair_products(self.F_sparse, self.l1, self.p1)
+        A22 = np.empty((self.m0, self.m0))
+        A22[:self.qr, :self.qr] = (Zr.T @ Zr).toarray()
+        ZrX = np.asarray(Zr.T @ spec.X)
+        A22[:self.qr, self.qr:] = ZrX
+        A22[self.qr:, :self.qr] = ZrX.T
+        A22[self.qr:, self.qr:] = spec.X.T @ spec.X
+        self.A22 = A22
+        self.theta_slices = spec.theta_slices
+        self.n_theta = spec.n_theta
+        self.response = self.responses(spec.y[:, None])
+
+    def _blockdiag_crossprod(self, term) -> np.ndarray:
+        A = np.empty((term.nlevels, term.p, term.p))
+        for a in range(term.p):
+            for b in range(a, term.p):
+                A[:, a, b] = np.bincount(term.codes, weights=term.zraw[:, a] * term.zraw[:, b],
+                                         minlength=term.nlevels)
+                A[:, b, a] = A[:, a, b]
+        return A
+
+    # -- the y-dependent part -------------------------------------------------
+    def responses(self, Y: np.ndarray) -> Responses:
+        """Cross-products of the columns of Y (n x B): one sparse product for all of them."""
+        Y = np.asarray(Y, dtype=float)
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        ZtY = self.Zt @ Y                                   # (q, B)
+        z1y = ZtY[:self.q1].T.reshape(-1, self.l1, self.p1)
+        taily = np.concatenate([ZtY[self.q1:], self.spec.X.T @ Y], axis=0).T
+        yty = np.einsum("ij,ij->j", Y, Y)
+        return Responses(np.ascontiguousarray(z1y), np.ascontiguousarray(taily), yty)
+
+    # -- theta -> factor pieces -------------------------------------------------
+    def _term1(self, theta: np.ndarray):
+        """C_j, log|C_j| summed, and P_j = T1 C_j^-1 T1' for a batch of theta."""
+        T1 = self.t1.factor(theta[:, self.theta_slices[0]])          # (B, p1, p1)
+        if self.p1 == 1:
+            t2 = T1[:, 0, 0] ** 2
+            c = t2[:, None] * self.A11[None, :, 0, 0] + 1.0             # (B, l1)
+            logdet = np.log(c).sum(axis=1)
+            P = (t2[:, None] / c)[:, :, None, None]
+            C = c[:, :, None, None]
+            return C, logdet, P
+        C = np.einsum("bsp,jst,btr->bjpr", T1, self.A11, T1)
+        C[..., np.arange(self.p1), np.arange(self.p1)] += 1.0
+        if self.p1 == 2:
+            # Closed form: fewer numpy calls than a general factorization of 2x2 blocks.
+            a, b, d = C[..., 0, 0], C[..., 0, 1], C[..., 1, 1]
+            det = a * d - b * b
+            inv = np.empty_like(C)
+            inv[..., 0, 0], inv[..., 1, 1] = d / det, a / det
+            inv[..., 0, 1] = inv[..., 1, 0] = -b / det
+            P = T1[:, None] @ inv @ np.swapaxes(T1, -1, -2)[:, None]
+            return C, np.log(det).sum(axis=1), P
+        Lc = np.linalg.cholesky(C)
+        logdet = 2.0 * np.log(np.diagonal(Lc, axis1=-2, axis2=-1)).sum(axis=(1, 2))
+        # P = T1 C^-1 T1' = W'W with W = Lc^-1 T1'
+        W = np.linalg.solve(Lc, np.broadcast_to(np.swapaxes(T1, -1, -2)[:, None], C.shape))
+        P = np.swapaxes(W, -1, -2) @ W
+        return C, logdet, P
+
+    def _scale_tail(self, S: np.ndarray, theta: np.ndarray) -> None:
+        """S <- Lt' S Lt in place, Lt = blockdiag(Lambda_rest, I_p, 1)."""
+        B = S.shape[0]
+        off = 0
+        for term, sl in zip(self.rest, self.theta_slices[1:]):
+            q, p, lk = term.q, term.p, term.nlevels
+            T = term.factor(theta[:, sl])
+            if p == 1:
+                s = T[:, 0, 0]
+                S[:, off:off + q, :] *= s[:, None, None]
+                S[:, :, off:off + q] *= s[:, None, None]
+            else:
+                rows = S[:, off:off + q, :].reshape(B, lk, p, -1)
+                S[:, off:off + q, :] = np.einsum("bsp,bjsm->bjpm", T, rows).reshape(B, q, -1)
+                cols = S[:, :, off:off + q].reshape(B, -1, lk, p)
+                S[:, :, off:off + q] = np.einsum("bmjs,bsp->bmjp", cols, T).reshape(B, -1, q)
+            off += q
+        idx = np.arange(self.qr)
+        S[:, idx, idx] += 1.0
+
+    def _tail_dense(self, P: np.ndarray, resp: Responses) -> np.ndarray:
+        B = P.shape[0]
+        R = np.empty((B, self.m, self.l1, self.p1))
+        R[:, :self.m0] = self.F
+        R[:, self.m0] = resp.z1y
+        if self.p1 == 1:
+            G = R * P[:, None, :, 0, 0, None]
+        else:
+            G = np.einsum("bmjs,bjst->bmjt", R, P)
+        M = G.reshape(B, self.m, self.q1) @ R.reshape(B, self.m, self.q1).transpose(0, 2, 1)
+        S = -M
+        S[:, :self.m0, :self.m0] += self.A22
+        S[:, :self.m0, self.m0] += resp.taily
+        S[:, self.m0, :self.m0] += resp.taily
+        S[:, self.m0, self.m0] += resp.yty
+        return S
+
+    def _tail_sparse(self, P: np.ndarray, resp: Responses) -> np.ndarray:
+        if resp.B != 1 or P.shape[0] != 1:
+            raise ValueError("the sparse path evaluates one theta and one response at a time")
+        # Only the lower triangle is formed: the Cholesky below reads no other.
+        M = (self.K @ P[0].reshape(-1)).reshape(self.m0, self.m0)
+        Py = (P[0] @ resp.z1y[0][..., None])[..., 0].reshape(-1)      # P z1y, by level
+        S = np.zeros((1, self.m, self.m))
+        S[0, :self.m0, :self.m0] = self.A22 - M
+        S[0, self.m0, :self.m0] = resp.taily[0] - self.F_sparse @ Py
+        S[0, self.m0, self.m0] = resp.yty[0] - resp.z1y[0].reshape(-1) @ Py
+        return S
+
+    # -- the objective ----------------------------------------------------------
+    def factorize(self, theta: np.ndarray, resp: Responses | None = None) -> Factorization:
+        """Evaluate the profiled deviance (or REML criterion) for a batch.
+
+        theta: (B, n_theta); resp: B responses (default: the model's own y,
+        broadcast).  Changes nothing in the workspace.
+        """
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        B = theta.shape[0]
+        if resp is None:
+            resp = self.response
+        if resp.B != B:
+            resp = resp.take(np.zeros(B, dtype=np.int64)) if resp.B == 1 else None
+            if resp is None:
+                raise ValueError("need one response per theta (or a single response)")
+        C, logdet1, P = self._term1(theta)
+        S = self._tail_dense(P, resp) if self.dense else self._tail_sparse(P, resp)
+        self._scale_tail(S, theta)
+        L, ok = _batched_cholesky(S) if self.dense else _lapack_cholesky(S)
+        d = np.diagonal(L, axis1=-2, axis2=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logd = np.log(d)
+            logdet = logdet1 + 2.0 * logd[:, :self.qr].sum(axis=1)
+            r2 = d[:, -1] ** 2
+            if self.REML:
+                dof = self.n - self.p
+                obj = logdet + 2.0 * logd[:, self.qr:self.m0].sum(axis=1) \
+                    + dof * (1.0 + _LOG2PI + np.log(r2 / dof))
+            else:
+                obj = logdet + self.n * (1.0 + _LOG2PI + np.log(r2 / self.n))
+        obj = np.where(ok & np.isfinite(obj), obj, np.inf)
+        return Factorization(objective=obj, L=L, C=C, ok=ok)
+
+    def objective(self, theta: np.ndarray) -> float:
+        """The criterion at one theta for the model's own response."""
+        return float(self.factorize(np.asarray(theta, dtype=float)[None, :]).objective[0])
+
+    # -- estimates from a factorization ----------------------------------------
+    def fixef_sigma(self, fac: Factorization) -> tuple[np.ndarray, np.ndarray]:
+        """beta (B, p) and sigma (B,) from a batch factorization."""
+        L = fac.L
+        LXX = L[:, self.qr:self.m0, self.qr:self.m0]
+        cX = L[:, self.m0, self.qr:self.m0]
+        beta = _solve_upper_batched(np.swapaxes(LXX, -1, -2), cX)
+        r2 = L[:, -1, -1] ** 2
+        dof = self.n - self.p if self.REML else self.n
+        return beta, np.sqrt(r2 / dof)
+
+    def conditional_modes(self, theta: np.ndarray, fac: Factorization, resp: Responses,
+                          beta: np.ndarray) -> list[np.ndarray]:
+        """Spherical modes u per term for ONE (theta, response): list of (l_k, p_k)."""
+        L = fac.L[0]
+        Lrr = L[:self.qr, :self.qr]
+        crest = L[self.m0, :self.qr] - L[self.qr:self.m0, :self.qr].T @ beta
+        ur = scipy.linalg.solve_triangular(Lrr.T, crest, lower=False) if self.qr else np.zeros(0)
+        b_rest, off, out_rest = [], 0, []
+        for term, sl in zip(self.rest, self.theta_slices[1:]):
+            u = ur[off:off + term.q].reshape(term.nlevels, term.p)
+            out_rest.append(u)
+            b_rest.append((u @ term.factor(theta[sl]).T).reshape(-1))
+            off += term.q
+        w = np.concatenate(b_rest + [beta])
+        Fw = (self.F_sparse.T @ w).reshape(self.l1, self.p1)
+        T1 = self.t1.factor(theta[self.theta_slices[0]])
+        rhs = (resp.z1y[0] - Fw) @ T1                       # T1' (z1y_j - (F'w)_j)
+        u1 = np.linalg.solve(fac.C[0], rhs[..., None])[..., 0]
+        return [u1] + out_rest
+
+    def vcov_unscaled(self, fac: Factorization) -> np.ndarray:
+        """(L_X L_X')^-1 for ONE factorization: vcov(beta) / sigma^2."""
+        LXX = fac.L[0, self.qr:self.m0, self.qr:self.m0]
+        inv = scipy.linalg.solve_triangular(LXX, np.eye(self.p), lower=True)
+        return inv.T @ inv
+
+
+def _batched_cholesky(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cholesky of each matrix in S; a matrix that is not positive definite gets ok=False."""
+    try:
+        return np.linalg.cholesky(S), np.ones(S.shape[0], dtype=bool)
+    except np.linalg.LinAlgError:
+        L = np.full_like(S, np.nan)
+        ok = np.zeros(S.shape[0], dtype=bool)
+        for b in range(S.shape[0]):
+            try:
+                L[b] = np.linalg.cholesky(S[b])
+                ok[b] = True
+            except np.linalg.LinAlgError:
+                pass
+        return L, ok
+
+
+def _lapack_cholesky(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cholesky of one large matrix from its lower triangle (LAPACK potrf, threaded BLAS)."""
+    L, info = scipy.linalg.lapack.dpotrf(S[0], lower=1, clean=1, overwrite_a=1)
+    if info != 0:
+        return np.full_like(S, np.nan), np.zeros(1, dtype=bool)
+    return L[None], np.ones(1, dtype=bool)
+
+
+def _pair_products(F: sp.csr_matrix, l1: int, p1: int) -> sp.csr_matrix:
+    """K with vec(F blockdiag(P_j) F')[lower] = K vec(P): fixes the sparsity work once.
+
+    Row r*m0 + r2 (r >= r2) of K, column (j, s, t), holds F[r, (j,s)] * F[r2, (j,t)].
+    """
+    m0 = F.shape[0]
+    Fc = F.tocsc()
+    Fc.sort_indices()
+    rows, cols, vals = [], [], []
+    for s in range(p1):
+        for t in range(p1):
+            # columns (j, s) of F are stored at indptr[j*p1+s] .. indptr[j*p1+s+1]
+            starts_s, ends_s = Fc.indptr[s::p1][:l1], Fc.indptr[s + 1::p1][:l1]
+            starts_t, ends_t = Fc.indptr[t::p1][:l1], Fc.indptr[t + 1::p1][:l1]
+            na, nb = ends_s - starts_s, ends_t - starts_t
+            count = na * nb
+            group = np.repeat(np.arange(l1), count)
+            k = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+            ia = starts_s[group] + k // nb[group]
+            ib = starts_t[group] + k % nb[group]
+            ra, rb = Fc.indices[ia], Fc.indices[ib]
+            keep = ra >= rb
+            rows.append(ra[keep] * m0 + rb[keep])
+            cols.append(group[keep] * p1 * p1 + s * p1 + t)
+            vals.append(Fc.data[ia[keep]] * Fc.data[ib[keep]])
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(m0 * m0, l1 * p1 * p1))
+
+
+def _solve_upper_batched(U: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Solve U x = c for a batch of small upper-triangular U by back-substitution."""
+    p = U.shape[-1]
+    x = np.zeros(c.shape)
+    for i in range(p - 1, -1, -1):
+        x[:, i] = (c[:, i] - np.einsum("bj,bj->b", U[:, i, i + 1:], x[:, i + 1:])) / U[:, i, i]
+    return x
