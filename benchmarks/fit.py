@@ -157,6 +157,18 @@ def run_mixboot(mb, reps: int, do_insteval: bool) -> dict:
     return out
 
 
+def _vm_hwm_kib() -> int | None:
+    """VmHWM (peak RSS of this address space, KiB) from /proc (Linux), else None."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def _memory_child(mode: str) -> None:
     """Child-process body: measure the mixboot InstEval fit (prints one JSON line)."""
     import resource
@@ -165,8 +177,8 @@ def _memory_child(mode: str) -> None:
     import mixboot as mb
     ie = load_insteval()
     mb.fit(WARMUP_FORMULA, data=load_dyestuff(), REML=False)  # import / JIT warm-up
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    res = {"mode": mode, "rss_before_kib": before}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    res = {"mode": mode, "rss_before_kib": before, "hwm_before_kib": _vm_hwm_kib()}
     if mode == "tracemalloc":
         tracemalloc.start()
         mb.fit(INSTEVAL_FORMULA, data=ie, REML=False)
@@ -175,13 +187,19 @@ def _memory_child(mode: str) -> None:
         res["tracemalloc_peak_bytes"] = peak
     else:
         mb.fit(INSTEVAL_FORMULA, data=ie, REML=False)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    res["rss_after_kib"] = after
+    res["rss_after_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    res["hwm_after_kib"] = _vm_hwm_kib()
     print("@@MEM@@" + json.dumps(res), flush=True)
 
 
 def measure_memory() -> dict:
-    """Peak RSS (without tracemalloc) and tracemalloc peak (separate child) of the fit."""
+    """Peak RSS (without tracemalloc) and tracemalloc peak (separate child) of the fit.
+
+    Linux keeps ru_maxrss across fork+exec, so a child started from a parent
+    whose peak RSS is already large would report the parent's peak.  main()
+    therefore calls this before anything big is loaded in the parent, and
+    the children also report VmHWM (/proc, per address space) as a cross-check.
+    """
     out = {}
     env = dict(os.environ)
     root = str(_lme4.REPO_ROOT)
@@ -253,6 +271,13 @@ def main(argv=None) -> int:
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}, "
           f"cpus {os.cpu_count()}")
 
+    mb = import_mixboot()
+    mem = None
+    if mb is not None and do_ie and not args.no_memory:
+        # first, while this parent process is still small (see measure_memory)
+        print("measuring mixboot InstEval memory (child processes) ...", flush=True)
+        mem = measure_memory()
+
     r = None
     if args.no_r:
         print("lme4: skipped (--no-r)")
@@ -267,22 +292,24 @@ def main(argv=None) -> int:
             print(f"lme4 {r['version']} ({r['R']})")
 
     mx = None
-    mb = import_mixboot()
     if mb is not None:
         print("running mixboot ...", flush=True)
         mx = run_mixboot(mb, args.reps, do_ie)
 
     report(mx, r, args.reps, args.r_reps)
 
-    if mb is not None and do_ie and not args.no_memory:
-        mem = measure_memory()
+    if mem is not None:
         print()
         print("mixboot InstEval ML fit, memory (fresh child processes, after import warm-up):")
         if "rss" in mem:
             m = mem["rss"]
-            print(f"  peak RSS of process:         {m['rss_after_kib'] / 1024:9.1f} MiB "
+            print(f"  peak RSS (ru_maxrss):        {m['rss_after_kib'] / 1024:9.1f} MiB "
                   f"(before fit {m['rss_before_kib'] / 1024:.1f} MiB, "
                   f"increase by fit {(m['rss_after_kib'] - m['rss_before_kib']) / 1024:.1f} MiB)")
+            if m.get("hwm_after_kib") is not None and m.get("hwm_before_kib") is not None:
+                print(f"  peak RSS (VmHWM, /proc):     {m['hwm_after_kib'] / 1024:9.1f} MiB "
+                      f"(before fit {m['hwm_before_kib'] / 1024:.1f} MiB, "
+                      f"increase by fit {(m['hwm_after_kib'] - m['hwm_before_kib']) / 1024:.1f} MiB)")
         if "tracemalloc" in mem:
             print(f"  tracemalloc peak during fit: "
                   f"{mem['tracemalloc']['tracemalloc_peak_bytes'] / 2**20:9.1f} MiB")

@@ -136,7 +136,8 @@ class Workspace:
             P = (t2[:, None] / c)[:, :, None, None]
             C = c[:, :, None, None]
             return C, logdet, P
-        C = np.einsum("bsp,jst,btr->bjpr", T1, self.A11, T1)
+        T1t = np.swapaxes(T1, -1, -2)[:, None]
+        C = small_matmul(small_matmul(T1t, self.A11[None]), T1[:, None])
         C[..., np.arange(self.p1), np.arange(self.p1)] += 1.0
         if self.p1 == 2:
             # Closed form: fewer numpy calls than a general factorization of 2x2 blocks.
@@ -145,7 +146,7 @@ class Workspace:
             inv = np.empty_like(C)
             inv[..., 0, 0], inv[..., 1, 1] = d / det, a / det
             inv[..., 0, 1] = inv[..., 1, 0] = -b / det
-            P = T1[:, None] @ inv @ np.swapaxes(T1, -1, -2)[:, None]
+            P = small_matmul(small_matmul(T1[:, None], inv), T1t)
             return C, np.log(det).sum(axis=1), P
         Lc = np.linalg.cholesky(C)
         logdet = 2.0 * np.log(np.diagonal(Lc, axis1=-2, axis2=-1)).sum(axis=(1, 2))
@@ -167,9 +168,10 @@ class Workspace:
                 S[:, :, off:off + q] *= s[:, None, None]
             else:
                 rows = S[:, off:off + q, :].reshape(B, lk, p, -1)
-                S[:, off:off + q, :] = np.einsum("bsp,bjsm->bjpm", T, rows).reshape(B, q, -1)
+                Tt = np.swapaxes(T, -1, -2)[:, None]
+                S[:, off:off + q, :] = small_matmul(Tt, rows).reshape(B, q, -1)
                 cols = S[:, :, off:off + q].reshape(B, -1, lk, p)
-                S[:, :, off:off + q] = np.einsum("bmjs,bsp->bmjp", cols, T).reshape(B, -1, q)
+                S[:, :, off:off + q] = small_matmul(cols, T[:, None]).reshape(B, -1, q)
             off += q
         idx = np.arange(self.qr)
         S[:, idx, idx] += 1.0
@@ -182,7 +184,7 @@ class Workspace:
         if self.p1 == 1:
             G = R * P[:, None, :, 0, 0, None]
         else:
-            G = np.einsum("bmjs,bjst->bmjt", R, P)
+            G = small_matmul(R[..., None, :], P[:, None])[..., 0, :]
         M = G.reshape(B, self.m, self.q1) @ R.reshape(B, self.m, self.q1).transpose(0, 2, 1)
         S = -M
         S[:, :self.m0, :self.m0] += self.A22
@@ -276,6 +278,21 @@ class Workspace:
         LXX = fac.L[0, self.qr:self.m0, self.qr:self.m0]
         inv = scipy.linalg.solve_triangular(LXX, np.eye(self.p), lower=True)
         return inv.T @ inv
+
+
+def small_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b over the last two axes, broadcasting; unrolled over a short inner axis.
+
+    For the 1-4 wide blocks of random-effect terms, a few vectorized
+    multiply-adds over the whole batch beat numpy's per-matrix matmul loop.
+    """
+    r = a.shape[-1]
+    if r > 4:
+        return a @ b
+    out = a[..., :, 0:1] * b[..., 0:1, :]
+    for k in range(1, r):
+        out = out + a[..., :, k:k + 1] * b[..., k:k + 1, :]
+    return out
 
 
 def _batched_cholesky(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,162 @@
+"""Draw responses from a fitted (or specified) linear mixed model.
+
+y* = X beta + Z b* + e*,  b* = sigma Lambda z,  z ~ N(0, I_q),  e* ~ N(0, sigma^2 I_n).
+
+Column j of a simulation draws from its own random stream: child j of
+``numpy.random.SeedSequence(seed)``; the bootstrap uses the same streams, so
+replicate j of ``bootMer(result, seed=s)`` refits column j of
+``simulate(result, nsim, seed=s)``.
+
+>>> import mixboot as mb
+>>> r = mb.fit("Reaction ~ Days + (Days | Subject)", data=mb.datasets.load("reaction"))
+>>> mb.simulate(r, nsim=5, seed=42).shape
+(180, 5)
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .spec import z_from_terms
+from .terms import ReTerm
+
+__all__ = ["simulate", "seed_streams", "check_parameters"]
+
+
+def seed_streams(seed, n: int) -> tuple[np.random.SeedSequence, list[np.random.SeedSequence]]:
+    """The root SeedSequence for ``seed`` and its first ``n`` children."""
+    if isinstance(seed, np.random.Generator):
+        root = np.random.SeedSequence(int(seed.integers(0, 2 ** 63)))
+    elif isinstance(seed, np.random.SeedSequence):
+        root = seed
+    elif seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+                          and seed >= 0):
+        root = np.random.SeedSequence(None if seed is None else int(seed))
+    else:
+        raise TypeError(f"seed must be a non-negative int, a numpy Generator or None, got {seed!r}")
+    children = [np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key + (i,))
+                for i in range(n)]
+    return root, children
+
+
+def check_parameters(result, beta=None, sigma=None, theta=None):
+    """Validated (beta, sigma, theta) arrays, defaulting to the fit's estimates."""
+    spec = result.spec
+    if beta is None:
+        beta = np.asarray(result.beta, dtype=float)
+    else:
+        if isinstance(beta, (dict, pd.Series)):
+            beta = pd.Series(beta)
+            unknown = set(beta.index) - set(spec.fe_names)
+            missing = set(spec.fe_names) - set(beta.index)
+            if unknown or missing:
+                raise ValueError(f"beta names {sorted(unknown)} are not coefficients / "
+                                 f"{sorted(missing)} are missing; coefficients: {list(spec.fe_names)}")
+            beta = beta[list(spec.fe_names)].to_numpy(dtype=float)
+        beta = np.asarray(beta, dtype=float).ravel()
+        if beta.shape != (spec.p,):
+            raise ValueError(f"beta must have {spec.p} values {list(spec.fe_names)}, got {beta.size}")
+    sigma = float(result.sigma if sigma is None else sigma)
+    if not np.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    theta = np.asarray(result.theta if theta is None else theta, dtype=float).ravel()
+    if theta.shape != (spec.n_theta,):
+        raise ValueError(f"theta must have {spec.n_theta} values {list(spec.theta_names)}, "
+                         f"got {theta.size}")
+    if not np.all(np.isfinite(theta)):
+        raise ValueError("theta must be finite")
+    return beta, sigma, theta
+
+
+def _draw(children, q: int, n: int, draw_u: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Standard normals for each stream: z (q,) first, then e (n,)."""
+    Zu = np.empty((q, len(children)))
+    E = np.empty((n, len(children)))
+    for j, child in enumerate(children):
+        rng = np.random.Generator(np.random.PCG64(child))
+        if draw_u:
+            Zu[:, j] = rng.standard_normal(q)
+        E[:, j] = rng.standard_normal(n)
+    return Zu, E
+
+
+def _spherical_to_b(terms, theta_slices, theta, Zu):
+    """b = Lambda z for a (q, B) block of spherical effects."""
+    out, off = [], 0
+    for term, sl in zip(terms, theta_slices):
+        T = term.factor(theta[sl])
+        z = Zu[off:off + term.q].T.reshape(-1, term.nlevels, term.p)
+        out.append((z @ T.T).reshape(-1, term.q).T)
+        off += term.q
+    return np.concatenate(out, axis=0)
+
+
+def simulate_block(result, children, *, beta, sigma, theta, use_u=False, design=None):
+    """Responses (n, len(children)) for the given streams; ``design``: (X, terms) for new data."""
+    spec = result.spec
+    X, terms = (spec.X, spec.terms) if design is None else design
+    n = X.shape[0]
+    q = sum(t.q for t in terms)
+    Zu, E = _draw(children, q, n, draw_u=True)
+    if use_u:
+        # Condition on the fitted spherical modes u (b = Lambda u): with the
+        # fitted theta this reproduces the fitted b; levels not in the fit keep their draws.
+        off = 0
+        for term, u in zip(terms, result.u):
+            Zu[off:off + u.size] = u.reshape(-1)[:, None] / sigma
+            off += term.q
+    B = _spherical_to_b(terms, spec.theta_slices, theta, Zu) * sigma
+    Zmat = z_from_terms(terms, n)
+    return (X @ beta)[:, None] + np.asarray(Zmat @ B) + sigma * E
+
+
+def _design_for(result, newdata: pd.DataFrame):
+    """X and random terms of ``newdata`` under the fitted coding; new levels appended."""
+    spec = result.spec
+    if not isinstance(newdata, pd.DataFrame):
+        raise TypeError("newdata must be a pandas DataFrame")
+    try:
+        Xall = np.asarray(spec.fixed_spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
+    except Exception as exc:  # noqa: BLE001 - formulaic's errors name the column
+        raise ValueError(f"cannot build the fixed-effects matrix for newdata: {exc}") from exc
+    X = Xall[:, spec.kept_columns]
+    terms = []
+    for term, tspec in zip(spec.terms, spec.term_specs):
+        missing = [g for g in term.group_vars if g not in newdata.columns]
+        if missing:
+            raise KeyError(f"newdata lacks grouping column(s) {missing} of term ({term.expr} | {term.label})")
+        zraw = np.asarray(tspec.get_model_matrix(newdata, na_action="raise"), dtype=float)
+        labels = (newdata[term.label.split(":")].astype(str).agg(":".join, axis=1)
+                  if len(term.group_vars) > 1 else newdata[term.group_vars[0]])
+        index = {lev: i for i, lev in enumerate(term.levels)}
+        index_str = {str(lev): i for i, lev in enumerate(term.levels)}
+        levels = list(term.levels)
+        codes = np.empty(len(newdata), dtype=np.int64)
+        for i, lab in enumerate(labels):
+            code = index.get(lab, index_str.get(str(lab)))
+            if code is None:
+                code = len(levels)
+                levels.append(lab)
+                index[lab] = code
+            codes[i] = code
+        terms.append(ReTerm(label=term.label, group_vars=term.group_vars, expr=term.expr,
+                            colnames=term.colnames, levels=tuple(levels), codes=codes, zraw=zraw))
+    return X, tuple(terms)
+
+
+def simulate(result, nsim: int = 1, seed=None, *, beta=None, sigma=None, theta=None,
+             use_u: bool = False, newdata=None) -> np.ndarray:
+    """Simulate ``nsim`` responses from a fitted model; returns an (n, nsim) array.
+
+    ``beta``, ``sigma``, ``theta`` replace the estimates (beta may be a dict by
+    coefficient name).  ``use_u=True`` conditions on the fitted random effects
+    (lme4's use.u).  ``newdata`` simulates for another data frame under the same
+    formula; grouping levels not seen in the fit draw fresh effects.
+    """
+    if isinstance(nsim, bool) or not isinstance(nsim, (int, np.integer)) or nsim < 1:
+        raise ValueError(f"nsim must be a positive integer, got {nsim!r}")
+    beta, sigma, theta = check_parameters(result, beta, sigma, theta)
+    _, children = seed_streams(seed, int(nsim))
+    design = None if newdata is None else _design_for(result, newdata)
+    return simulate_block(result, children, beta=beta, sigma=sigma, theta=theta,
+                          use_u=bool(use_u), design=design)
