@@ -43,7 +43,8 @@ def summary_text(r) -> str:
             for j in range(i):
                 hit = corrs[(corrs["var1"] == names[j]) & (corrs["var2"] == names[i])]
                 corr_cells.append(f"{hit['sdcor'].iloc[0]:+.2f}" if len(hit) else "")
-            rows.append([grp if i == 0 else "", row["var1"] or "", _fmt(row["vcov"]),
+            name = row["var1"] if isinstance(row["var1"], str) else ""
+            rows.append([grp if i == 0 else "", name, _fmt(row["vcov"]),
                          _fmt(row["sdcor"]), " ".join(corr_cells)])
     out.append(format_table(rows, ["Groups", "Name", "Variance", "Std.Dev.", "Corr"], align_left=2))
     groups = ", ".join(f"{k}, {v}" for k, v in r.ngroups.items())
