@@ -153,6 +153,25 @@ def newton_batch(evaluate, theta0: np.ndarray, *, ftol_rel: float):
     return theta, f, converged, evals
 
 
+def _zero_small_batch(evaluate, theta, lower, tol):
+    """As the fit does: bounded elements below ``tol`` go to exactly zero if no worse."""
+    theta = theta.copy()
+    f = None
+    for i in np.flatnonzero(lower == 0):
+        rows = np.flatnonzero((theta[:, i] > 0) & (theta[:, i] < tol))
+        if rows.size == 0:
+            continue
+        if f is None:
+            f = evaluate(theta, np.arange(theta.shape[0]))
+        trial = theta[rows].copy()
+        trial[:, i] = 0.0
+        ft = evaluate(trial, rows)
+        better = ft <= f[rows]
+        theta[rows[better]] = trial[better]
+        f[rows[better]] = ft[better]
+    return theta
+
+
 def refit_responses(result, Y: np.ndarray, *, tol: float | None = None,
                     start: np.ndarray | None = None) -> RefitBatch:
     """Refit ``result``'s model to each column of Y (n x B)."""
@@ -179,7 +198,8 @@ def refit_responses(result, Y: np.ndarray, *, tol: float | None = None,
                              theta0[b], spec.lower_bounds, settings, warn=False)
         theta[b], f[b], conv[b] = opt.theta, opt.fmin, opt.converged
         evals[b] += opt.evaluations
-    theta = spec.canonical_theta(theta)
+    theta = _zero_small_batch(evaluate, spec.canonical_theta(theta), spec.lower_bounds,
+                              OptSummary().xtol_zero_abs)
     fac = ws.factorize(theta, resp)
     beta, sigma = ws.fixef_sigma(fac)
     return RefitBatch(theta=theta, objective=fac.objective, beta=beta, sigma=sigma,

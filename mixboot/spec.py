@@ -219,13 +219,27 @@ def _numeric_matrix(mm, what: str) -> np.ndarray:
 
 
 def _drop_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
-    """Indices of a maximal set of linearly independent columns (pivoted QR, lme4's tolerance)."""
-    if X.shape[1] == 0:
-        return np.arange(0)
-    _, R, piv = scipy.linalg.qr(X, mode="economic", pivoting=True)
-    d = np.abs(np.diag(R))
-    rank = int(np.sum(d > 1e-7 * d[0])) if d.size and d[0] > 0 else 0
-    return np.sort(piv[:rank])
+    """Indices of a maximal set of linearly independent columns, earlier columns first.
+
+    As R's ``qr(X, tol = 1e-7)`` that lme4 uses: a column is aliased when what is
+    left of it after projecting out the columns before it is below 1e-7 of its
+    norm, so of ``x`` and ``x2 = 2 * x`` the later ``x2`` is dropped.  (Pivoting by
+    norm would instead keep whichever column is longest.)  The first aliased
+    column is removed and the QR redone, so that the direction of its rounding
+    residue cannot eat into the columns after it: one QR per dropped column.
+    """
+    norms = np.linalg.norm(X, axis=0)
+    keep = np.arange(X.shape[1])
+    while keep.size:
+        R = scipy.linalg.qr(X[:, keep], mode="r")[0]
+        d = np.zeros(keep.size)
+        k = min(R.shape)
+        d[:k] = np.abs(np.diag(R[:k, :k]))
+        bad = np.flatnonzero(~(d > 1e-7 * norms[keep]))
+        if bad.size == 0:
+            break
+        keep = np.delete(keep, bad[0])
+    return keep
 
 
 def build_spec(formula: str, data, *, contrasts=None) -> ModelSpec:

@@ -189,6 +189,8 @@ def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool
     """
     _validate(B, n_jobs, tol, on_error, statistic, show_progress)
     params = (*check_parameters(result, beta, sigma, theta), bool(use_u))
+    # The statistic on the original fit, first: a broken statistic fails here, at once.
+    original = None if statistic is None else statistic(result)
     B = int(B)
     root, _ = seed_streams(seed, 0)
     chunk = _chunk_size(result)
@@ -212,7 +214,7 @@ def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool
     finally:
         if bar is not None:
             bar.close()
-    return _assemble(result, B, parts, statistic, root, tol, bool(use_u))
+    return _assemble(result, B, parts, statistic, original, root, tol, bool(use_u))
 
 
 def _run_parallel(result, chunks, n_workers, params, statistic, tol, on_error, root, bar):
@@ -238,7 +240,7 @@ def _run_parallel(result, chunks, n_workers, params, statistic, tol, on_error, r
     return parts
 
 
-def _assemble(result, B, parts, statistic, root, tol, use_u) -> BootResult:
+def _assemble(result, B, parts, statistic, original, root, tol, use_u) -> BootResult:
     spec = result.spec
     theta = np.concatenate([o["theta"] for _, o in parts])
     beta = np.concatenate([o["beta"] for _, o in parts])
@@ -255,8 +257,7 @@ def _assemble(result, B, parts, statistic, root, tol, use_u) -> BootResult:
         estimate = np.concatenate([result.beta, [result.sigma], result.theta])
     else:
         stats = [s for _, o in parts for s in o["stat"]]
-        raw = statistic(result)
-        estimate = np.atleast_1d(np.asarray(raw, dtype=float))
+        estimate = np.atleast_1d(np.asarray(original, dtype=float))
         width = estimate.size
         estimates = np.full((B, width), np.nan)
         for i, s in enumerate(stats):
@@ -268,7 +269,7 @@ def _assemble(result, B, parts, statistic, root, tol, use_u) -> BootResult:
                 failed[i] = True
                 continue
             estimates[i] = s
-        names = _statistic_names(raw, width)
+        names = _statistic_names(original, width)
     estimates[failed] = np.nan
     singular = np.any(theta[:, spec.lower_bounds == 0] < SINGULAR_TOL, axis=1)
     errors = {f[0]: f"{f[1]}: {f[2]}" for f in failures}
