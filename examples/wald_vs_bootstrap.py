@@ -21,7 +21,11 @@ result = mb.fit("score ~ time + treatment", data=df, groups="subject")
 
 # -- fixed effects: Wald (normal approximation) vs bootstrap percentile ---------
 wald = result.conf_int(level=0.95)
-boot = mb.bootMer(result, statistic=lambda r: r.fe_params, B=500, seed=42)
+# B=200 keeps the example quick; use 1000 or more for publication-grade
+# percentile intervals.  Returning the pandas Series r.fe_params (rather than
+# an array) makes the bootstrap name its columns after the coefficients.
+B = 200
+boot = mb.bootMer(result, statistic=lambda r: r.fe_params, B=B, seed=42)
 perc = boot.confint(level=0.95)          # indexed by coefficient (Series statistic)
 
 comparison = pd.DataFrame({
@@ -42,9 +46,10 @@ def icc(r):
     return np.array([tau2 / (tau2 + sigma2)])
 
 
-boot_icc = mb.bootMer(result, statistic=icc, B=500, seed=7)
+boot_icc = mb.bootMer(result, statistic=icc, B=B, seed=7)
 icc_hat = icc(result)[0]
 icc_lo, icc_hi = boot_icc.ci(level=0.95)[0]
+print("icc estimates shape:", boot_icc.estimates.shape)
 print(f"ICC estimate: {icc_hat:.3f}")
 print(f"ICC 95% bootstrap CI: [{icc_lo:.3f}, {icc_hi:.3f}]")
 # Asymmetry: a right- or left-skewed sampling distribution shows up as unequal arms.

@@ -169,7 +169,9 @@ def _apply_contrasts(fixed: str, contrasts: dict, data: pd.DataFrame) -> tuple[s
         if not re.search(pattern, fixed):
             continue
         fixed = re.sub(pattern, f"C({col}, {_CONTRASTS[kind]})", fixed)
-        if kind == "sum":
+    # Sum coding asked for in the formula itself is named as lme4 names it too (recipe1).
+    for col in re.findall(r"C\(\s*([A-Za-z_.][\w.]*)\s*,\s*contr\.sum\b", fixed):
+        if col in data.columns and col not in sum_levels:
             values = data[col]
             levels = (list(values.cat.categories) if isinstance(values.dtype, pd.CategoricalDtype)
                       else sorted(pd.unique(values.dropna())))
