@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["REPO_ROOT", "DATA_DIR", "data_path", "rscript", "run_r", "r_available",
-           "RNotAvailable", "RError", "r_str"]
+           "RNotAvailable", "RError", "r_str", "load_note"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = (REPO_ROOT / ".." / "shared" / "data").resolve()
@@ -69,6 +69,18 @@ def r_available(packages=("lme4",)) -> bool:
     except (RError, RNotAvailable, subprocess.TimeoutExpired):
         return False
     return bool(out.get("ok"))
+
+
+def load_note(when: str) -> str:
+    """One line with the 1/5/15-minute load averages (timings are noisy when
+    the load is above the number of CPUs)."""
+    try:
+        la = os.getloadavg()
+    except OSError:
+        return f"load average at {when}: n/a"
+    warn = "  (busy machine: timings are noisy)" if la[0] > (os.cpu_count() or 1) - 0.5 else ""
+    return (f"load average at {when}: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} "
+            f"(cpus {os.cpu_count()}){warn}")
 
 
 def r_str(s) -> str:

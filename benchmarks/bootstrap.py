@@ -246,6 +246,7 @@ def main(argv=None) -> int:
 
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}, "
           f"cpus {os.cpu_count()}")
+    print(_lme4.load_note("start"))
     r = None
     if args.no_r:
         print("lme4: skipped (--no-r)")
@@ -273,6 +274,8 @@ def main(argv=None) -> int:
         per_rep = mx["sleepstudy"]["time"] / args.B if args.B >= 200 else None
         parallel_section(mb, fits["sleepstudy"], per_rep, args.parallel_B,
                          args.parallel_target, args.small_B, args.small_reps)
+    print()
+    print(_lme4.load_note("end"))
     return 0
 
 

@@ -277,6 +277,7 @@ def main(argv=None) -> int:
     do_ie = not args.no_insteval
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}, "
           f"cpus {os.cpu_count()}")
+    print(_lme4.load_note("start"))
 
     mb = import_mixboot()
     mem = None
@@ -320,6 +321,8 @@ def main(argv=None) -> int:
         if "tracemalloc" in mem:
             print(f"  tracemalloc peak during fit: "
                   f"{mem['tracemalloc']['tracemalloc_peak_bytes'] / 2**20:9.1f} MiB")
+    print()
+    print(_lme4.load_note("end"))
     return 0
 
 

@@ -4,7 +4,7 @@
 >>> df = mb.datasets.load("reaction")
 >>> result = mb.fit("Reaction ~ 1 + Days + (1 + Days | Subject)", data=df, REML=False)
 >>> round(result.objective, 4)
-PLACEHOLDER
+1757.3544
 """
 from __future__ import annotations
 
@@ -71,9 +71,9 @@ def fit(formula: str, data, *, REML: bool = True, groups=None, contrasts: dict |
         ``xtol_abs``, ``xtol_zero_abs``, ``initial_step``, ``maxeval``.
 
     >>> import mixboot as mb
-    >>> r = mb.fit("Yield ~ 1 + (1 | Batch)", data=mb.datasets.load("dyestuff"))
+    >>> r = mb.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data=mb.datasets.load("crossed"))
     >>> round(r.sigma, 3)
-    49.51
+    0.585
     """
     if not isinstance(REML, (bool, np.bool_)):
         raise TypeError(f"REML must be True or False, got {REML!r}")

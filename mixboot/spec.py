@@ -298,9 +298,14 @@ def build_spec(formula: str, data, *, contrasts=None) -> ModelSpec:
     X = X_all[:, keep]
 
     terms, term_specs = [], []
+    # Terms often repeat an expression ("1", or the fixed part): build each once.
+    built = {fixed: mmx}
     for t in parts.random:
         try:
-            mmz = model_matrix(t.expr, frame, ensure_full_rank=True, na_action="raise")
+            mmz = built.get(t.expr)
+            if mmz is None:
+                mmz = built[t.expr] = model_matrix(t.expr, frame, ensure_full_rank=True,
+                                                   na_action="raise")
         except Exception as exc:  # noqa: BLE001
             raise FormulaError(f"cannot build the model matrix of term {t.source!r}: {exc}") from exc
         zraw = _numeric_matrix(mmz, f"model matrix of term {t.source!r}")
