@@ -136,8 +136,14 @@ class LMMResult:
         for term, T, u in zip(self.spec.terms, self._factors(), self.u):
             frame = pd.DataFrame(u @ T.T, index=pd.Index(term.levels, name=term.label),
                                  columns=list(term.colnames))
-            out[term.label] = frame if term.label not in out else out[term.label].join(
-                frame, rsuffix=f"_{term.expr}")
+            prev = out.get(term.label)
+            if prev is None:
+                out[term.label] = frame
+                continue
+            # Terms on one factor share its levels; a repeated column name gets the term's expr.
+            clash = frame.columns.intersection(prev.columns)
+            frame = frame.rename(columns={c: f"{c}_{term.expr}" for c in clash})
+            out[term.label] = pd.concat([prev, frame], axis=1)
         return out
 
     @cached_property

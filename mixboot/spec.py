@@ -128,8 +128,9 @@ def groups_formula(formula: str, groups) -> str:
     """Seed 000's shorthand: ``groups="subject"`` adds ``(1|subject)``; a list adds one per name."""
     if isinstance(groups, str):
         groups = [groups]
-    if not groups or not all(isinstance(g, str) and g for g in groups):
-        raise TypeError("groups must be a column name or a list of column names")
+    if (not isinstance(groups, (list, tuple)) or not groups
+            or not all(isinstance(g, str) and g for g in groups)):
+        raise TypeError(f"groups must be a column name or a list of column names, got {groups!r}")
     if "|" in formula:
         raise FormulaError("give random effects either in the formula or with groups=, not both")
     return formula + "".join(f" + (1 | {g})" for g in groups)

@@ -196,13 +196,16 @@ class Workspace:
     def _tail_sparse(self, P: np.ndarray, resp: Responses) -> np.ndarray:
         if resp.B != 1 or P.shape[0] != 1:
             raise ValueError("the sparse path evaluates one theta and one response at a time")
-        # Only the lower triangle is formed: the Cholesky below reads no other.
+        # K forms only the lower triangle of R P R'.
         M = (self.K @ P[0].reshape(-1)).reshape(self.m0, self.m0)
         Py = (P[0] @ resp.z1y[0][..., None])[..., 0].reshape(-1)      # P z1y, by level
         S = np.zeros((1, self.m, self.m))
         S[0, :self.m0, :self.m0] = self.A22 - M
         S[0, self.m0, :self.m0] = resp.taily[0] - self.F_sparse @ Py
         S[0, self.m0, self.m0] = resp.yty[0] - resp.z1y[0].reshape(-1) @ Py
+        # Mirror the lower triangle: the scaling by a vector term's T mixes rows
+        # within a level block, reading entries above the diagonal.
+        S[0] = np.tril(S[0]) + np.tril(S[0], -1).T
         return S
 
     # -- the objective ----------------------------------------------------------

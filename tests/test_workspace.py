@@ -207,9 +207,6 @@ def test_sparse_path_equals_dense_path(key, REML):
         np.testing.assert_allclose(sparse.vcov_unscaled(fs), dense.vcov_unscaled(fd), rtol=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workspace bug: _tail_sparse fills only the lower triangle of S, but _scale_tail mixes "
-    "the rows of a later vector term's level block, reading its upper triangle"))
 @pytest.mark.parametrize("REML", [False, True], ids=["ML", "REML"])
 def test_sparse_path_with_a_later_vector_term(REML):
     spec = model_spec("two_vector_terms")
