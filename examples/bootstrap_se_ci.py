@@ -1,6 +1,6 @@
 """Bootstrap standard errors and 95% percentile CIs with bootMer().
 
-Data: mixboot's built-in simulated ``reaction`` data set (18 subjects x 10
+Data: mixboot's built-in ``scores`` data set: the simulated ``reaction`` data (18 subjects x 10
 days), renamed to the guide's columns: score = Reaction, time = Days,
 subject = Subject, and treatment = a between-subject 0/1 indicator
 (alternate subjects, in sorted order, are "treated").  The indicator is made
@@ -13,11 +13,7 @@ import pandas as pd
 
 import mixboot as mb
 
-df = mb.datasets.load("reaction").rename(
-    columns={"Reaction": "score", "Days": "time", "Subject": "subject"})
-subjects = sorted(df["subject"].unique())
-treated = {s: i % 2 for i, s in enumerate(subjects)}
-df["treatment"] = df["subject"].map(treated).astype(float)
+df = mb.datasets.load("scores")   # score, time, treatment, subject
 
 result = mb.fit("score ~ time + treatment", data=df, groups="subject")
 print(result)

@@ -1,6 +1,6 @@
 """bootMer() with a custom statistic: the fixed effects only.
 
-Data: mixboot's built-in simulated ``reaction`` data set, renamed to the
+Data: mixboot's built-in ``scores`` data set: the simulated ``reaction`` data renamed to the
 guide's columns (score = Reaction, time = Days, subject = Subject) plus a
 made-up between-subject 0/1 ``treatment`` indicator (alternate subjects).
 
@@ -10,11 +10,7 @@ import numpy as np
 
 import mixboot as mb
 
-df = mb.datasets.load("reaction").rename(
-    columns={"Reaction": "score", "Days": "time", "Subject": "subject"})
-subjects = sorted(df["subject"].unique())
-treated = {s: i % 2 for i, s in enumerate(subjects)}
-df["treatment"] = df["subject"].map(treated).astype(float)
+df = mb.datasets.load("scores")   # score, time, treatment, subject
 
 result = mb.fit("score ~ time + treatment", data=df, groups="subject")
 

@@ -1,6 +1,6 @@
 """Simulation-based p-value for a scalar summary: kurtosis of the residuals.
 
-Data: mixboot's built-in simulated ``reaction`` data set, renamed to the
+Data: mixboot's built-in ``scores`` data set: the simulated ``reaction`` data renamed to the
 guide's columns (score = Reaction, time = Days, subject = Subject) plus a
 made-up between-subject 0/1 ``treatment`` indicator (alternate subjects).
 
@@ -11,11 +11,7 @@ from scipy.stats import kurtosis
 
 import mixboot as mb
 
-df = mb.datasets.load("reaction").rename(
-    columns={"Reaction": "score", "Days": "time", "Subject": "subject"})
-subjects = sorted(df["subject"].unique())
-treated = {s: i % 2 for i, s in enumerate(subjects)}
-df["treatment"] = df["subject"].map(treated).astype(float)
+df = mb.datasets.load("scores")   # score, time, treatment, subject
 
 result = mb.fit("score ~ time + treatment", data=df, groups="subject")
 y_sim = mb.simulate(result, nsim=200, seed=0)

@@ -97,7 +97,6 @@ def minimize_theta(objective, theta0: np.ndarray, lower: np.ndarray,
         rc = "ROUNDOFF_LIMITED"
         theta = _best_from_log(log, theta0)
     fitlog = np.array(log) if log else np.empty((0, k + 1))
-    fmin = float(fitlog[:, -1].min()) if len(fitlog) else objective(theta)
     best = _best_from_log(log, theta)
     if objective(best) <= objective(theta):
         theta = best

@@ -82,7 +82,7 @@ def _derivatives(fvals: np.ndarray, k: int, h: np.ndarray):
     col = 1 + 2 * k
     for i in range(k):
         for j in range(i + 1, k):
-            hij = (fvals[:, col] - fp[:, i] - fp[:, j] + f0[:, None][:, 0]) / (h[:, i] * h[:, j])
+            hij = (fvals[:, col] - fp[:, i] - fp[:, j] + f0) / (h[:, i] * h[:, j])
             H[:, i, j] = H[:, j, i] = hij
             col += 1
     return g, H

@@ -20,7 +20,7 @@ import pandas as pd
 from .spec import z_from_terms
 from .terms import ReTerm
 
-__all__ = ["simulate", "seed_streams", "check_parameters"]
+__all__ = ["simulate", "seed_streams", "child_streams", "check_parameters"]
 
 
 def seed_streams(seed, n: int) -> tuple[np.random.SeedSequence, list[np.random.SeedSequence]]:
@@ -34,9 +34,13 @@ def seed_streams(seed, n: int) -> tuple[np.random.SeedSequence, list[np.random.S
         root = np.random.SeedSequence(None if seed is None else int(seed))
     else:
         raise TypeError(f"seed must be a non-negative int, a numpy Generator or None, got {seed!r}")
-    children = [np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key + (i,))
-                for i in range(n)]
-    return root, children
+    return root, child_streams(root.entropy, root.spawn_key, range(n))
+
+
+def child_streams(entropy, spawn_key, replicates) -> list[np.random.SeedSequence]:
+    """Child i of the root (entropy, spawn_key) for each replicate number i."""
+    return [np.random.SeedSequence(entropy, spawn_key=tuple(spawn_key) + (int(i),))
+            for i in replicates]
 
 
 def check_parameters(result, beta=None, sigma=None, theta=None):
@@ -68,14 +72,17 @@ def check_parameters(result, beta=None, sigma=None, theta=None):
     return beta, sigma, theta
 
 
-def _draw(children, q: int, n: int, draw_u: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Standard normals for each stream: z (q,) first, then e (n,)."""
+def _draw(children, q: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Standard normals for each stream: z (q,) first, then e (n,).
+
+    z is drawn even when ``use_u`` will replace it, so that a stream's e is the
+    same whatever the options.
+    """
     Zu = np.empty((q, len(children)))
     E = np.empty((n, len(children)))
     for j, child in enumerate(children):
         rng = np.random.Generator(np.random.PCG64(child))
-        if draw_u:
-            Zu[:, j] = rng.standard_normal(q)
+        Zu[:, j] = rng.standard_normal(q)
         E[:, j] = rng.standard_normal(n)
     return Zu, E
 
@@ -97,7 +104,7 @@ def simulate_block(result, children, *, beta, sigma, theta, use_u=False, design=
     X, terms = (spec.X, spec.terms) if design is None else design
     n = X.shape[0]
     q = sum(t.q for t in terms)
-    Zu, E = _draw(children, q, n, draw_u=True)
+    Zu, E = _draw(children, q, n)
     if use_u:
         # Condition on the fitted spherical modes u (b = Lambda u): with the
         # fitted theta this reproduces the fitted b; levels not in the fit keep their draws.

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..refit import refit_responses
 from ..result import SINGULAR_TOL, build_result
-from ..simulate import check_parameters, seed_streams, simulate_block
+from ..simulate import check_parameters, child_streams, seed_streams, simulate_block
 from .result import BootResult
 
 __all__ = ["bootMer", "parameter_table"]
@@ -128,8 +128,7 @@ def _worker_chunks(path: str, chunks, params, statistic, tol, on_error, entropy,
         _WORKER_MODELS[path] = result
     res = []
     for reps in chunks:
-        children = [np.random.SeedSequence(entropy, spawn_key=tuple(spawn_key) + (int(i),))
-                    for i in reps]
+        children = child_streams(entropy, spawn_key, reps)
         res.append((reps, _run_chunk(result, reps, children, params, statistic, tol, on_error)))
     return res
 
@@ -195,15 +194,14 @@ def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool
     root, _ = seed_streams(seed, 0)
     chunk = _chunk_size(result)
     chunks = [np.arange(s, min(s + chunk, B)) for s in range(0, B, chunk)]
-    n_workers = os.cpu_count() or 1 if n_jobs == -1 else int(n_jobs)
+    n_workers = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
     n_workers = max(1, min(n_workers, len(chunks)))
     bar = _progress(B, show_progress)
     parts = []
     try:
         if n_workers == 1:
             for reps in chunks:
-                children = [np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key + (int(i),))
-                            for i in reps]
+                children = child_streams(root.entropy, root.spawn_key, reps)
                 parts.append((reps, _run_chunk(result, reps, children, params, statistic, tol,
                                                on_error)))
                 if bar is not None:

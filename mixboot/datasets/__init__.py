@@ -3,7 +3,9 @@
 ``reaction``: 18 subjects x 10 days, reaction times with subject-specific
 intercepts and slopes.  ``crossed``: 24 plates x 6 samples with crossed random
 intercepts.  ``rt``: 40 subjects x 20 items, a two-condition within design.
-They were simulated by ``scripts/make_datasets.py``.
+They were simulated by ``scripts/make_datasets.py``.  ``scores`` is ``reaction``
+in the column names of the user guide (score, time, subject) plus a between-
+subject 0/1 ``treatment`` given to alternate subjects (it has no true effect).
 
 >>> from mixboot import datasets
 >>> datasets.load("reaction").shape
@@ -17,7 +19,8 @@ import pandas as pd
 
 __all__ = ["load", "names"]
 
-_NAMES = ("reaction", "crossed", "rt")
+_FILES = ("reaction", "crossed", "rt")
+_NAMES = _FILES + ("scores",)
 
 
 def names() -> tuple[str, ...]:
@@ -28,5 +31,15 @@ def load(name: str) -> pd.DataFrame:
     """Return the built-in data set ``name`` as a new DataFrame."""
     if name not in _NAMES:
         raise ValueError(f"unknown data set {name!r}; available: {list(_NAMES)}")
+    if name == "scores":
+        return _scores()
     with resources.files(__name__).joinpath(f"{name}.csv").open("r") as fh:
         return pd.read_csv(fh)
+
+
+def _scores() -> pd.DataFrame:
+    df = load("reaction").rename(columns={"Reaction": "score", "Days": "time",
+                                          "Subject": "subject"})
+    order = {s: i for i, s in enumerate(sorted(df["subject"].unique()))}
+    df["treatment"] = (df["subject"].map(order) % 2).astype(float)
+    return df
