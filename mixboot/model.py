@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .optimize import OptSummary, minimize_theta
+from .optimize import OptSummary, minimize_theta, minimize_theta_newton
 from .spec import ModelSpec, build_spec, groups_formula
 from .workspace import Workspace
 
@@ -35,8 +35,13 @@ class LinearMixedModel:
         spec = self.spec
         theta0 = spec.theta_start if start is None else _check_start(start, spec)
         settings = OptSummary().with_overrides(**(optimizer or {}))
-        opt = minimize_theta(self.workspace.objective, theta0, spec.lower_bounds, settings,
-                             warn=warn)
+        ws = self.workspace
+        if settings.optimizer == "LN_BOBYQA" or not ws.dense:
+            opt = minimize_theta(ws.objective, theta0, spec.lower_bounds, settings, warn=warn)
+        else:
+            opt = minimize_theta_newton(lambda th: ws.factorize(th).objective, theta0,
+                                        spec.lower_bounds, settings,
+                                        canonical=spec.canonical_theta, warn=warn)
         return build_result(self, opt.theta, opt)
 
     def __repr__(self) -> str:
@@ -67,8 +72,10 @@ def fit(formula: str, data, *, REML: bool = True, groups=None, contrasts: dict |
     contrasts : ``{"column": "sum"}`` etc. for categorical predictors
         (treatment coding by default).
     start : starting theta (lme4's order).
-    optimizer : NLopt settings to override: ``ftol_rel``, ``ftol_abs``,
-        ``xtol_abs``, ``xtol_zero_abs``, ``initial_step``, ``maxeval``.
+    optimizer : settings to override: ``optimizer`` ("auto": batched Newton with
+        a BOBYQA fallback where the workspace is dense, else BOBYQA; "newton";
+        "LN_BOBYQA"), ``ftol_rel``, and NLopt's ``ftol_abs``, ``xtol_abs``,
+        ``initial_step``; ``xtol_zero_abs``; ``maxeval``.
 
     >>> import mixboot as mb
     >>> r = mb.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data=mb.datasets.load("crossed"))

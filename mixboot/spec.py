@@ -7,6 +7,7 @@ formulaic specs needed to rebuild the same coding on new data.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import warnings
@@ -44,10 +45,27 @@ class ModelSpec:
     dropped: tuple[str, ...]
     terms: tuple[ReTerm, ...]
     contrasts: dict
-    fixed_spec: object = field(repr=False)
-    term_specs: tuple = field(repr=False)
+    fixed_formula: str = field(repr=False)
     kept_columns: np.ndarray = field(repr=False)
     data: pd.DataFrame = field(repr=False)
+    _specs: dict = field(default_factory=dict, repr=False)
+
+    # formulaic's specs rebuild the same coding on new data; made on first use
+    # (simple numeric designs are built without formulaic, see _simple_matrix).
+    @property
+    def fixed_spec(self):
+        """formulaic ModelSpec of the fixed-effects matrix (all columns, before aliasing)."""
+        if "fixed" not in self._specs:
+            self._specs["fixed"] = _formulaic(self.fixed_formula, self.data).model_spec
+        return self._specs["fixed"]
+
+    @property
+    def term_specs(self) -> tuple:
+        """formulaic ModelSpecs of the random terms' model matrices, in term order."""
+        if "terms" not in self._specs:
+            self._specs["terms"] = tuple(_formulaic(t.expr, self.data).model_spec
+                                         for t in self.terms)
+        return self._specs["terms"]
 
     @property
     def n(self) -> int:
@@ -257,8 +275,8 @@ def build_spec(formula: str, data, *, contrasts=None) -> ModelSpec:
     parts = parse_formula(formula)
     fixed, sum_levels = _apply_contrasts(parts.fixed, contrasts, data)
     try:
-        fixed_vars = Formula(fixed).required_variables
-        term_vars = [Formula(t.expr).required_variables for t in parts.random]
+        fixed_vars = _required_variables(fixed)
+        term_vars = [_required_variables(t.expr) for t in parts.random]
     except Exception as exc:  # noqa: BLE001 - formulaic's parser errors vary
         raise FormulaError(f"cannot parse formula {formula!r}: {exc}") from exc
     used = [parts.response, *sorted(fixed_vars)]
@@ -285,8 +303,9 @@ def build_spec(formula: str, data, *, contrasts=None) -> ModelSpec:
     y = frame[parts.response].to_numpy(dtype=float)
     n = len(y)
 
+    specs = {}
     try:
-        mmx = model_matrix(fixed, frame, ensure_full_rank=True, na_action="raise")
+        mmx = _model_matrix(fixed, frame)
     except Exception as exc:  # noqa: BLE001
         raise FormulaError(f"cannot build the fixed-effects matrix for {fixed!r}: {exc}") from exc
     X_all = _numeric_matrix(mmx, "fixed-effects matrix")
@@ -305,8 +324,7 @@ def build_spec(formula: str, data, *, contrasts=None) -> ModelSpec:
         try:
             mmz = built.get(t.expr)
             if mmz is None:
-                mmz = built[t.expr] = model_matrix(t.expr, frame, ensure_full_rank=True,
-                                                   na_action="raise")
+                mmz = built[t.expr] = _model_matrix(t.expr, frame)
         except Exception as exc:  # noqa: BLE001
             raise FormulaError(f"cannot build the model matrix of term {t.source!r}: {exc}") from exc
         zraw = _numeric_matrix(mmz, f"model matrix of term {t.source!r}")
@@ -327,12 +345,73 @@ def build_spec(formula: str, data, *, contrasts=None) -> ModelSpec:
         terms.append(ReTerm(label=t.label, group_vars=t.group, expr=t.expr,
                             colnames=tuple(_lme4_name(c, {}) for c in mmz.columns),
                             levels=levels, codes=codes, zraw=zraw))
-        term_specs.append(mmz.model_spec)
+        term_specs.append(getattr(mmz, "model_spec", None))
     # lme4's order: most levels first; Python's sort is stable, as R's is.
     order = sorted(range(len(terms)), key=lambda i: -terms[i].nlevels)
     terms = [terms[i] for i in order]
     term_specs = [term_specs[i] for i in order]
+    if getattr(mmx, "model_spec", None) is not None:
+        specs["fixed"] = mmx.model_spec
+    if all(ts is not None for ts in term_specs):
+        specs["terms"] = tuple(term_specs)
     return ModelSpec(formula=parts.text, parts=parts, response=parts.response, y=y, X=X,
                      fe_names=tuple(names_all[i] for i in keep), dropped=dropped,
-                     terms=tuple(terms), contrasts=contrasts, fixed_spec=mmx.model_spec,
-                     term_specs=tuple(term_specs), kept_columns=keep, data=frame)
+                     terms=tuple(terms), contrasts=contrasts, fixed_formula=fixed,
+                     kept_columns=keep, data=frame, _specs=specs)
+
+
+@functools.lru_cache(maxsize=256)
+def _required_variables(expr: str) -> frozenset:
+    return frozenset(Formula(expr).required_variables)
+
+
+def _formulaic(expr: str, frame: pd.DataFrame):
+    return model_matrix(expr, frame, ensure_full_rank=True, na_action="raise")
+
+
+class _SimpleMatrix:
+    """A model matrix of an intercept and numeric columns, built without formulaic."""
+
+    def __init__(self, array: np.ndarray, columns: list[str]):
+        self.array, self.columns = array, columns
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array if dtype is None else self.array.astype(dtype, copy=False)
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def _simple_terms(expr: str, frame: pd.DataFrame):
+    """(intercept, [numeric column names]) when ``expr`` is only those, else None.
+
+    Such designs are common ("1", "1 + Days") and need none of formulaic's
+    coding; building them directly saves most of a small fit's set-up time.
+    formulaic puts the intercept first and keeps first-order terms in order.
+    """
+    intercept, names = True, []
+    for token in (tok.strip() for tok in expr.replace("- 1", "+ 0").replace("-1", "+ 0")
+                  .split("+")):
+        if token == "1":
+            continue
+        if token == "0":
+            intercept = False
+            continue
+        if not _NAME.fullmatch(token) or token in names or token not in frame.columns:
+            return None
+        dtype = frame[token].dtype
+        if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+            return None
+        names.append(token)
+    return intercept, names
+
+
+def _model_matrix(expr: str, frame: pd.DataFrame):
+    simple = _simple_terms(expr, frame)
+    if simple is None:
+        return _formulaic(expr, frame)
+    intercept, names = simple
+    cols = ([np.ones(len(frame))] if intercept else []) + \
+        [frame[c].to_numpy(dtype=float) for c in names]
+    array = np.column_stack(cols) if cols else np.empty((len(frame), 0))
+    return _SimpleMatrix(array, (["Intercept"] if intercept else []) + names)

@@ -278,9 +278,17 @@ class Workspace:
 
     def vcov_unscaled(self, fac: Factorization) -> np.ndarray:
         """(L_X L_X')^-1 for ONE factorization: vcov(beta) / sigma^2."""
-        LXX = fac.L[0, self.qr:self.m0, self.qr:self.m0]
-        inv = scipy.linalg.solve_triangular(LXX, np.eye(self.p), lower=True)
-        return inv.T @ inv
+        return self.vcov_unscaled_batch(fac)[0]
+
+    def vcov_unscaled_batch(self, fac: Factorization) -> np.ndarray:
+        """(L_X L_X')^-1 for each factorization of a batch: (B, p, p); NaN where it failed."""
+        LXX = fac.L[:, self.qr:self.m0, self.qr:self.m0]
+        ok = np.isfinite(LXX).all(axis=(-2, -1)) & (np.abs(np.diagonal(LXX, axis1=1, axis2=2))
+                                                    > 0).all(axis=-1)
+        inv = np.linalg.inv(np.where(ok[:, None, None], LXX, np.eye(self.p)))
+        out = np.swapaxes(inv, -1, -2) @ inv
+        out[~ok] = np.nan
+        return out
 
 
 def small_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -278,7 +278,7 @@ def test_optsum_records_the_optimization(sleep_fit):
 def test_maxeval_gives_convergence_warning():
     df = load_data("sleepstudy")
     with pytest.warns(mb.ConvergenceWarning, match="MAXEVAL_REACHED"):
-        r = mb.fit(SLEEP, df, optimizer={"maxeval": 3})
+        r = mb.fit(SLEEP, df, optimizer={"optimizer": "LN_BOBYQA", "maxeval": 3})
     assert not r.converged
     assert r.optsum.evaluations == 3
     assert r.optsum.fitlog.shape[0] == 3
