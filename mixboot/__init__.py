@@ -8,6 +8,8 @@ from .bootstrap import BootResult, bootMer, concat
 from .formula import FormulaError
 from .model import LinearMixedModel, fit
 from .optimize import ConvergenceWarning
+from .parameters import model
+from .power import PowerCurve, PowerResult, power, power_curve
 from .result import LMMResult
 from .simulate import simulate
 from .spec import RankDeficiencyWarning
@@ -15,5 +17,6 @@ from .spec import RankDeficiencyWarning
 __version__ = "0.1.0"
 
 __all__ = ["BootResult", "ConvergenceWarning", "FormulaError", "LMMResult", "LinearMixedModel",
-           "RankDeficiencyWarning", "bootMer", "concat", "datasets", "design", "fit", "simulate",
-           "__version__"]
+           "PowerCurve", "PowerResult",
+           "RankDeficiencyWarning", "bootMer", "concat", "datasets", "design", "fit", "model",
+           "power", "power_curve", "simulate", "__version__"]

@@ -60,8 +60,14 @@ class LMMResult:
         return self.spec.ngroups
 
     @property
+    def from_parameters(self) -> bool:
+        """True for a model built from chosen parameters by ``mb.model`` (not fitted)."""
+        return self.optsum.returncode == "FROM_PARAMETERS"
+
+    @property
     def converged(self) -> bool:
-        return self.optsum.converged
+        """The optimizer met its criteria (True for a model from parameters: nothing to fit)."""
+        return self.optsum.converged or self.from_parameters
 
     @property
     def is_singular(self) -> bool:
@@ -197,6 +203,10 @@ class LMMResult:
         return summary_text(self)
 
     def __repr__(self) -> str:
+        if self.from_parameters:
+            return (f"<LMMResult {self.formula!r} from parameters: beta "
+                    f"{np.round(self.beta, 4).tolist()}, sigma {self.sigma:.4g}, "
+                    f"theta {np.round(self.theta, 4).tolist()}, nobs {self.nobs}>")
         kind = "REML" if self.REML else "ML"
         return (f"<LMMResult {self.formula!r} fit by {kind}: objective {self.objective:.4f}, "
                 f"nobs {self.nobs}, theta {np.round(self.theta, 4).tolist()}>")

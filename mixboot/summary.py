@@ -27,11 +27,15 @@ def _pval(p: float) -> str:
 def summary_text(r) -> str:
     kind = "REML" if r.REML else "maximum likelihood"
     crit = "REML criterion" if r.REML else "deviance"
-    out = [f"Linear mixed model fit by {kind} [mixboot]",
-           f"Formula: {r.formula}",
-           f" {crit} at convergence: {r.objective:.4f}",
-           f" AIC {r.aic:.2f}  BIC {r.bic:.2f}  logLik {r.loglik:.2f}",
-           "", "Random effects:"]
+    if r.from_parameters:
+        out = ["Linear mixed model from chosen parameters (not fitted) [mixboot]",
+               f"Formula: {r.formula}", "", "Random effects:"]
+    else:
+        out = [f"Linear mixed model fit by {kind} [mixboot]",
+               f"Formula: {r.formula}",
+               f" {crit} at convergence: {r.objective:.4f}",
+               f" AIC {r.aic:.2f}  BIC {r.bic:.2f}  logLik {r.loglik:.2f}",
+               "", "Random effects:"]
     vc = r.varcorr
     rows = []
     for grp, sub in vc.groupby("grp", sort=False):

@@ -1,0 +1,213 @@
+"""Models from chosen parameters: ``mb.model()`` for simulation and power analysis.
+
+A model from parameters is an :class:`~mixboot.result.LMMResult` whose
+estimates were given rather than fitted: the design (X and Z) comes from the
+data frame, beta, sigma and the random-effect covariances from the caller.  It
+can be used wherever a fit is (``simulate``, ``bootMer``, ``power``).  The
+response column need not exist in the data.
+
+Random effects are given per grouping factor as standard deviations and an
+optional correlation matrix, Sigma = diag(sd) R diag(sd) (seed 004), or as
+lme4's theta.  lme4 parametrizes Sigma / sigma^2 = T T' with T lower triangular;
+theta is T's lower triangle column by column.
+
+>>> import mixboot as mb
+>>> df = mb.design.nested(groups=3, per_group=10, x={"x": range(1, 11)})
+>>> m = mb.model("y ~ 1 + x + (1 + x | group)", df, beta={"(Intercept)": 6, "x": 4}, sigma=1,
+...              re={"group": {"sd": [3, 2], "corr": [[1, 0.7], [0.7, 1]]}})
+>>> m.varcorr.round(3)
+     grp          var1 var2  vcov  sdcor
+0  group   (Intercept)  NaN   9.0    3.0
+1  group             x  NaN   4.0    2.0
+2  group   (Intercept)    x   4.2    0.7
+3  Residual        NaN  NaN   1.0    1.0
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from .optimize import OptSummary
+from .simulate import check_parameters
+from .spec import build_spec, groups_formula
+
+__all__ = ["model", "FROM_PARAMETERS"]
+
+FROM_PARAMETERS = "FROM_PARAMETERS"
+_PSD_TOL = 1e-10
+
+
+def model(formula: str, data, *, beta, sigma: float, re=None, theta=None, REML: bool = True,
+          groups=None, contrasts: dict | None = None):
+    """An unfitted model with the given parameters, usable wherever a fit is.
+
+    Parameters
+    ----------
+    formula : lme4 formula; its response column may be absent from ``data``.
+    data : the design, e.g. from :mod:`mixboot.design`.
+    beta : dict {coefficient name: value} (names as in ``fe_params``, e.g.
+        ``"(Intercept)"``, ``"cond[T.b]"``) or a sequence in that order.
+    sigma : residual standard deviation (> 0).
+    re : dict {grouping factor: spec}; spec is a number (the SD of a single
+        random effect), a list of SDs (independent effects), or
+        ``{"sd": [...], "corr": [[...]]}``.  Every grouping factor of the
+        formula must be given.  Effects of different terms on one factor (as
+        ``||`` makes) cannot be correlated.
+    theta : alternatively, lme4's theta (relative covariance factors).
+    REML : criterion used when this model is refitted (bootstrap, power).
+    """
+    if (re is None) == (theta is None):
+        raise ValueError("give the random effects either as re={...} (SDs and correlations) "
+                         "or as theta=[...], not both" if re is not None else
+                         "random effects are missing: give re={...} or theta=[...]")
+    if groups is not None:
+        formula = groups_formula(formula, groups)
+    data = _with_response(formula, data)
+    from .model import LinearMixedModel
+    spec = build_spec(formula, data, contrasts=contrasts)
+    lmm = LinearMixedModel(spec, REML=REML)
+    sigma = _check_sigma(sigma)
+    if re is not None:
+        theta = theta_from_re(spec, re, sigma)
+    template = _Template(spec)
+    beta, sigma, theta = check_parameters(template, beta, sigma, theta)
+    if np.any(theta[spec.lower_bounds == 0] < 0):
+        raise ValueError("theta has negative values on the diagonal of a relative covariance "
+                         f"factor ({list(spec.theta_names)})")
+    return _result_from_parameters(lmm, beta, sigma, theta)
+
+
+def theta_from_re(spec, re, sigma: float) -> np.ndarray:
+    """lme4's theta for random-effect SDs / correlations given per grouping factor."""
+    if not isinstance(re, Mapping):
+        raise TypeError("re must be a dict {grouping factor: SDs or {'sd': [...], 'corr': "
+                        f"[[...]]}}, got {type(re).__name__}")
+    labels = list(dict.fromkeys(t.label for t in spec.terms))
+    unknown = [g for g in re if g not in labels]
+    missing = [g for g in labels if g not in re]
+    if unknown or missing:
+        raise ValueError(f"re names grouping factor(s) {unknown} not in the formula / lacks "
+                         f"{missing}; the formula's grouping factors: {labels}")
+    theta = np.empty(spec.n_theta)
+    for g in labels:
+        idx = [i for i, t in enumerate(spec.terms) if t.label == g]
+        names = [c for i in idx for c in spec.terms[i].colnames]
+        sd, corr = _sd_corr(g, re[g], names)
+        cov = np.outer(sd, sd) * corr
+        off = 0
+        for i in idx:
+            term, sl = spec.terms[i], spec.theta_slices[i]
+            block = slice(off, off + term.p)
+            outside = np.delete(corr[block], np.arange(off, off + term.p), axis=1)
+            if np.any(outside != 0):
+                raise ValueError(f"re[{g!r}]: effects of separate terms on {g!r} (as '||' "
+                                 "writes them) cannot be correlated")
+            T = _psd_cholesky(cov[block, block] / sigma ** 2)
+            theta[sl] = term.theta_from_factor(T)
+            off += term.p
+    return theta
+
+
+def _sd_corr(g: str, value, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    p = len(names)
+    if isinstance(value, Mapping):
+        extra = set(value) - {"sd", "corr"}
+        if extra or "sd" not in value:
+            raise ValueError(f"re[{g!r}] takes keys 'sd' and optionally 'corr', got {sorted(value)}")
+        sd, corr = value["sd"], value.get("corr")
+    else:
+        sd, corr = value, None
+    sd = np.atleast_1d(np.asarray(sd, dtype=float))
+    if sd.ndim != 1 or sd.size != p:
+        raise ValueError(f"re[{g!r}]['sd'] must have {p} value(s), one per effect {names}, "
+                         f"got {sd.size}")
+    if not np.all(np.isfinite(sd)) or np.any(sd < 0):
+        raise ValueError(f"re[{g!r}]['sd'] must be finite and >= 0, got {sd.tolist()}")
+    if corr is None:
+        return sd, np.eye(p)
+    corr = np.asarray(corr, dtype=float)
+    if p == 1 and corr.size == 1:
+        corr = corr.reshape(1, 1)
+    if corr.shape != (p, p):
+        raise ValueError(f"re[{g!r}]['corr'] must be a {p}x{p} matrix for effects {names}, "
+                         f"got shape {corr.shape}")
+    if not np.allclose(corr, corr.T, atol=1e-12, rtol=0):
+        raise ValueError(f"re[{g!r}]['corr'] must be symmetric")
+    if not np.allclose(np.diag(corr), 1.0, atol=1e-12, rtol=0):
+        raise ValueError(f"re[{g!r}]['corr'] must have a unit diagonal")
+    if np.any(np.abs(corr) > 1 + 1e-12) or np.linalg.eigvalsh(corr).min() < -1e-10:
+        raise ValueError(f"re[{g!r}]['corr'] must be positive semidefinite (a correlation matrix)")
+    return sd, corr
+
+
+def _psd_cholesky(A: np.ndarray) -> np.ndarray:
+    """Lower-triangular T with T T' = A for positive semidefinite A (zero pivots allowed)."""
+    p = A.shape[0]
+    T = np.zeros_like(A)
+    scale = max(float(np.max(np.abs(np.diag(A)))), 1.0)
+    for j in range(p):
+        d = A[j, j] - T[j, :j] @ T[j, :j]
+        if d <= _PSD_TOL * scale:
+            continue  # a degenerate direction: this column of T stays zero
+        T[j, j] = np.sqrt(d)
+        T[j + 1:, j] = (A[j + 1:, j] - T[j + 1:, :j] @ T[j, :j]) / T[j, j]
+    return T
+
+
+def _check_sigma(sigma) -> float:
+    try:
+        s = float(sigma)
+    except (TypeError, ValueError):
+        raise TypeError(f"sigma must be a number, got {sigma!r}") from None
+    if not np.isfinite(s) or s <= 0:
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    return s
+
+
+def _with_response(formula: str, data):
+    """Data with a placeholder response column when the formula's response is absent."""
+    from .formula import parse_formula
+    if not isinstance(data, pd.DataFrame):
+        data = pd.DataFrame(data)
+    response = parse_formula(formula).response
+    if response in data.columns:
+        return data
+    if not response.isidentifier():
+        raise ValueError(f"the response {response!r} is not a column of data; for a model from "
+                         "parameters name it with a plain column name")
+    return data.assign(**{response: 0.0})
+
+
+class _Template:
+    """Just enough of a result for :func:`check_parameters` to validate against."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.beta = np.full(spec.p, np.nan)
+        self.sigma = np.nan
+        self.theta = np.full(spec.n_theta, np.nan)
+
+
+def _result_from_parameters(lmm, beta, sigma, theta):
+    """An LMMResult carrying the given parameters; its response is the mean X beta."""
+    from .result import LMMResult
+    spec, ws = lmm.spec, lmm.workspace
+    theta = spec.canonical_theta(theta)
+    y = spec.X @ beta
+    # vcov(beta) does not depend on the response, but y = X beta lies in X's column
+    # space, where the Cholesky factor of [Z X y] loses its last pivot (or gets a
+    # slightly negative one) and fails: factorize with a response X cannot fit.
+    probe = y + np.random.default_rng(0).standard_normal(y.shape[0])
+    fac = ws.factorize(theta[None, :], ws.responses(probe[:, None]))
+    vc = ws.vcov_unscaled(fac)
+    u = tuple(np.zeros((t.nlevels, t.p)) for t in spec.terms)
+    for a in (y, theta, beta, vc, *u):
+        a.setflags(write=False)
+    optsum = replace(OptSummary(), optimizer="none", theta_start=theta, theta=theta,
+                     returncode=FROM_PARAMETERS)
+    return LMMResult(model=lmm, y=y, theta=theta, beta=beta, sigma=float(sigma),
+                     objective=np.nan, logdet_z=np.nan, pwrss=np.nan, u=u,
+                     vcov_unscaled=vc, optsum=optsum)
