@@ -16,11 +16,11 @@ theta is T's lower triangle column by column.
 >>> m = mb.model("y ~ 1 + x + (1 + x | group)", df, beta={"(Intercept)": 6, "x": 4}, sigma=1,
 ...              re={"group": {"sd": [3, 2], "corr": [[1, 0.7], [0.7, 1]]}})
 >>> m.varcorr.round(3)
-     grp          var1 var2  vcov  sdcor
-0  group   (Intercept)  NaN   9.0    3.0
-1  group             x  NaN   4.0    2.0
-2  group   (Intercept)    x   4.2    0.7
-3  Residual        NaN  NaN   1.0    1.0
+        grp         var1 var2  vcov  sdcor
+0     group  (Intercept)  NaN   9.0    3.0
+1     group            x  NaN   4.0    2.0
+2     group  (Intercept)    x   4.2    0.7
+3  Residual          NaN  NaN   1.0    1.0
 """
 from __future__ import annotations
 
