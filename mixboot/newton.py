@@ -41,20 +41,19 @@ def stencil(k: int) -> np.ndarray:
     return np.array(rows)
 
 
-def _derivatives(fvals: np.ndarray, k: int, h: np.ndarray):
+def _derivatives(fvals: np.ndarray, k: int, h: np.ndarray, pairs):
     """Gradient and Hessian (B, k), (B, k, k) from stencil values (B, n_points)."""
-    f0 = fvals[:, 0]
+    f0 = fvals[:, :1]
     fp, fm = fvals[:, 1:1 + k], fvals[:, 1 + k:1 + 2 * k]
     g = (fp - fm) / (2 * h)
     H = np.empty((fvals.shape[0], k, k))
-    idx = np.arange(k)
-    H[:, idx, idx] = (fp - 2 * f0[:, None] + fm) / h ** 2
-    col = 1 + 2 * k
-    for i in range(k):
-        for j in range(i + 1, k):
-            hij = (fvals[:, col] - fp[:, i] - fp[:, j] + f0) / (h[:, i] * h[:, j])
-            H[:, i, j] = H[:, j, i] = hij
-            col += 1
+    diag = np.arange(k)
+    H[:, diag, diag] = (fp - 2 * f0 + fm) / h ** 2
+    if k > 1:
+        I, J = pairs
+        hij = (fvals[:, 1 + 2 * k:] - fp[:, I] - fp[:, J] + f0) / (h[:, I] * h[:, J])
+        H[:, I, J] = hij
+        H[:, J, I] = hij
     return g, H
 
 
@@ -75,12 +74,13 @@ class _Stencils:
         self.k = k
         self.offsets = stencil(k)
         self.npts = self.offsets.shape[0]
+        self.pairs = np.triu_indices(k, 1)   # the order of the e_i + e_j offsets
 
     def __call__(self, th: np.ndarray, idx: np.ndarray):
         h = FD_STEP * np.maximum(1.0, np.abs(th))
         pts = (th[:, None, :] + self.offsets[None, :, :] * h[:, None, :]).reshape(-1, self.k)
         fv = self.evaluate(pts, np.repeat(idx, self.npts)).reshape(idx.size, self.npts)
-        g, H = _derivatives(fv, self.k, h)
+        g, H = _derivatives(fv, self.k, h, self.pairs)
         return fv[:, 0], g, H
 
 
@@ -93,45 +93,51 @@ def newton_batch(evaluate, theta0: np.ndarray, *, ftol_rel: float, max_evals: in
     B, k = theta.shape
     around = _Stencils(evaluate, k)
     npts = around.npts
-    reps = np.arange(B)
-    f, g, H = around(theta, reps)
+    f, g, H = around(theta, np.arange(B))
     evals = np.full(B, npts, dtype=np.int64)
     converged = np.zeros(B, dtype=bool)
-    active = np.isfinite(f) & np.isfinite(g).all(axis=1) & np.isfinite(H).all(axis=(1, 2))
+    active = _finite(f, g, H)
     for _ in range(MAX_ITER):
         if max_evals is not None:
             active &= evals < max_evals
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
-        d = _direction(g[idx], H[idx])
-        slope = np.einsum("bi,bi->b", g[idx], d)
-        tol = ftol_rel * np.maximum(1.0, np.abs(f[idx]))
+        gi, fi = g[idx], f[idx]
+        d = _direction(gi, H[idx])
+        slope = np.einsum("bi,bi->b", gi, d)
+        fscale = np.maximum(1.0, np.abs(fi))
         xscale = np.maximum(1.0, np.abs(theta[idx]).max(axis=1))
-        done = (-0.5 * slope <= tol) | (np.abs(g[idx]).max(axis=1) * xscale <= 1e-9 * np.maximum(1.0, np.abs(f[idx])))
-        converged[idx[done]] = True
-        active[idx[done]] = False
-        idx, d, slope = idx[~done], d[~done], slope[~done]
-        if idx.size == 0:
-            break
+        done = (-0.5 * slope <= ftol_rel * fscale) | (np.abs(gi).max(axis=1) * xscale <= 1e-9 * fscale)
+        if done.any():
+            converged[idx[done]] = True
+            active[idx[done]] = False
+            keep = ~done
+            idx, d, slope, fi = idx[keep], d[keep], slope[keep], fi[keep]
+            if idx.size == 0:
+                break
         # Speculative full step: the stencil at the trial point also tests it.
         trial = theta[idx] + d
         ft, gt, Ht = around(trial, idx)
         evals[idx] += npts
-        ok = np.isfinite(ft) & (ft <= f[idx] + _ARMIJO * slope)
+        ok = _finite(ft, gt, Ht) & (ft <= fi + _ARMIJO * slope)
+        if ok.all():
+            theta[idx], f[idx], g[idx], H[idx] = trial, ft, gt, Ht
+            continue
         good = idx[ok]
         theta[good], f[good], g[good], H[good] = trial[ok], ft[ok], gt[ok], Ht[ok]
-        bad = np.flatnonzero(~ok)
-        if bad.size:
-            moved = _backtrack(evaluate, theta, f, idx[bad], d[bad], slope[bad], evals)
-            if moved.size:
-                f[moved], g[moved], H[moved] = around(theta[moved], moved)
-                evals[moved] += npts
-            stalled = np.setdiff1d(idx[bad], moved)
-            active[stalled] = False
-        bad_derivs = ~(np.isfinite(g[idx]).all(axis=1) & np.isfinite(H[idx]).all(axis=(1, 2)))
-        active[idx[bad_derivs]] = False
+        bad = idx[~ok]
+        moved = _backtrack(evaluate, theta, f, bad, d[~ok], slope[~ok], evals)
+        if moved.size:
+            f[moved], g[moved], H[moved] = around(theta[moved], moved)
+            evals[moved] += npts
+            active[moved[~_finite(f[moved], g[moved], H[moved])]] = False
+        active[np.setdiff1d(bad, moved)] = False
     return theta, f, converged, evals
+
+
+def _finite(f, g, H) -> np.ndarray:
+    return np.isfinite(f + g.sum(axis=1) + H.sum(axis=(1, 2)))
 
 
 def _backtrack(evaluate, theta, f, idx, d, slope, evals) -> np.ndarray:

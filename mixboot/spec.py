@@ -133,13 +133,17 @@ class ModelSpec:
 
 
 def z_from_terms(terms, n: int) -> sp.csr_matrix:
-    blocks = []
-    rows = np.arange(n)
+    """Sparse Z (n x q): every row has the same number of nonzeros, so CSR is built directly."""
+    cols, vals, off = [], [], 0
     for t in terms:
-        cols = t.codes[:, None] * t.p + np.arange(t.p)[None, :]
-        blocks.append(sp.csr_matrix((t.zraw.ravel(), (np.repeat(rows, t.p), cols.ravel())),
-                                    shape=(n, t.q)))
-    return sp.hstack(blocks, format="csr")
+        cols.append(off + t.codes[:, None] * t.p + np.arange(t.p)[None, :])
+        vals.append(t.zraw)
+        off += t.q
+    per_row = sum(t.p for t in terms)
+    indices = np.concatenate(cols, axis=1).ravel().astype(np.int32 if off < 2 ** 31 else np.int64)
+    indptr = np.arange(0, n * per_row + 1, per_row, dtype=indices.dtype)
+    data = np.concatenate(vals, axis=1).ravel().astype(float)
+    return sp.csr_matrix((data, indices, indptr), shape=(n, off))
 
 
 def groups_formula(formula: str, groups) -> str:

@@ -84,21 +84,27 @@ class Workspace:
         Z = spec.z_matrix()
         self.Z = Z
         self.Zt = Z.T.tocsr()
-        Z1 = Z[:, :self.q1]
-        Zr = Z[:, self.q1:]
         self.A11 = self._blockdiag_crossprod(t1)
-        Zr1 = (Zr.T @ Z1).tocsr()
-        XZ1 = np.asarray((Z1.T @ spec.X).T)
-        self.F_sparse = sp.vstack([Zr1, sp.csr_matrix(XZ1)], format="csr")
         self.dense = self.m * self.q1 <= _DENSE_LIMIT
-        self.F = self.F_sparse.toarray().reshape(self.m0, self.l1, self.p1) if self.dense else None
-        self.K = None if self.dense else _pair_products(self.F_sparse, self.l1, self.p1)
         A22 = np.empty((self.m0, self.m0))
-        A22[:self.qr, :self.qr] = (Zr.T @ Zr).toarray()
-        ZrX = np.asarray(Zr.T @ spec.X)
-        A22[:self.qr, self.qr:] = ZrX
-        A22[self.qr:, :self.qr] = ZrX.T
         A22[self.qr:, self.qr:] = spec.X.T @ spec.X
+        XZ1 = np.asarray(self.Zt[:self.q1] @ spec.X).T                 # (p, q1)
+        if self.qr == 0:
+            # One term: no sparse products beyond Z itself.
+            self.F_sparse = sp.csr_matrix(XZ1)
+            self.F = XZ1.reshape(self.m0, self.l1, self.p1) if self.dense else None
+        else:
+            Z1 = Z[:, :self.q1]
+            Zr = Z[:, self.q1:]
+            Zr1 = (Zr.T @ Z1).tocsr()
+            self.F_sparse = sp.vstack([Zr1, sp.csr_matrix(XZ1)], format="csr")
+            self.F = (self.F_sparse.toarray().reshape(self.m0, self.l1, self.p1)
+                      if self.dense else None)
+            A22[:self.qr, :self.qr] = (Zr.T @ Zr).toarray()
+            ZrX = np.asarray(Zr.T @ spec.X)
+            A22[:self.qr, self.qr:] = ZrX
+            A22[self.qr:, :self.qr] = ZrX.T
+        self.K = None if self.dense else _pair_products(self.F_sparse, self.l1, self.p1)
         self.A22 = A22
         self.theta_slices = spec.theta_slices
         self.n_theta = spec.n_theta
@@ -262,7 +268,8 @@ class Workspace:
         L = fac.L[0]
         Lrr = L[:self.qr, :self.qr]
         crest = L[self.m0, :self.qr] - L[self.qr:self.m0, :self.qr].T @ beta
-        ur = scipy.linalg.solve_triangular(Lrr.T, crest, lower=False) if self.qr else np.zeros(0)
+        ur = (scipy.linalg.solve_triangular(Lrr.T, crest, lower=False, check_finite=False)
+              if self.qr else np.zeros(0))
         b_rest, off, out_rest = [], 0, []
         for term, sl in zip(self.rest, self.theta_slices[1:]):
             u = ur[off:off + term.q].reshape(term.nlevels, term.p)
@@ -270,7 +277,8 @@ class Workspace:
             b_rest.append((u @ term.factor(theta[sl]).T).reshape(-1))
             off += term.q
         w = np.concatenate(b_rest + [beta])
-        Fw = (self.F_sparse.T @ w).reshape(self.l1, self.p1)
+        Fw = (self.F_sparse.T @ w if self.F is None
+              else w @ self.F.reshape(self.m0, -1)).reshape(self.l1, self.p1)
         T1 = self.t1.factor(theta[self.theta_slices[0]])
         rhs = (resp.z1y[0] - Fw) @ T1                       # T1' (z1y_j - (F'w)_j)
         u1 = np.linalg.solve(fac.C[0], rhs[..., None])[..., 0]
