@@ -5,6 +5,7 @@ Fit from lme4 formulas, simulate responses, refit thousands of times
 """
 from . import datasets, design
 from .bootstrap import BootResult, bootMer, concat
+from .compare import lrt, pb_lrt
 from .formula import FormulaError
 from .model import LinearMixedModel, fit
 from .optimize import ConvergenceWarning
@@ -18,5 +19,5 @@ __version__ = "0.1.0"
 
 __all__ = ["BootResult", "ConvergenceWarning", "FormulaError", "LMMResult", "LinearMixedModel",
            "PowerCurve", "PowerResult",
-           "RankDeficiencyWarning", "bootMer", "concat", "datasets", "design", "fit", "model",
-           "power", "power_curve", "simulate", "__version__"]
+           "RankDeficiencyWarning", "bootMer", "concat", "datasets", "design", "fit", "lrt",
+           "model", "pb_lrt", "power", "power_curve", "simulate", "__version__"]

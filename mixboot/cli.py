@@ -1,8 +1,10 @@
-"""Command line: ``mixboot fit | boot | demo`` — a thin layer over the public API."""
+"""Command line: ``mixboot fit | boot | demo | power`` — a thin layer over the public API."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,6 +75,123 @@ def _cmd_demo(args) -> int:
     return code
 
 
+# --------------------------------------------------------------------------- power
+_DESIGNS = ("nested", "crossed", "csv")
+_RUN_KEYS = ("formula", "test", "nsim", "seed", "alpha", "method", "pb_B", "sizes", "along")
+
+
+def _load_config(path: str) -> dict:
+    """A power-analysis file: JSON, or TOML (Python 3.11's tomllib, else the tomli package)."""
+    file = Path(path)
+    try:
+        text = file.read_bytes()
+    except FileNotFoundError:
+        raise SystemExit(f"mixboot: design file {path!r} not found") from None
+    if file.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ImportError:
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise SystemExit("mixboot: reading TOML needs Python 3.11+ or the tomli "
+                                 "package; or write the file as JSON") from None
+        try:
+            config = tomllib.loads(text.decode())
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    else:
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc}); TOML files must end in .toml") \
+                from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a table/object of settings at the top level")
+    return config
+
+
+def _design_from(config: dict, base: Path):
+    """The data frame a ``nested``, ``crossed`` or ``csv`` entry describes."""
+    import mixboot as mb
+    spec = config.get("design", config)
+    given = [k for k in _DESIGNS if k in spec]
+    if len(given) != 1:
+        raise ValueError(f"the design file must give exactly one design among {list(_DESIGNS)} "
+                         f"(at the top level or under 'design'), got {given or 'none'}")
+    kind = given[0]
+    args = spec[kind]
+    if kind == "csv":
+        return _read(str(base / args))
+    if not isinstance(args, dict):
+        raise ValueError(f"design {kind!r} must be a table of arguments of mb.design.{kind}()")
+    return getattr(mb.design, kind)(**args)
+
+
+def _cmd_power(args) -> int:
+    import mixboot as mb
+    config = _load_config(args.design)
+    settings = {k: config.get(k) for k in _RUN_KEYS}
+    for key in _RUN_KEYS:
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    missing = [k for k in ("formula", "test") if not settings[k]]
+    missing += [k for k in ("beta", "sigma") if k not in config]
+    if "re" not in config and "theta" not in config:
+        missing.append("re (or theta)")
+    if missing:
+        raise ValueError(f"power analysis needs {missing}: give them in {args.design} "
+                         "(or --formula / --test on the command line)")
+    unknown = set(config) - {*_RUN_KEYS, *_DESIGNS, "design", "beta", "sigma", "re", "theta",
+                             "REML", "contrasts"}
+    if unknown:
+        raise ValueError(f"{args.design}: unknown setting(s) {sorted(unknown)}")
+    data = _design_from(config, Path(args.design).resolve().parent)
+    model = mb.model(settings["formula"], data, beta=config["beta"], sigma=config["sigma"],
+                     re=config.get("re"), theta=config.get("theta"),
+                     REML=config.get("REML", True), contrasts=config.get("contrasts"))
+    defaults = {"nsim": 1000, "alpha": 0.05, "method": "wald", "pb_B": 199}
+    common = {k: d if settings[k] is None else settings[k] for k, d in defaults.items()}
+    common.update(seed=settings["seed"], n_jobs=args.jobs, show_progress=args.progress)
+    if settings["sizes"]:
+        sizes = settings["sizes"]
+        if isinstance(sizes, str):
+            sizes = _sizes(sizes)
+        curve = mb.power_curve(model, settings["test"], sizes=sizes, along=settings["along"],
+                               **common)
+        print(curve.summary())
+    else:
+        print(mb.power(model, settings["test"], **common).summary())
+    return 0
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sizes takes integers separated by commas, "
+                                         f"got {text!r}") from None
+
+
+def _add_power_options(p):
+    p.add_argument("--design", required=True,
+                   help="JSON or TOML file: the design (nested / crossed / csv) and the "
+                        "parameters beta, sigma, re (or theta); may also hold the settings below")
+    p.add_argument("--formula", help='lme4 formula, e.g. "y ~ treatment + (1|subject)"')
+    p.add_argument("--test", help="coefficient or fixed term to test, e.g. treatment")
+    p.add_argument("--nsim", type=int, help="simulated data sets (default 1000)")
+    p.add_argument("--seed", type=int, help="random seed (default: random)")
+    p.add_argument("--alpha", type=float, help="significance level (default 0.05)")
+    p.add_argument("--method", choices=["wald", "lrt", "pb"], help="test (default wald)")
+    p.add_argument("--pb-B", dest="pb_B", type=int,
+                   help="bootstrap responses per data set for --method pb (default 199)")
+    p.add_argument("--sizes", type=_sizes, help="power curve: sizes, e.g. 20,30,40")
+    p.add_argument("--along", help="power curve: grouping column to resize (e.g. subject)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+
+
 def _add_boot_options(p):
     p.add_argument("-B", type=int, default=1000, help="number of replicates (default 1000)")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
@@ -101,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="fit and bootstrap a built-in example (no download)")
     _add_boot_options(p)
     p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("power", help="power of a fixed-effect test by simulation (or a curve "
+                       "over sizes)")
+    _add_power_options(p)
+    p.set_defaults(func=_cmd_power)
     return parser
 
 

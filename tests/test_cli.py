@@ -1,6 +1,10 @@
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import mixboot as mb
 from mixboot.cli import main
@@ -39,3 +43,104 @@ def test_demo_console_script():
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "percentile" in proc.stdout.lower() or "perc lower" in proc.stdout
+
+
+# --------------------------------------------------------------------------- power
+POWER_JSON = {
+    "formula": "y ~ treatment + (1|subject)",
+    "nested": {"groups": 40, "per_group": 5, "between": {"treatment": [0, 1]}, "group": "subject"},
+    "beta": {"(Intercept)": 0, "treatment": 0.5}, "sigma": 1, "re": {"subject": 1},
+    "test": "treatment",
+}
+
+POWER_TOML = '''
+formula = "y ~ cond + (1 | subject) + (1 | item)"
+test = "cond"
+sigma = 1.0
+beta = {"(Intercept)" = 0.0, "condb" = 0.2, "condc" = 0.3}
+
+[design.crossed]
+subjects = 20
+items = 6
+within = {cond = ["a", "b", "c"]}
+
+[re]
+subject = 0.6
+item = 0.4
+'''
+
+
+def _power_file(tmp_path, **changes):
+    path = tmp_path / "power.json"
+    path.write_text(json.dumps({**POWER_JSON, **changes}))
+    return path
+
+
+def test_power_command_json(tmp_path, capsys):
+    path = _power_file(tmp_path)
+    assert main(["power", "--design", str(path), "--nsim", "200", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    model = mb.model(POWER_JSON["formula"], mb.design.nested(**POWER_JSON["nested"]),
+                     beta=POWER_JSON["beta"], sigma=1, re={"subject": 1})
+    expected = mb.power(model, "treatment", nsim=200, seed=1)
+    assert out.strip() == expected.summary()
+    assert f"power: {expected.power:.4f}" in out
+
+
+def test_power_command_flags_override_the_file(tmp_path, capsys):
+    path = _power_file(tmp_path, formula="y ~ x + (1|subject)", test="x", nsim=5)
+    assert main(["power", "--design", str(path), "--formula", POWER_JSON["formula"],
+                 "--test", "treatment", "--nsim", "50", "--seed", "2", "--alpha", "0.1",
+                 "--method", "lrt"]) == 0
+    out = capsys.readouterr().out
+    assert "likelihood-ratio" in out and "alpha = 0.1" in out and "nsim 50" in out
+
+
+def test_power_command_curve_toml(tmp_path, capsys):
+    pytest.importorskip("tomllib")
+    path = tmp_path / "power.toml"
+    path.write_text(POWER_TOML)
+    assert main(["power", "--design", str(path), "--nsim", "60", "--seed", "3",
+                 "--sizes", "10,20", "--along", "subject", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Power curve along 'subject'" in out and "test of 'cond'" in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:2] in ("10", "20")]
+    assert [r[0] for r in rows] == ["10", "20"]
+    assert all(0 <= float(r[1]) <= 1 for r in rows)
+
+
+def test_power_command_csv_design(tmp_path, capsys):
+    data = mb.design.nested(groups=30, per_group=4, between={"treatment": [0, 1]},
+                            group="subject")
+    data.to_csv(tmp_path / "design.csv", index=False)
+    config = {k: v for k, v in POWER_JSON.items() if k != "nested"} | {"csv": "design.csv"}
+    path = tmp_path / "power.json"
+    path.write_text(json.dumps(config))
+    assert main(["power", "--design", str(path), "--nsim", "20", "--seed", "4"]) == 0
+    assert "120 observations" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(test="nope"), "names no fixed-effect coefficient or term"),
+    (dict(sigma=-1), "sigma must be a positive number"),
+    (dict(re=None, nsim=5), "random effects are missing"),
+    (dict(nsim=0), "nsim must be an integer >= 1"),
+    (dict(alpha=0), "alpha must be a number between 0 and 1"),
+    (dict(crossed={"subjects": 4, "items": 2}), "exactly one design"),
+    (dict(colour="red"), r"unknown setting\(s\) \['colour'\]"),
+])
+def test_power_command_errors(tmp_path, capsys, changes, message):
+    path = _power_file(tmp_path, **changes)
+    assert main(["power", "--design", str(path), "--nsim", "5"] if "nsim" not in changes
+                else ["power", "--design", str(path)]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_power_command_missing_settings(tmp_path, capsys):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"nested": POWER_JSON["nested"], "sigma": 1}))
+    assert main(["power", "--design", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "formula" in err and "test" in err and "beta" in err and "re (or theta)" in err
+    with pytest.raises(SystemExit, match="not found"):
+        main(["power", "--design", str(tmp_path / "absent.json")])

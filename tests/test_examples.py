@@ -57,7 +57,8 @@ def shape_after(label: str, text: str) -> tuple[int, ...]:
 def test_every_example_is_covered():
     names = {p.name for p in SCRIPTS}
     assert names == {"bootstrap_se_ci.py", "custom_statistic.py", "wald_vs_bootstrap.py",
-                     "power_loop.py", "ppc_group_means.py", "ppc_kurtosis.py"}
+                     "power_loop.py", "power_analysis.py", "ppc_group_means.py",
+                     "ppc_kurtosis.py"}
     assert (EXAMPLES / "README.md").is_file()
     readme = (EXAMPLES / "README.md").read_text()
     for name in names:
@@ -102,6 +103,18 @@ def test_power_loop(run_example):
     assert 0.0 <= number_after("Estimated power:", out) <= 1.0
     for n in (20, 40, 80):
         assert 0.0 <= number_after(f"n={n}: power=", out) <= 1.0
+
+
+def test_power_analysis(run_example):
+    out, out_dir = run_example("power_analysis.py")
+    power = number_after("Estimated power:", out)
+    # 40 subjects x 5: the z-test formula gives 0.30, MC SE 0.02 for nsim = 500.
+    assert 0.2 < power < 0.42
+    grid = [number_after(f"n={n}: power=", out) for n in (20, 30, 40, 60, 80)]
+    assert grid == sorted(grid) and grid[0] < grid[-1]
+    assert "Clopper-Pearson" in out
+    plot = out_dir / "power_curve.png"
+    assert plot.is_file() and plot.stat().st_size > 0
 
 
 def test_ppc_group_means(run_example):

@@ -9,6 +9,7 @@ replicate numbers travel with each task.
 """
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import warnings
@@ -22,7 +23,7 @@ from ..result import SINGULAR_TOL, build_result
 from ..simulate import check_parameters, child_streams, seed_streams, simulate_block
 from .result import BootResult
 
-__all__ = ["bootMer", "parameter_table"]
+__all__ = ["bootMer", "parameter_table", "refit_isolated", "run_replicates"]
 
 _CHUNK_BYTES = 32 * 2 ** 20
 _WORKER_MODELS: dict[str, object] = {}
@@ -67,6 +68,26 @@ def _default_statistic_names(result) -> tuple[str, ...]:
     return tuple(spec.fe_names) + ("sigma",) + tuple(spec.theta_names)
 
 
+def refit_isolated(result, Y, tol, on_error, fail):
+    """Refit all columns of Y at once; if that raises, column by column.
+
+    Returns ``[(indices, RefitBatch), ...]``; a column whose own refit raises is
+    reported as ``fail(i, exc)`` (or re-raised when ``on_error == "raise"``).
+    """
+    try:
+        return [(np.arange(Y.shape[1]), refit_responses(result, Y, tol=tol))]
+    except Exception:  # noqa: BLE001 - isolate the failing replicate(s) one by one
+        if on_error == "raise":
+            raise
+    batches = []
+    for i in range(Y.shape[1]):
+        try:
+            batches.append((np.array([i]), refit_responses(result, Y[:, i:i + 1], tol=tol)))
+        except Exception as exc:  # noqa: BLE001
+            fail(i, exc)
+    return batches
+
+
 def _run_chunk(result, reps: np.ndarray, children, params, statistic, tol, on_error):
     """Simulate and refit replicates ``reps``; returns per-replicate arrays and failures."""
     beta0, sigma0, theta0, use_u = params
@@ -89,20 +110,7 @@ def _run_chunk(result, reps: np.ndarray, children, params, statistic, tol, on_er
         for i in range(B):
             fail(i, "simulate", exc)
         return out
-    good = np.arange(B)
-    try:
-        rb = refit_responses(result, Y, tol=tol)
-        batches = [(good, rb)]
-    except Exception:  # noqa: BLE001 - isolate the failing replicate(s) one by one
-        if on_error == "raise":
-            raise
-        batches = []
-        for i in range(B):
-            try:
-                batches.append((np.array([i]), refit_responses(result, Y[:, i:i + 1], tol=tol)))
-            except Exception as exc:  # noqa: BLE001
-                fail(i, "refit", exc)
-    for idx, rb in batches:
+    for idx, rb in refit_isolated(result, Y, tol, on_error, lambda i, exc: fail(i, "refit", exc)):
         out["theta"][idx], out["beta"][idx] = rb.theta, rb.beta
         out["sigma"][idx], out["objective"][idx] = rb.sigma, rb.objective
         out["converged"][idx], out["evaluations"][idx] = rb.converged, rb.evaluations
@@ -120,17 +128,13 @@ def _run_chunk(result, reps: np.ndarray, children, params, statistic, tol, on_er
     return out
 
 
-def _worker_chunks(path: str, chunks, params, statistic, tol, on_error, entropy, spawn_key):
-    result = _WORKER_MODELS.get(path)
-    if result is None:
-        result = joblib.load(path)
+def _worker_chunks(path: str, task, chunks, entropy, spawn_key):
+    payload = _WORKER_MODELS.get(path)
+    if payload is None:
+        payload = joblib.load(path)
         _WORKER_MODELS.clear()
-        _WORKER_MODELS[path] = result
-    res = []
-    for reps in chunks:
-        children = child_streams(entropy, spawn_key, reps)
-        res.append((reps, _run_chunk(result, reps, children, params, statistic, tol, on_error)))
-    return res
+        _WORKER_MODELS[path] = payload
+    return [(reps, task(payload, reps, child_streams(entropy, spawn_key, reps))) for reps in chunks]
 
 
 def _validate(B, n_jobs, tol, on_error, statistic, show_progress):
@@ -149,7 +153,7 @@ def _validate(B, n_jobs, tol, on_error, statistic, show_progress):
         raise TypeError(f"show_progress must be True or False, got {show_progress!r}")
 
 
-def _progress(total, show):
+def _progress(total, show, desc="bootMer"):
     if not show:
         return None
     try:
@@ -157,7 +161,7 @@ def _progress(total, show):
     except ImportError:
         warnings.warn("show_progress=True needs tqdm (pip install tqdm)", stacklevel=3)
         return None
-    return tqdm(total=total, unit="rep", desc="bootMer")
+    return tqdm(total=total, unit="rep", desc=desc)
 
 
 def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool = False, *,
@@ -192,30 +196,44 @@ def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool
     original = None if statistic is None else statistic(result)
     B = int(B)
     root, _ = seed_streams(seed, 0)
-    chunk = _chunk_size(result)
+    task = functools.partial(_run_chunk, params=params, statistic=statistic, tol=tol,
+                             on_error=on_error)
+    parts = run_replicates(result, task, B, _chunk_size(result), n_jobs, root, show_progress,
+                           "bootMer")
+    return _assemble(result, B, parts, statistic, original, root, tol, bool(use_u))
+
+
+def run_replicates(payload, task, B: int, chunk: int, n_jobs: int, root, show_progress: bool,
+                   desc: str) -> list:
+    """Run ``task(payload, reps, children)`` over replicates 0..B-1 in chunks of ``chunk``.
+
+    ``children`` are the SeedSequence children of ``root`` for ``reps``.  The chunks
+    depend only on ``B`` and ``chunk``, never on ``n_jobs``, so the output is the
+    same to the last bit for any number of workers.  With several workers the
+    payload is written once to a temporary file that each worker loads once.
+    Returns ``[(reps, task output), ...]`` in replicate order.
+    """
     chunks = [np.arange(s, min(s + chunk, B)) for s in range(0, B, chunk)]
     n_workers = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
     n_workers = max(1, min(n_workers, len(chunks)))
-    bar = _progress(B, show_progress)
+    bar = _progress(B, show_progress, desc)
     parts = []
     try:
         if n_workers == 1:
             for reps in chunks:
-                children = child_streams(root.entropy, root.spawn_key, reps)
-                parts.append((reps, _run_chunk(result, reps, children, params, statistic, tol,
-                                               on_error)))
+                parts.append((reps, task(payload, reps,
+                                         child_streams(root.entropy, root.spawn_key, reps))))
                 if bar is not None:
                     bar.update(len(reps))
         else:
-            parts = _run_parallel(result, chunks, n_workers, params, statistic, tol, on_error,
-                                  root, bar)
+            parts = _run_parallel(payload, task, chunks, n_workers, root, bar)
     finally:
         if bar is not None:
             bar.close()
-    return _assemble(result, B, parts, statistic, original, root, tol, bool(use_u))
+    return parts
 
 
-def _run_parallel(result, chunks, n_workers, params, statistic, tol, on_error, root, bar):
+def _run_parallel(payload, task, chunks, n_workers, root, bar):
     # Round-robin groups of chunks, several per worker so that progress moves.
     n_tasks = min(len(chunks), n_workers * 4)
     groups = [chunks[i::n_tasks] for i in range(n_tasks)]
@@ -223,11 +241,11 @@ def _run_parallel(result, chunks, n_workers, params, statistic, tol, on_error, r
     os.close(fd)
     parts = []
     try:
-        joblib.dump(result, path)
+        joblib.dump(payload, path)
         runner = joblib.Parallel(n_jobs=n_workers, backend="loky", inner_max_num_threads=1,
                                  return_as="generator_unordered")
-        for res in runner(joblib.delayed(_worker_chunks)(path, g, params, statistic, tol, on_error,
-                                                         root.entropy, root.spawn_key)
+        for res in runner(joblib.delayed(_worker_chunks)(path, task, g, root.entropy,
+                                                         root.spawn_key)
                           for g in groups):
             parts.extend(res)
             if bar is not None:

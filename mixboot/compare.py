@@ -1,0 +1,441 @@
+"""Likelihood-ratio tests of nested linear mixed models: chi-square and parametric bootstrap.
+
+* :func:`reduced_model` builds the model without one fixed-effect coefficient or term.
+* :func:`lrt` is lme4's ``anova(m1, m2, ...)``: a table of nested fits compared by
+  the chi-square approximation to the likelihood-ratio statistic.
+* :func:`pb_lrt` is pbkrtest's ``PBmodcomp``: the reference distribution of the
+  statistic comes from responses simulated under the smaller model, each refitted
+  by both models (batched, as the bootstrap refits them).
+
+Likelihood ratios compare maximum likelihoods, so REML fits are refitted by ML
+first (as lme4 and pbkrtest do) and the results say which were.
+
+>>> import mixboot as mb
+>>> df = mb.datasets.load("reaction")
+>>> large = mb.fit("Reaction ~ 1 + Days + (1 + Days | Subject)", data=df, REML=False)
+>>> small, dropped = reduced_model(large, "Days")
+>>> small.spec.fe_names, dropped
+(('(Intercept)',), 1)
+>>> table = lrt(large, small.fit())
+>>> table.table["Df"].tolist()
+[<NA>, 1]
+>>> round(float(table.table["Chisq"].iloc[1]), 3)
+16.629
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .bootstrap.engine import _chunk_size, _validate, refit_isolated, run_replicates
+from .model import LinearMixedModel
+from .simulate import seed_streams, simulate_block
+
+__all__ = ["LRTTable", "PBTest", "lrt", "pb_lrt", "reduced_model"]
+
+REFIT_NOTE = "refitting model(s) with ML (instead of REML)"
+# Bootstrap statistics within this of the observed one count as at least as large:
+# refits leave ~1e-9 of optimizer noise on a deviance, and a statistic at the
+# boundary (0) must not lose half its ties to that noise.
+_TIE_TOL = 1e-6
+
+
+# --------------------------------------------------------------------------- reduced model
+def _factor_key(name: str) -> str:
+    """``C(cond, contr.sum)`` -> ``cond``; other factors as written, without spaces."""
+    name = name.strip().strip("`")
+    m = re.fullmatch(r"C\(\s*([^,\s)]+)\s*(?:,.*)?\)", name)
+    return m.group(1) if m else re.sub(r"\s+", "", name)
+
+
+def _term_key(label: str) -> frozenset | str:
+    label = label.strip()
+    if label in ("1", "(Intercept)", "Intercept"):
+        return "(Intercept)"
+    return frozenset(_factor_key(f) for f in label.split(":"))
+
+
+def _fixed_terms(spec) -> list[tuple[str, np.ndarray]]:
+    """(term label, indices into the kept columns of X) for each term of the fixed part."""
+    position = {int(c): i for i, c in enumerate(spec.kept_columns)}
+    out = []
+    for term, columns in spec.fixed_spec.term_indices.items():
+        label = str(term)
+        cols = [position[c] for c in columns if c in position]
+        out.append(("(Intercept)" if label == "1" else label, np.array(cols, dtype=int)))
+    return out
+
+
+def _columns_to_drop(spec, test: str) -> tuple[np.ndarray, str]:
+    """Indices of X's columns named by ``test`` (a coefficient, else a term) and a label."""
+    formulaic_names = [spec.fixed_spec.column_names[int(c)] for c in spec.kept_columns]
+    # An interaction's coefficient may be named with its factors in any order.
+    unordered = frozenset(test.split(":"))
+    for names in (spec.fe_names, formulaic_names):
+        for i, name in enumerate(names):
+            if name == test or frozenset(name.split(":")) == unordered:
+                return np.array([i]), spec.fe_names[i]
+    key = _term_key(test)
+    terms = _fixed_terms(spec)
+    for label, cols in terms:
+        if _term_key(label) == key:
+            if cols.size == 0:
+                raise ValueError(f"term {label!r} of {spec.formula!r} has no columns left in the "
+                                 "fixed-effects matrix (all were aliased)")
+            return cols, label
+    raise ValueError(
+        f"test {test!r} names no fixed-effect coefficient or term of {spec.formula!r}; "
+        f"coefficients: {list(spec.fe_names)}; terms: {[label for label, _ in terms]}")
+
+
+def reduced_model(result, test: str) -> tuple[LinearMixedModel, int]:
+    """The model of ``result`` without one fixed-effect coefficient or term, unfitted, for ML.
+
+    Parameters
+    ----------
+    result : a fitted :class:`~mixboot.LMMResult` (REML or ML; only its specification is used).
+    test : what to remove from the fixed effects, either
+        - a coefficient, by its lme4 name as in ``result.spec.fe_names``
+          (``"Days"``, ``"condb"``, ``"(Intercept)"``) or its formulaic column name
+          (``"cond[T.b]"``): that one column of X is removed;
+        - a term of the fixed part (``"cond"`` for a factor with several columns,
+          ``"a:b"`` in either order): all of its columns are removed.
+        Coefficient names are tried first.
+
+    Returns
+    -------
+    (model, n_dropped) : an unfitted ``LinearMixedModel(spec, REML=False)`` on the same
+        observations, random-effect terms, contrasts and coding, whose X is the full
+        model's X without the dropped columns; and the number of columns dropped (the
+        degrees of freedom of the test).  Fit it with ``model.fit()``.
+
+    The reduced X is taken from the full model's columns rather than rebuilt from a
+    formula, so the remaining columns keep their coding (dropping a main effect does
+    not recode an interaction that contains it).  ``model.spec.formula`` is the full
+    formula with ``" - <test>"`` appended: a label for tables, not necessarily a formula
+    that rebuilds the same X.  ``simulate(..., newdata=...)`` works on the reduced model.
+
+    Raises ``ValueError`` naming ``test`` and listing the valid coefficient and term
+    names when nothing matches.
+
+    >>> import mixboot as mb
+    >>> r = mb.fit("rt ~ cond + (1 | subject) + (1 | item)", data=mb.datasets.load("rt"))
+    >>> model, k = reduced_model(r, "cond[T.b]")
+    >>> model, k
+    (LinearMixedModel('rt ~ cond + (1 | subject) + (1 | item) - condb', REML=False), 1)
+    """
+    spec = getattr(result, "spec", None)
+    if spec is None or not hasattr(spec, "fixed_spec"):
+        raise TypeError(f"result must be a fitted LMMResult, got {type(result).__name__}")
+    if not isinstance(test, str) or not test.strip():
+        raise TypeError(f"test must be a coefficient or term name (a non-empty str), got {test!r}")
+    drop, label = _columns_to_drop(spec, test.strip())
+    keep = np.setdiff1d(np.arange(spec.p), drop)
+    formula = f"{spec.formula} - {label}"
+    reduced = dataclasses.replace(
+        spec, formula=formula,
+        parts=dataclasses.replace(spec.parts, fixed=f"{spec.parts.fixed} - {label}", text=formula),
+        X=np.ascontiguousarray(spec.X[:, keep]), fe_names=tuple(spec.fe_names[i] for i in keep),
+        kept_columns=spec.kept_columns[keep])
+    return LinearMixedModel(reduced, REML=False), int(drop.size)
+
+
+# --------------------------------------------------------------------------- shared checks
+def _check_fit(result, what: str):
+    if not (hasattr(result, "model") and hasattr(result, "objective") and hasattr(result, "spec")):
+        raise TypeError(f"{what} must be a fitted LMMResult, got {type(result).__name__}")
+
+
+def _check_same_data(fits, names) -> None:
+    first, name0 = fits[0], names[0]
+    for r, name in zip(fits[1:], names[1:]):
+        if r.nobs != first.nobs:
+            raise ValueError(f"models were not all fitted to the same observations: {name0!r} "
+                             f"has {first.nobs}, {name!r} has {r.nobs}")
+        if not np.array_equal(np.asarray(r.y), np.asarray(first.y)):
+            raise ValueError(f"models were not all fitted to the same response values: "
+                             f"{name0!r} and {name!r} differ")
+
+
+def _ml_fit(result):
+    """The ML fit of ``result``'s model: itself for an ML fit, else a fresh ML fit."""
+    if not result.REML:
+        return result, False
+    return LinearMixedModel(result.spec, REML=False).fit(), True
+
+
+# --------------------------------------------------------------------------- lrt
+@dataclass(frozen=True)
+class LRTTable:
+    """The result of :func:`lrt`: lme4's ``anova()`` table of nested models.
+
+    ``table`` has one row per model, fewest parameters first, indexed by name, with
+    columns ``npar, AIC, BIC, logLik, deviance, Chisq, Df, Pr(>Chisq)``; row i is
+    compared with row i-1.  ``fits`` are the ML fits in that order, ``refitted`` the
+    names of the models that were fitted by REML and refitted by ML.
+    """
+
+    table: pd.DataFrame = field(repr=False)
+    fits: tuple = field(repr=False)
+    refitted: tuple[str, ...]
+
+    @property
+    def note(self) -> str:
+        """lme4's message when models were refitted by ML, else an empty string."""
+        return f"{REFIT_NOTE}: {', '.join(self.refitted)}" if self.refitted else ""
+
+    def __repr__(self) -> str:
+        head = "Likelihood-ratio tests (chi-square reference)"
+        note = f"\n{self.note}" if self.note else ""
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            body = self.table.to_string(float_format=lambda v: f"{v:.6g}", na_rep="")
+        return f"{head}{note}\n{body}"
+
+
+def lrt(*fits, names=None) -> LRTTable:
+    """Likelihood-ratio table of nested fits, as lme4's ``anova(m1, m2, ...)``.
+
+    Parameters
+    ----------
+    *fits : two or more fitted models (LMMResult) of the same observations, in any
+        order; they are sorted by number of parameters (``n_params``; ties keep
+        their order) and each compared with the one before.  REML fits are
+        refitted by ML first; ``refitted`` and the repr say which.
+    names : optional row labels, one per fit in the order given; default the
+        formulas, or ``m1, m2, ...`` when two formulas are equal.
+
+    Returns an :class:`LRTTable`; its ``table`` has ``Chisq`` = the drop in deviance
+    (clamped at 0, as lme4 does), ``Df`` = the difference in parameters and
+    ``Pr(>Chisq)`` from the chi-square distribution with ``Df`` degrees of freedom.
+
+    >>> import mixboot as mb
+    >>> df = mb.datasets.load("reaction")
+    >>> m1 = mb.fit("Reaction ~ Days + (1 | Subject)", data=df)
+    >>> m2 = mb.fit("Reaction ~ Days + (Days | Subject)", data=df)
+    >>> out = lrt(m2, m1)
+    >>> out.refitted
+    ('Reaction ~ Days + (Days | Subject)', 'Reaction ~ Days + (1 | Subject)')
+    >>> out.note
+    'refitting model(s) with ML (instead of REML): Reaction ~ Days + (Days | Subject), ...'
+    >>> out.table["npar"].tolist()
+    [4, 6]
+    """
+    if len(fits) < 2:
+        raise ValueError(f"lrt needs at least two fits to compare, got {len(fits)}")
+    for i, r in enumerate(fits):
+        _check_fit(r, f"fit {i + 1}")
+    if names is None:
+        names = [r.formula for r in fits]
+        if len(set(names)) < len(names):
+            names = [f"m{i + 1}" for i in range(len(fits))]
+    else:
+        names = [str(n) for n in names]
+        if len(names) != len(fits) or len(set(names)) < len(names):
+            raise ValueError(f"names must be {len(fits)} distinct labels, one per fit, got {names}")
+    _check_same_data(fits, names)
+    ml, refitted = [], []
+    for r, name in zip(fits, names):
+        m, was_reml = _ml_fit(r)
+        ml.append(m)
+        if was_reml:
+            refitted.append(name)
+    order = sorted(range(len(ml)), key=lambda i: ml[i].n_params)
+    ml = [ml[i] for i in order]
+    npar = np.array([r.n_params for r in ml])
+    loglik = np.array([r.loglik for r in ml])
+    deviance = -2 * loglik
+    nobs = ml[0].nobs
+    chisq = np.concatenate([[np.nan], np.maximum(0.0, 2 * np.diff(loglik))])
+    df = np.diff(npar)
+    # Equal numbers of parameters (Df 0) give no test, as in lme4.
+    p = np.concatenate([[np.nan], np.where(df > 0, stats.chi2.sf(chisq[1:], np.maximum(df, 1)),
+                                           np.nan)])
+    table = pd.DataFrame({
+        "npar": npar, "AIC": deviance + 2 * npar, "BIC": deviance + npar * np.log(nobs),
+        "logLik": loglik, "deviance": deviance, "Chisq": chisq,
+        "Df": pd.array([pd.NA, *df.tolist()], dtype="Int64"),
+        "Pr(>Chisq)": p}, index=pd.Index([names[i] for i in order], name="model"))
+    return LRTTable(table=table, fits=tuple(ml), refitted=tuple(refitted))
+
+
+# --------------------------------------------------------------------------- pb_lrt
+@dataclass(frozen=True)
+class PBTest:
+    """The result of :func:`pb_lrt`: a parametric-bootstrap likelihood-ratio test.
+
+    ``lrt``: the observed statistic, deviance(small) - deviance(large), both by ML;
+    ``df``: the difference in number of parameters; ``p_chisq``: its chi-square
+    p-value; ``p_boot`` = (1 + #{LRT* >= lrt}) / (1 + n_valid) over the valid
+    bootstrap statistics ``lrt_boot`` (NaN where a replicate failed); ``n_failed``
+    replicates (a refit raised, did not converge or gave a non-finite deviance) are
+    excluded from ``p_boot`` and listed in ``failures``.  ``seed`` is the entropy of
+    the root SeedSequence: passing it again reproduces the run.
+    """
+
+    lrt: float
+    df: int
+    p_chisq: float
+    p_boot: float
+    n_valid: int
+    n_failed: int
+    B: int
+    lrt_boot: np.ndarray = field(repr=False)
+    seed: int = field(repr=False)
+    formula_large: str = field(repr=False)
+    formula_small: str = field(repr=False)
+    refitted: tuple[str, ...] = field(repr=False)
+    failures: pd.DataFrame = field(repr=False)
+
+    @property
+    def note(self) -> str:
+        """lme4's message when models were refitted by ML, else an empty string."""
+        return f"{REFIT_NOTE}: {', '.join(self.refitted)}" if self.refitted else ""
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """PBmodcomp's layout: rows LRT (chi-square) and PBtest (bootstrap)."""
+        return pd.DataFrame({"stat": [self.lrt, self.lrt], "df": [self.df, pd.NA],
+                             "p.value": [self.p_chisq, self.p_boot]},
+                            index=pd.Index(["LRT", "PBtest"]))
+
+    def __repr__(self) -> str:
+        lines = ["Parametric bootstrap likelihood-ratio test",
+                 f"large: {self.formula_large}", f"small: {self.formula_small}"]
+        if self.note:
+            lines.append(self.note)
+        lines.append(f"bootstrap: {self.n_valid} valid of B = {self.B} replicates"
+                     + (f" ({self.n_failed} failed, excluded)" if self.n_failed else ""))
+        lines.append(f"  {'':6} {'stat':>10} {'df':>4} {'p.value':>10}")
+        lines.append(f"  {'LRT':6} {self.lrt:>10.4f} {self.df:>4d} {self.p_chisq:>10.4g}")
+        lines.append(f"  {'PBtest':6} {self.lrt:>10.4f} {'':>4} {self.p_boot:>10.4g}")
+        return "\n".join(lines)
+
+
+def _pb_chunk(payload, reps, children):
+    """Simulate from the small fit, refit both models; LRT* and failure reasons per replicate."""
+    small, large, tol = payload
+    B = len(reps)
+    out = {"lrt": np.full(B, np.nan), "failures": []}
+    failed = np.zeros(B, dtype=bool)
+
+    def fail(i, stage, exc):
+        failed[i] = True
+        out["failures"].append((int(reps[i]), stage, f"{type(exc).__name__}: {exc}"))
+
+    try:
+        Y = simulate_block(small, children, beta=small.beta, sigma=small.sigma, theta=small.theta)
+    except Exception as exc:  # noqa: BLE001 - recorded per replicate, run goes on
+        for i in range(B):
+            fail(i, "simulate", exc)
+        return out
+    deviance = {}
+    for which, model in (("small", small), ("large", large)):
+        dev, conv = np.full(B, np.nan), np.zeros(B, dtype=bool)
+        for idx, rb in refit_isolated(model, Y, tol, "record",
+                                      lambda i, exc, w=which: fail(i, f"refit {w}", exc)):
+            dev[idx], conv[idx] = rb.objective, rb.converged
+        for i in np.flatnonzero(~failed & ~(conv & np.isfinite(dev))):
+            failed[i] = True
+            out["failures"].append((int(reps[i]), f"refit {which}",
+                                    "did not converge or gave a non-finite deviance"))
+        deviance[which] = dev
+    stat = deviance["small"] - deviance["large"]
+    out["lrt"] = np.where(failed, np.nan, stat)
+    return out
+
+
+def _check_nested_fixed(small, large) -> None:
+    """The small model's mean space must lie in the large one's, or the models are not nested."""
+    Xs, Xl = small.spec.X, large.spec.X
+    resid = Xs
+    if Xl.shape[1]:
+        coef = np.linalg.lstsq(Xl, Xs, rcond=None)[0]
+        resid = Xs - Xl @ coef
+    bad = np.linalg.norm(resid, axis=0) > 1e-7 * np.maximum(np.linalg.norm(Xs, axis=0), 1.0)
+    if bad.any():
+        cols = [small.spec.fe_names[i] for i in np.flatnonzero(bad)]
+        raise ValueError(f"the models are not nested: fixed-effect column(s) {cols} of small "
+                         f"({small.formula!r}) are not in the column space of large's X "
+                         f"({large.formula!r})")
+
+
+def pb_lrt(large, small, B: int = 1000, seed=None, n_jobs: int = 1,
+           show_progress: bool = False, *, tol: float | None = None) -> PBTest:
+    """Parametric-bootstrap likelihood-ratio test of nested models, as pbkrtest's PBmodcomp.
+
+    B responses are simulated from ``small`` at its ML estimates; both models are
+    refitted by ML to each, and LRT* = deviance(small*) - deviance(large*) forms the
+    reference distribution of the observed LRT.  Works for fixed-effect and for
+    random-effect comparisons (a variance or a correlation set to zero), where the
+    chi-square reference is conservative.
+
+    Parameters
+    ----------
+    large, small : fitted models (LMMResult) of the same observations, ``small``
+        nested in ``large`` with fewer parameters.  REML fits are refitted by ML
+        (``refitted`` and the repr say which).
+    B : number of bootstrap replicates (positive int).
+    seed : int, numpy Generator or None; replicate i draws from child i of
+        ``SeedSequence(seed)``.  The run is reproducible to the last bit for a given
+        seed whatever ``n_jobs``.
+    n_jobs : worker processes (joblib), -1 for all cores.
+    show_progress : a tqdm progress bar.
+    tol : relative tolerance of the refits (default 1e-12, as bootMer).
+
+    Returns a :class:`PBTest`.  Failed replicates are excluded from ``p_boot``,
+    counted in ``n_failed`` and listed in ``failures``, with a RuntimeWarning.
+
+    Unlike PBmodcomp, whose PBtest p-value counts only strictly positive LRT*
+    (``(1 + #{LRT* > LRT}) / (1 + #{LRT* > 0})``), ``p_boot`` keeps every valid
+    replicate: for a variance tested on the boundary many LRT* are 0 and the two
+    definitions differ.  LRT* within 1e-6 of the observed LRT count as ties (>=).
+
+    >>> import mixboot as mb
+    >>> df = mb.datasets.load("reaction")
+    >>> large = mb.fit("Reaction ~ Days + (Days | Subject)", data=df, REML=False)
+    >>> small = mb.fit("Reaction ~ Days + (Days || Subject)", data=df, REML=False)
+    >>> test = pb_lrt(large, small, B=200, seed=1)
+    >>> test.df, test.n_valid + test.n_failed
+    (1, 200)
+    """
+    _check_fit(large, "large")
+    _check_fit(small, "small")
+    _validate(B, n_jobs, tol, "record", None, show_progress)
+    _check_same_data([large, small], ["large", "small"])
+    large_ml, large_refit = _ml_fit(large)
+    small_ml, small_refit = _ml_fit(small)
+    df = large_ml.n_params - small_ml.n_params
+    if df <= 0:
+        raise ValueError(f"small must have fewer parameters than large: small "
+                         f"({small.formula!r}) has {small_ml.n_params}, large "
+                         f"({large.formula!r}) has {large_ml.n_params}")
+    _check_nested_fixed(small_ml, large_ml)
+    observed = small_ml.objective - large_ml.objective
+    B = int(B)
+    root, _ = seed_streams(seed, 0)
+    chunk = min(_chunk_size(small_ml), _chunk_size(large_ml))
+    parts = run_replicates((small_ml, large_ml, tol), _pb_chunk, B, chunk, n_jobs, root,
+                           show_progress, "pb_lrt")
+    boot = np.concatenate([o["lrt"] for _, o in parts])
+    failures = sorted(f for _, o in parts for f in o["failures"])
+    boot.setflags(write=False)
+    valid = np.isfinite(boot)
+    n_valid = int(valid.sum())
+    n_failed = B - n_valid
+    if n_failed:
+        warnings.warn(f"{n_failed} of {B} bootstrap replicates failed and are excluded from "
+                      "p_boot; see .failures", RuntimeWarning, stacklevel=2)
+    p_boot = (1 + int(np.sum(boot[valid] >= observed - _TIE_TOL))) / (1 + n_valid)
+    refitted = tuple(name for name, was in (("large", large_refit), ("small", small_refit)) if was)
+    p_chisq = float(stats.chi2.sf(max(observed, 0.0), df))
+    return PBTest(lrt=float(observed), df=int(df), p_chisq=p_chisq, p_boot=float(p_boot),
+                  n_valid=n_valid, n_failed=n_failed, B=B, lrt_boot=boot,
+                  seed=int(root.entropy), formula_large=large.formula, formula_small=small.formula,
+                  refitted=refitted,
+                  failures=pd.DataFrame(failures, columns=["replicate", "stage", "message"]))

@@ -1,0 +1,558 @@
+"""Power analysis by simulation: how often a test rejects under assumed parameters.
+
+Power for a fixed effect is estimated as simr and seed 000 do it: simulate a
+response from the model's parameters, refit the model, test the effect, and
+count the rejections.  Replicate i draws from child i of
+``SeedSequence(seed)`` and replicates are refitted in chunks whose size
+depends only on the model, so the p-values are the same for any ``n_jobs``.
+
+Tests (``method``):
+
+* ``"wald"`` (default): the refit's Wald statistic with a normal reference,
+  ``p = 2 Phi(-|beta_j / se_j|)`` for one coefficient; for a term with k
+  columns ``W = b' V^-1 b`` on chi-square(k).  The refit uses the model's own
+  criterion (REML or ML).
+* ``"lrt"``: the likelihood-ratio statistic of the model against the model
+  without the tested columns, both refitted by ML, on chi-square(k).
+* ``"pb"``: the same statistic with a parametric-bootstrap reference for each
+  simulated data set: ``pb_B`` responses are drawn from the reduced model fitted
+  to that data set, and ``p = (1 + #{LRT* >= LRT}) / (1 + valid LRT*)``.  This is
+  nested simulation, ``nsim * pb_B`` pairs of refits.
+
+Replicates whose simulation, refit or statistic fails, and refits that do not
+converge, are left out of the estimate and counted (never silently).  Singular
+refits (a variance at its boundary) are kept, as simr keeps them, and counted.
+
+>>> import mixboot as mb
+>>> d = mb.design.nested(groups=40, per_group=5, between={"treatment": [0.0, 1.0]},
+...                      group="subject")
+>>> m = mb.model("y ~ treatment + (1 | subject)", d,
+...              beta={"(Intercept)": 1.0, "treatment": 0.5}, sigma=1.0, re={"subject": 1.0})
+>>> res = mb.power(m, "treatment", nsim=200, seed=1)
+>>> 0.2 < res.power < 0.6 and res.n_valid == 200
+True
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .bootstrap.engine import _chunk_size, _validate, refit_isolated, run_replicates
+from .compare import _TIE_TOL
+from .result import SINGULAR_TOL, LMMResult
+from .simulate import child_streams, seed_streams, simulate_block
+
+__all__ = ["power", "power_curve", "PowerResult", "PowerCurve", "tested_columns"]
+
+METHODS = ("wald", "lrt", "pb")
+_METHOD_TITLES = {"wald": "Wald", "lrt": "likelihood-ratio (chi-square)",
+                  "pb": "parametric-bootstrap LR"}
+# Outer replicates per chunk for method="pb": each carries pb_B refit pairs.
+_PB_CHUNK = 4
+
+
+# --------------------------------------------------------------------------- results
+def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact binomial interval: the Beta quantiles that invert two one-sided tests."""
+    if n == 0:
+        return np.nan, np.nan
+    a = 1 - level
+    lower = 0.0 if successes == 0 else float(stats.beta.ppf(a / 2, successes, n - successes + 1))
+    upper = (1.0 if successes == n
+             else float(stats.beta.ppf(1 - a / 2, successes + 1, n - successes)))
+    return lower, upper
+
+
+@dataclass(frozen=True, eq=False)
+class PowerResult:
+    """Estimated power of a test under the assumed parameters.
+
+    ``power`` = significant / ``n_valid`` with a 95% Clopper-Pearson interval
+    (``lower``, ``upper``).  ``pvalues`` holds one p-value per replicate, NaN
+    for the excluded ones (failed or not converged; see ``failures``).
+    Singular refits are included in the estimate; ``n_singular`` counts them.
+    ``seed`` is the entropy of the root seed sequence: passing it back as
+    ``seed=`` repeats the run.
+    """
+
+    power: float
+    lower: float
+    upper: float
+    n_valid: int
+    n_significant: int
+    n_failed: int
+    n_nonconverged: int
+    n_singular: int
+    test: str
+    columns: tuple[str, ...]
+    df: int
+    method: str
+    alpha: float
+    nsim: int
+    seed: int
+    beta: dict
+    sigma: float
+    theta: np.ndarray = field(repr=False)
+    varcorr: pd.DataFrame = field(repr=False)
+    formula: str = field(repr=False)
+    nobs: int = field(repr=False)
+    ngroups: dict = field(repr=False)
+    REML: bool = field(repr=False)
+    pb_B: int | None = field(repr=False)
+    pvalues: np.ndarray = field(repr=False)
+    converged: np.ndarray = field(repr=False)
+    singular: np.ndarray = field(repr=False)
+    failures: pd.DataFrame = field(repr=False)
+
+    def confint(self, level: float = 0.95) -> tuple[float, float]:
+        """Clopper-Pearson interval for the power at another level."""
+        if not 0 < level < 1:
+            raise ValueError(f"level must be between 0 and 1, got {level!r}")
+        return clopper_pearson(self.n_significant, self.n_valid, level)
+
+    def summary(self) -> str:
+        groups = ", ".join(f"{g} {k}" for g, k in self.ngroups.items())
+        criterion = "REML" if self.REML and self.method == "wald" else "ML"
+        what = (f"coefficient {self.columns[0]!r}" if self.df == 1
+                else f"term {self.test!r} ({self.df} columns)")
+        lines = [f"Power by simulation: {_METHOD_TITLES[self.method]} test of {what}, "
+                 f"alpha = {self.alpha:g}",
+                 f"  model: {self.formula}   ({self.nobs} observations; groups: {groups}; "
+                 f"refitted by {criterion})"]
+        if self.method == "pb":
+            lines[-1] += f"; {self.pb_B} bootstrap responses per data set"
+        beta = ", ".join(f"{k} = {v:.4g}" for k, v in self.beta.items())
+        lines.append(f"  assumed fixed effects: {beta}")
+        lines.append("  assumed random effects: " + _varcorr_text(self.varcorr))
+        if np.isfinite(self.power):
+            lines.append(f"  power: {self.power:.4f}   95% CI [{self.lower:.4f}, {self.upper:.4f}] "
+                         "(Clopper-Pearson)")
+        else:
+            lines.append("  power: not available (no valid replicate)")
+        lines.append(f"  {self.n_significant} significant of {self.n_valid} valid replicates "
+                     f"(nsim {self.nsim}, seed {self.seed})")
+        lines.append(f"  excluded: {self.n_failed} failed, {self.n_nonconverged} not converged; "
+                     f"included singular fits: {self.n_singular}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"<PowerResult {self.method} test of {self.test!r}: power {self.power:.4f} "
+                f"[{self.lower:.4f}, {self.upper:.4f}], {self.n_valid}/{self.nsim} valid, "
+                f"alpha {self.alpha:g}>")
+
+
+def _varcorr_text(vc: pd.DataFrame) -> str:
+    parts = []
+    for row in vc.itertuples(index=False):
+        if row.grp == "Residual":
+            parts.append(f"residual sd {row.sdcor:.4g}")
+        elif row.var2 is None or (isinstance(row.var2, float) and np.isnan(row.var2)):
+            parts.append(f"{row.grp} {row.var1} sd {row.sdcor:.4g}")
+        else:
+            parts.append(f"{row.grp} corr({row.var1}, {row.var2}) {row.sdcor:.3g}")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True, eq=False)
+class PowerCurve:
+    """Power at several sizes of one grouping factor.
+
+    ``table`` has one row per size: size, power, lower, upper, n_valid,
+    n_failed, n_nonconverged, n_singular; ``results`` the PowerResult of each.
+    """
+
+    along: str
+    table: pd.DataFrame
+    results: tuple = field(repr=False)
+
+    def plot(self, ax=None):
+        """Power against size with its 95% Clopper-Pearson band; returns the Axes."""
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("PowerCurve.plot needs matplotlib: pip install matplotlib "
+                              "(or pip install 'mixboot[plot]')") from None
+        if ax is None:
+            _, ax = plt.subplots()
+        t = self.table
+        ax.fill_between(t["size"], t["lower"], t["upper"], alpha=0.25, label="95% CI")
+        ax.plot(t["size"], t["power"], marker="o", label="power")
+        first = self.results[0]
+        ax.axhline(0.8, color="grey", linestyle=":", linewidth=1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel(f"number of levels of {self.along}")
+        ax.set_ylabel("power")
+        ax.set_title(f"{_METHOD_TITLES[first.method]} test of {first.test!r}, "
+                     f"alpha = {first.alpha:g}, nsim = {first.nsim}")
+        ax.legend(loc="lower right")
+        return ax
+
+    def summary(self) -> str:
+        first = self.results[0]
+        head = (f"Power curve along {self.along!r}: {_METHOD_TITLES[first.method]} test of "
+                f"{first.test!r}, alpha = {first.alpha:g}, nsim = {first.nsim}, seed {first.seed}")
+        body = self.table.to_string(index=False, float_format=lambda x: f"{x:.4f}")
+        return head + "\n" + body
+
+    def __repr__(self) -> str:
+        return f"<PowerCurve along {self.along!r}>\n" + self.table.to_string(index=False)
+
+
+# --------------------------------------------------------------------------- test names
+def tested_columns(spec, test: str) -> list[int]:
+    """Indices into ``spec.fe_names`` of the coefficient or term named ``test``.
+
+    The names are those of :func:`mixboot.compare.reduced_model`: a coefficient as
+    ``fe_params`` names it (``"treatmentb"``) or as formulaic names the column
+    (``"treatment[T.b]"``), else a fixed term (``"treatment"``, ``"cond:x"`` in
+    either order) standing for all of its columns.
+    """
+    from .compare import _columns_to_drop
+    if not isinstance(test, str) or not test.strip():
+        raise TypeError(f"test must be a coefficient or term name (a non-empty str), got {test!r}")
+    return [int(j) for j in _columns_to_drop(spec, test.strip())[0]]
+
+
+# --------------------------------------------------------------------------- refits
+@dataclass(frozen=True)
+class _Target:
+    """A model to refit and its starting theta (what refit_responses reads)."""
+
+    model: object
+    theta: np.ndarray
+
+    @property
+    def spec(self):
+        return self.model.spec
+
+
+@dataclass
+class _Fits:
+    """Refit estimates of a batch; NaN rows (and ``errors[i]``) where a refit raised."""
+
+    theta: np.ndarray
+    beta: np.ndarray
+    sigma: np.ndarray
+    objective: np.ndarray
+    converged: np.ndarray
+    vcov_unscaled: np.ndarray
+    errors: dict
+
+
+def _refit(target: _Target, Y: np.ndarray, tol) -> _Fits:
+    spec = target.spec
+    B, k, p = Y.shape[1], spec.n_theta, spec.p
+    out = _Fits(theta=np.full((B, k), np.nan), beta=np.full((B, p), np.nan),
+                sigma=np.full(B, np.nan), objective=np.full(B, np.nan),
+                converged=np.zeros(B, dtype=bool), vcov_unscaled=np.full((B, p, p), np.nan),
+                errors={})
+
+    def fail(i, exc):
+        out.errors[i] = f"{type(exc).__name__}: {exc}"
+
+    for idx, rb in refit_isolated(target, Y, tol, "record", fail):
+        out.theta[idx], out.beta[idx], out.sigma[idx] = rb.theta, rb.beta, rb.sigma
+        out.objective[idx], out.converged[idx] = rb.objective, rb.converged
+        out.vcov_unscaled[idx] = rb.vcov_unscaled
+    return out
+
+
+def _wald_pvalues(fits: _Fits, cols: list[int]) -> np.ndarray:
+    """Wald p-values: normal for one column, chi-square(k) for k columns."""
+    b = fits.beta[:, cols]
+    V = fits.vcov_unscaled[:, cols][:, :, cols] * (fits.sigma ** 2)[:, None, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if len(cols) == 1:
+            z = b[:, 0] / np.sqrt(V[:, 0, 0])
+            return 2 * stats.norm.sf(np.abs(z))
+        ok = np.isfinite(V).all(axis=(1, 2)) & np.isfinite(b).all(axis=1)
+        W = np.full(len(b), np.nan)
+        if ok.any():
+            sol = np.linalg.solve(V[ok], b[ok][..., None])[..., 0]
+            W[ok] = np.einsum("bi,bi->b", b[ok], sol)
+        return stats.chi2.sf(W, len(cols))
+
+
+def _lrt(full: _Fits, reduced: _Fits) -> np.ndarray:
+    """Deviance difference; tiny negative values (optimizer noise) are set to 0."""
+    return np.maximum(reduced.objective - full.objective, 0.0)
+
+
+# --------------------------------------------------------------------------- replicates
+@dataclass(frozen=True, eq=False)
+class _Context:
+    """Everything a worker needs to run replicates; pickled once per run."""
+
+    source: LMMResult
+    full: _Target
+    reduced: _Target | None
+    cols: list
+    method: str
+    tol: float | None
+    pb_B: int
+    entropy: int
+    spawn_key: tuple
+
+
+def _run_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
+    """p-values, convergence, singularity and failures of replicates ``reps``."""
+    n = len(reps)
+    out = {"p": np.full(n, np.nan), "converged": np.zeros(n, dtype=bool),
+           "singular": np.zeros(n, dtype=bool), "failures": []}
+    src = ctx.source
+    try:
+        Y = simulate_block(src, children, beta=src.beta, sigma=src.sigma, theta=src.theta)
+    except Exception as exc:  # noqa: BLE001 - recorded per replicate
+        out["failures"] = [(int(r), "simulate", f"{type(exc).__name__}: {exc}") for r in reps]
+        return out
+    full = _refit(ctx.full, Y, ctx.tol)
+    errors = {i: ("refit", m) for i, m in full.errors.items()}
+    if ctx.method == "wald":
+        p = _wald_pvalues(full, ctx.cols)
+        converged = full.converged
+    else:
+        reduced = _refit(ctx.reduced, Y, ctx.tol)
+        for i, m in reduced.errors.items():
+            errors.setdefault(i, ("refit reduced", m))
+        stat = _lrt(full, reduced)
+        converged = full.converged & reduced.converged
+        if ctx.method == "lrt":
+            p = stats.chi2.sf(stat, len(ctx.cols))
+        else:
+            p = np.full(n, np.nan)
+            for i in np.flatnonzero(converged & np.isfinite(stat)):
+                try:
+                    p[i] = _pb_pvalue(ctx, int(reps[i]), stat[i], full.theta[i], reduced, i)
+                except Exception as exc:  # noqa: BLE001 - recorded per replicate
+                    errors[i] = ("bootstrap", f"{type(exc).__name__}: {exc}")
+    lower = ctx.full.spec.lower_bounds == 0
+    singular = np.any(full.theta[:, lower] < SINGULAR_TOL, axis=1)
+    for i in range(n):
+        if i in errors:
+            out["failures"].append((int(reps[i]), *errors[i]))
+        elif converged[i] and not np.isfinite(p[i]):
+            out["failures"].append((int(reps[i]), "statistic", "the test statistic is not finite"))
+        else:
+            out["p"][i], out["converged"][i], out["singular"][i] = p[i], converged[i], singular[i]
+    return out
+
+
+def _pb_pvalue(ctx: _Context, rep: int, observed: float, theta_full: np.ndarray,
+               reduced: _Fits, i: int) -> float:
+    """Bootstrap p-value of one simulated data set, from the reduced model fitted to it.
+
+    Its pb_B responses draw from the children of replicate ``rep``'s own stream;
+    the refits start from the fits to the data set.
+    """
+    kids = child_streams(ctx.entropy, (*ctx.spawn_key, rep), range(ctx.pb_B))
+    small = _Target(ctx.reduced.model, reduced.theta[i])
+    large = _Target(ctx.full.model, theta_full)
+    Ystar = simulate_block(small, kids, beta=reduced.beta[i], sigma=reduced.sigma[i],
+                           theta=reduced.theta[i])
+    chunk = _chunk_size(ctx.source)
+    hits = valid = 0
+    for s in range(0, ctx.pb_B, chunk):
+        Yc = Ystar[:, s:s + chunk]
+        f, r = _refit(large, Yc, ctx.tol), _refit(small, Yc, ctx.tol)
+        star = _lrt(f, r)
+        ok = f.converged & r.converged & np.isfinite(star)
+        hits += int(np.sum(star[ok] >= observed - _TIE_TOL))
+        valid += int(ok.sum())
+    if valid < ctx.pb_B / 2:
+        raise RuntimeError(f"only {valid} of {ctx.pb_B} bootstrap refits converged")
+    return (1 + hits) / (1 + valid)
+
+
+# --------------------------------------------------------------------------- public API
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol):
+    if not isinstance(model_or_fit, LMMResult):
+        raise TypeError("model_or_fit must be a fit (mb.fit) or a model from parameters "
+                        f"(mb.model), got {type(model_or_fit).__name__}")
+    _check_int(nsim, "nsim", 1)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) \
+            or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be a number between 0 and 1, got {alpha!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    _check_int(pb_B, "pb_B", 1)
+    _validate(1, n_jobs, tol, "record", None, show_progress)
+
+
+def _ml_targets(result: LMMResult, test: str, cols: list[int]) -> tuple[_Target, _Target]:
+    """The full model and the model without the tested columns, both by ML."""
+    from .compare import reduced_model
+    from .model import LinearMixedModel
+    reduced, dropped = reduced_model(result, test)
+    if dropped != len(cols):
+        raise ValueError(f"the reduced model drops {dropped} column(s), the test names {len(cols)}")
+    full = result.model if not result.REML else LinearMixedModel(result.spec, REML=False)
+    theta = np.asarray(result.theta, dtype=float)
+    return _Target(full, theta), _Target(reduced, theta)
+
+
+def power(model_or_fit, test: str, nsim: int = 1000, alpha: float = 0.05, seed=None,
+          n_jobs: int = 1, show_progress: bool = False, method: str = "wald", *,
+          pb_B: int = 199, tol: float | None = None) -> PowerResult:
+    """Estimate the power of a test of a fixed effect by simulation.
+
+    Parameters
+    ----------
+    model_or_fit : a model from parameters (``mb.model``) or a fit (its
+        estimates are the assumed parameters).
+    test : a coefficient (``"x"``, ``"treatmentb"`` or ``"treatment[T.b]"``) or
+        a fixed term (``"treatment"``: all its columns, a joint test).
+    nsim : number of simulated data sets.
+    alpha : significance level; a replicate is significant when p < alpha.
+    seed : int, numpy Generator or None; replicate i uses child i of SeedSequence(seed).
+    n_jobs : worker processes (joblib); -1 for all cores.  Results do not depend on it.
+    show_progress : a tqdm progress bar.
+    method : ``"wald"`` (refit by the model's criterion), ``"lrt"`` or ``"pb"``
+        (both refit by ML); see the module docstring.
+    pb_B : bootstrap responses per simulated data set for ``method="pb"``.
+    tol : relative objective tolerance of the refits (default 1e-12).
+
+    Returns
+    -------
+    PowerResult
+
+    >>> import mixboot as mb
+    >>> d = mb.design.nested(groups=30, per_group=4, x={"x": [0, 1, 2, 3]})
+    >>> m = mb.model("y ~ x + (1 | group)", d, beta=[0.0, 0.3], sigma=1.0, re={"group": 0.5})
+    >>> res = mb.power(m, "x", nsim=100, seed=2)
+    >>> res.n_valid + res.n_failed + res.n_nonconverged == 100
+    True
+    """
+    _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol)
+    result = model_or_fit
+    cols = tested_columns(result.spec, test)
+    nsim = int(nsim)
+    if method == "wald":
+        full, reduced = _Target(result.model, np.asarray(result.theta, dtype=float)), None
+    else:
+        full, reduced = _ml_targets(result, test, cols)
+    root, _ = seed_streams(seed, 0)
+    ctx = _Context(source=result, full=full, reduced=reduced, cols=cols, method=method, tol=tol,
+                   pb_B=int(pb_B), entropy=root.entropy, spawn_key=tuple(root.spawn_key))
+    chunk = min(_chunk_size(result), _PB_CHUNK) if method == "pb" else _chunk_size(result)
+    parts = run_replicates(ctx, _run_chunk, nsim, chunk, n_jobs, root, show_progress, "power")
+    return _assemble(result, test, cols, method, float(alpha), nsim, root, int(pb_B), parts)
+
+
+def _assemble(result, test, cols, method, alpha, nsim, root, pb_B, parts) -> PowerResult:
+    pvalues = np.concatenate([o["p"] for _, o in parts])
+    converged = np.concatenate([o["converged"] for _, o in parts])
+    singular = np.concatenate([o["singular"] for _, o in parts])
+    failures = pd.DataFrame(sorted(f for _, o in parts for f in o["failures"]),
+                            columns=["replicate", "stage", "message"])
+    failed = np.zeros(nsim, dtype=bool)
+    failed[failures["replicate"].to_numpy(dtype=int)] = True
+    valid = converged & ~failed
+    pvalues = np.where(valid, pvalues, np.nan)
+    n_valid = int(valid.sum())
+    n_sig = int(np.sum(pvalues[valid] < alpha))
+    lower, upper = clopper_pearson(n_sig, n_valid)
+    n_failed, n_nc = int(failed.sum()), int((~converged & ~failed).sum())
+    if n_failed:
+        warnings.warn(f"{n_failed} of {nsim} power replicates failed and are excluded; see "
+                      ".failures", RuntimeWarning, stacklevel=3)
+    if n_nc:
+        warnings.warn(f"{n_nc} of {nsim} power refits did not converge and are excluded",
+                      RuntimeWarning, stacklevel=3)
+    converged, singular = converged & ~failed, singular & valid
+    for a in (pvalues, converged, singular):
+        a.setflags(write=False)
+    fe = list(result.spec.fe_names)
+    return PowerResult(
+        power=n_sig / n_valid if n_valid else np.nan, lower=lower, upper=upper, n_valid=n_valid,
+        n_significant=n_sig, n_failed=n_failed, n_nonconverged=n_nc,
+        n_singular=int(singular.sum()), test=test, columns=tuple(fe[j] for j in cols),
+        df=len(cols), method=method, alpha=alpha, nsim=nsim, seed=int(root.entropy),
+        beta=dict(zip(fe, np.asarray(result.beta, dtype=float).tolist())),
+        sigma=float(result.sigma), theta=np.asarray(result.theta), varcorr=result.varcorr,
+        formula=result.formula, nobs=result.nobs, ngroups=dict(result.ngroups),
+        REML=result.REML, pb_B=pb_B if method == "pb" else None, pvalues=pvalues,
+        converged=converged, singular=singular, failures=failures)
+
+
+def _default_along(result) -> str:
+    labels = list(result.ngroups)
+    if len(labels) != 1 or ":" in labels[0]:
+        raise ValueError(f"along is needed: name the grouping column to resize (the model's "
+                         f"grouping factors: {labels})")
+    return labels[0]
+
+
+def _check_sizes(sizes) -> list[int]:
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a list of positive integers, got {sizes!r}")
+    sizes = list(sizes)
+    if not sizes:
+        raise ValueError("sizes must name at least one size")
+    for s in sizes:
+        _check_int(s, "each of sizes", 2)
+    if len(set(int(s) for s in sizes)) != len(sizes):
+        raise ValueError(f"sizes has duplicates: {sizes}")
+    return [int(s) for s in sizes]
+
+
+def model_at_size(result: LMMResult, along: str, size: int) -> LMMResult:
+    """The model with ``along`` resized to ``size`` levels, under the same parameters."""
+    from .design import extend
+    from .parameters import model
+    spec = result.spec
+    data = extend(spec.data, along=along, size=size)
+    return model(spec.formula, data, beta=dict(zip(spec.fe_names, result.beta)),
+                 sigma=result.sigma, theta=result.theta, REML=result.REML,
+                 contrasts=spec.contrasts or None)
+
+
+def power_curve(model_or_fit, test: str, *, sizes, along: str | None = None, nsim: int = 1000,
+                alpha: float = 0.05, seed=None, n_jobs: int = 1, show_progress: bool = False,
+                method: str = "wald", pb_B: int = 199, tol: float | None = None) -> PowerCurve:
+    """Power at several numbers of levels of a grouping factor (e.g. subjects).
+
+    For each size the design is resized with :func:`mixboot.design.extend` (new
+    levels copy existing ones, so between-level factors stay balanced; a smaller
+    size keeps the first levels) and :func:`power` runs on a model with the same
+    formula and parameters.  Every size uses the same ``seed``, so each point
+    equals ``power(model_at_size(...), seed=seed)``.
+
+    ``along`` defaults to the model's grouping factor when it has just one.
+
+    >>> import mixboot as mb
+    >>> d = mb.design.nested(groups=20, per_group=5, between={"treatment": [0.0, 1.0]},
+    ...                      group="subject")
+    >>> m = mb.model("y ~ treatment + (1 | subject)", d,
+    ...              beta={"(Intercept)": 1.0, "treatment": 0.5}, sigma=1.0, re={"subject": 1.0})
+    >>> curve = mb.power_curve(m, "treatment", sizes=[20, 40], nsim=100, seed=1)
+    >>> list(curve.table["size"])
+    [20, 40]
+    """
+    _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol)
+    sizes = _check_sizes(sizes)
+    along = _default_along(model_or_fit) if along is None else along
+    tested_columns(model_or_fit.spec, test)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy)
+    results = []
+    for size in sizes:
+        m = model_at_size(model_or_fit, along, size)
+        results.append(power(m, test, nsim=nsim, alpha=alpha, seed=seed, n_jobs=n_jobs,
+                             show_progress=show_progress, method=method, pb_B=pb_B, tol=tol))
+    table = pd.DataFrame({
+        "size": sizes, "power": [r.power for r in results], "lower": [r.lower for r in results],
+        "upper": [r.upper for r in results], "n_valid": [r.n_valid for r in results],
+        "n_failed": [r.n_failed for r in results],
+        "n_nonconverged": [r.n_nonconverged for r in results],
+        "n_singular": [r.n_singular for r in results]})
+    return PowerCurve(along=along, table=table, results=tuple(results))
