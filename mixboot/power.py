@@ -157,17 +157,32 @@ def _varcorr_text(vc: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-@dataclass(frozen=True, eq=False)
-class PowerCurve:
-    """Power at several sizes of one grouping factor.
+class PowerCurve(pd.DataFrame):
+    """Power at several sizes of one grouping factor: a DataFrame, one row per size.
 
-    ``table`` has one row per size: size, power, lower, upper, n_valid,
-    n_failed, n_nonconverged, n_singular; ``results`` the PowerResult of each.
+    Columns: size, power, lower, upper, n_valid, n_failed, n_nonconverged,
+    n_singular.  ``along`` names the grouping factor, ``results`` holds the
+    PowerResult of each size; ``plot()`` draws the curve.  Operations on it
+    give plain DataFrames.
     """
 
-    along: str
-    table: pd.DataFrame
-    results: tuple = field(repr=False)
+    _metadata = ["along", "results"]
+
+    @property
+    def _constructor(self):
+        return pd.DataFrame
+
+    @classmethod
+    def build(cls, along: str, table: pd.DataFrame, results) -> "PowerCurve":
+        out = cls(table)
+        out.along = along
+        out.results = tuple(results)
+        return out
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The rows as a plain DataFrame."""
+        return pd.DataFrame(self)
 
     def plot(self, ax=None):
         """Power against size with its 95% Clopper-Pearson band; returns the Axes."""
@@ -200,6 +215,9 @@ class PowerCurve:
 
     def __repr__(self) -> str:
         return f"<PowerCurve along {self.along!r}>\n" + self.table.to_string(index=False)
+
+    def _repr_html_(self):  # notebooks: the table, as for any DataFrame
+        return self.table._repr_html_()
 
 
 # --------------------------------------------------------------------------- test names
@@ -535,7 +553,7 @@ def power_curve(model_or_fit, test: str, *, sizes, along: str | None = None, nsi
     >>> m = mb.model("y ~ treatment + (1 | subject)", d,
     ...              beta={"(Intercept)": 1.0, "treatment": 0.5}, sigma=1.0, re={"subject": 1.0})
     >>> curve = mb.power_curve(m, "treatment", sizes=[20, 40], nsim=100, seed=1)
-    >>> list(curve.table["size"])
+    >>> list(curve["size"])
     [20, 40]
     """
     _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol)
@@ -555,4 +573,4 @@ def power_curve(model_or_fit, test: str, *, sizes, along: str | None = None, nsi
         "n_failed": [r.n_failed for r in results],
         "n_nonconverged": [r.n_nonconverged for r in results],
         "n_singular": [r.n_singular for r in results]})
-    return PowerCurve(along=along, table=table, results=tuple(results))
+    return PowerCurve.build(along, table, results)
