@@ -41,47 +41,51 @@ def stencil(k: int) -> np.ndarray:
     return np.array(rows)
 
 
-def _derivatives(fvals: np.ndarray, k: int, h: np.ndarray, pairs):
-    """Gradient and Hessian (B, k), (B, k, k) from stencil values (B, n_points)."""
-    f0 = fvals[:, :1]
-    fp, fm = fvals[:, 1:1 + k], fvals[:, 1 + k:1 + 2 * k]
-    g = (fp - fm) / (2 * h)
-    H = np.empty((fvals.shape[0], k, k))
-    diag = np.arange(k)
-    H[:, diag, diag] = (fp - 2 * f0 + fm) / h ** 2
-    if k > 1:
-        I, J = pairs
-        hij = (fvals[:, 1 + 2 * k:] - fp[:, I] - fp[:, J] + f0) / (h[:, I] * h[:, J])
-        H[:, I, J] = hij
-        H[:, J, I] = hij
-    return g, H
+def _difference_weights(k: int) -> np.ndarray:
+    """W with fvals @ W = [2h * gradient, (h_i h_j) * Hessian (row-major)] for the stencil."""
+    npts = 1 + 2 * k + k * (k - 1) // 2
+    W = np.zeros((npts, k + k * k))
+    for i in range(k):
+        W[1 + i, i], W[1 + k + i, i] = 1.0, -1.0
+        col = k + i * k + i
+        W[0, col], W[1 + i, col], W[1 + k + i, col] = -2.0, 1.0, 1.0
+    r = 1 + 2 * k
+    for i in range(k):
+        for j in range(i + 1, k):
+            for col in (k + i * k + j, k + j * k + i):
+                W[r, col], W[1 + i, col], W[1 + j, col], W[0, col] = 1.0, -1.0, -1.0, 1.0
+            r += 1
+    return W
 
 
 def _direction(g: np.ndarray, H: np.ndarray) -> np.ndarray:
     w, V = np.linalg.eigh(H)
-    scale = np.maximum(np.abs(w).max(axis=1, keepdims=True), 1e-12)
-    w = np.maximum(np.abs(w), 1e-8 * scale)
-    d = -np.einsum("bij,bj->bi", V, np.einsum("bji,bj->bi", V, g) / w)
+    w = np.abs(w)
+    w = np.maximum(w, 1e-8 * np.maximum(w.max(axis=1, keepdims=True), 1e-12))
+    d = -(V @ ((g[:, None, :] @ V)[:, 0, :] / w)[..., None])[..., 0]
     norm = np.abs(d).max(axis=1, keepdims=True)
     return d * np.minimum(1.0, MAX_STEP / np.maximum(norm, 1e-300))
 
 
 class _Stencils:
-    """Evaluates the stencil around a batch of points in one call."""
+    """Evaluates the stencil around a batch of points in one call; returns f, g, H."""
 
     def __init__(self, evaluate, k: int):
         self.evaluate = evaluate
         self.k = k
         self.offsets = stencil(k)
         self.npts = self.offsets.shape[0]
-        self.pairs = np.triu_indices(k, 1)   # the order of the e_i + e_j offsets
+        self.weights = _difference_weights(k)
 
     def __call__(self, th: np.ndarray, idx: np.ndarray):
+        k = self.k
         h = FD_STEP * np.maximum(1.0, np.abs(th))
-        pts = (th[:, None, :] + self.offsets[None, :, :] * h[:, None, :]).reshape(-1, self.k)
+        pts = (th[:, None, :] + self.offsets[None, :, :] * h[:, None, :]).reshape(-1, k)
         fv = self.evaluate(pts, np.repeat(idx, self.npts)).reshape(idx.size, self.npts)
-        g, H = _derivatives(fv, self.k, h, self.pairs)
-        return fv[:, 0], g, H
+        scale = np.concatenate([2.0 * h, (h[:, :, None] * h[:, None, :]).reshape(-1, k * k)],
+                               axis=1)
+        d = (fv @ self.weights) / scale
+        return fv[:, 0], d[:, :k], d[:, k:].reshape(-1, k, k)
 
 
 def newton_batch(evaluate, theta0: np.ndarray, *, ftol_rel: float, max_evals: int | None = None):

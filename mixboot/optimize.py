@@ -166,13 +166,15 @@ def minimize_theta_newton(evaluate_batch, theta0: np.ndarray, lower: np.ndarray,
     theta = canonical(theta[0])
     rc = "FTOL_REACHED" if conv[0] else (
         "MAXEVAL_REACHED" if sum(len(a) for a in log) >= settings.maxeval else "NEWTON_STALLED")
-    method = "newton"
+    method, fmin = "newton", f[0]
     if not conv[0] and settings.optimizer == "auto":
         left = settings.maxeval - sum(len(a) for a in log)
         if left > 0:
             bob = minimize_theta(one, theta, lower, replace(settings, maxeval=left), warn=False)
             theta, rc, method = bob.theta, bob.returncode, "newton+LN_BOBYQA"
-    theta, fmin = _zero_small(one, theta, lower, settings.xtol_zero_abs)
+            fmin = bob.fmin
+    # (a sign flip by ``canonical`` leaves the objective unchanged)
+    theta, fmin = _zero_small(one, theta, lower, settings.xtol_zero_abs, fmin)
     fitlog = np.concatenate(log) if log else np.empty((0, k + 1))
     summary = replace(settings, optimizer=method, theta_start=theta0, theta=theta,
                       fmin=float(fmin), evaluations=len(fitlog), returncode=rc,
@@ -189,10 +191,13 @@ def _best_from_log(log, default):
     return arr[np.argmin(arr[:, -1]), :-1].copy()
 
 
-def _zero_small(objective, theta, lower, tol):
-    """Try bounded elements within ``tol`` of zero at exactly zero; keep what is no worse."""
+def _zero_small(objective, theta, lower, tol, fmin=None):
+    """Try bounded elements within ``tol`` of zero at exactly zero; keep what is no worse.
+
+    ``fmin``: the objective at ``theta`` when already known.
+    """
     theta = np.array(theta, dtype=float)
-    fmin = objective(theta)
+    fmin = objective(theta) if fmin is None else float(fmin)
     for i in np.flatnonzero((lower == 0) & (theta > 0) & (theta < tol)):
         trial = theta.copy()
         trial[i] = 0.0

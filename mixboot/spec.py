@@ -47,8 +47,13 @@ class ModelSpec:
     contrasts: dict
     fixed_formula: str = field(repr=False)
     kept_columns: np.ndarray = field(repr=False)
-    data: pd.DataFrame = field(repr=False)
+    frame: "_Columns" = field(repr=False)
     _specs: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def data(self) -> pd.DataFrame:
+        """The rows and columns the model uses (rows with missing values dropped)."""
+        return self.frame.data
 
     # formulaic's specs rebuild the same coding on new data; made on first use
     # (simple numeric designs are built without formulaic, see _simple_matrix).
@@ -291,20 +296,25 @@ def build_spec(formula: str, data, *, contrasts=None) -> ModelSpec:
     if missing:
         raise KeyError(f"column(s) {missing} named in formula {formula!r} are not in the data "
                        f"(columns: {list(data.columns)})")
-    resp = data[parts.response]
+    # CoW (pandas >= 3): a shallow copy does not see later edits of the caller's frame.
+    source = data.copy(deep=False)
+    series = {c: source[c] for c in used}
+    resp = series[parts.response]
     if not (pd.api.types.is_numeric_dtype(resp) or pd.api.types.is_bool_dtype(resp)):
         raise TypeError(f"response {parts.response!r} must be numeric, got dtype {resp.dtype}")
-    frame = data[used]
-    na = frame.isna().any(axis=1).to_numpy()
-    if na.any():
-        cols = [c for c in used if frame[c].isna().any()]
-        warnings.warn(f"dropped {int(na.sum())} of {len(frame)} rows with missing values "
-                      f"in column(s) {cols}", UserWarning, stacklevel=3)
-        frame = frame.loc[~na]
-        if len(frame) == 0:
+    missing_by_col = {c: m for c, m in ((c, _missing(sr)) for c, sr in series.items())
+                      if m is not None and m.any()}
+    keep_rows = None
+    if missing_by_col:
+        na = np.logical_or.reduce(list(missing_by_col.values()))
+        warnings.warn(f"dropped {int(na.sum())} of {len(source)} rows with missing values "
+                      f"in column(s) {list(missing_by_col)}", UserWarning, stacklevel=3)
+        if na.all():
             raise ValueError("every row has a missing value in a column the formula uses")
-    frame = frame.reset_index(drop=True)
-    y = frame[parts.response].to_numpy(dtype=float)
+        keep_rows = ~na
+        series = {c: sr[keep_rows].reset_index(drop=True) for c, sr in series.items()}
+    frame = _Columns(series, source, keep_rows, used)
+    y = series[parts.response].to_numpy(dtype=float)
     n = len(y)
 
     specs = {}
@@ -361,7 +371,7 @@ def build_spec(formula: str, data, *, contrasts=None) -> ModelSpec:
     return ModelSpec(formula=parts.text, parts=parts, response=parts.response, y=y, X=X,
                      fe_names=tuple(names_all[i] for i in keep), dropped=dropped,
                      terms=tuple(terms), contrasts=contrasts, fixed_formula=fixed,
-                     kept_columns=keep, data=frame, _specs=specs)
+                     kept_columns=keep, frame=frame, _specs=specs)
 
 
 @functools.lru_cache(maxsize=256)
@@ -369,8 +379,57 @@ def _required_variables(expr: str) -> frozenset:
     return frozenset(Formula(expr).required_variables)
 
 
-def _formulaic(expr: str, frame: pd.DataFrame):
+def _formulaic(expr: str, frame):
+    if isinstance(frame, _Columns):
+        frame = frame.data
     return model_matrix(expr, frame, ensure_full_rank=True, na_action="raise")
+
+
+def _missing(column: pd.Series):
+    """Boolean mask of missing values, or None for a dtype that cannot hold them."""
+    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else None
+    if kind in ("i", "u", "b"):
+        return None
+    if kind == "f":
+        return np.isnan(column.to_numpy())
+    return column.isna().to_numpy()
+
+
+class _Columns:
+    """The used columns, rows with missing values dropped; the DataFrame is made on demand.
+
+    Building a DataFrame costs more than a small fit's arithmetic, and most
+    fits never need one (formulaic and ``spec.data`` do).
+    """
+
+    def __init__(self, series: dict, source: pd.DataFrame, keep_rows, used):
+        self._series, self._source, self._keep, self._used = series, source, keep_rows, used
+        self._data = None
+
+    def __getitem__(self, name) -> pd.Series:
+        return self._series[name]
+
+    def __len__(self) -> int:
+        return len(next(iter(self._series.values())))
+
+    @property
+    def columns(self):
+        return list(self._used)
+
+    def __getstate__(self):
+        # Ship only the used rows and columns (e.g. to bootstrap workers).
+        data = self.data
+        return {"_series": self._series, "_source": data, "_keep": None,
+                "_used": self._used, "_data": data}
+
+    @property
+    def data(self) -> pd.DataFrame:
+        if self._data is None:
+            data = self._source[list(self._used)]
+            if self._keep is not None:
+                data = data.loc[self._keep]
+            self._data = data.reset_index(drop=True)
+        return self._data
 
 
 class _SimpleMatrix:

@@ -134,6 +134,8 @@ class Workspace:
     # -- theta -> factor pieces -------------------------------------------------
     def _term1(self, theta: np.ndarray):
         """C_j, log|C_j| summed, and P_j = T1 C_j^-1 T1' for a batch of theta."""
+        if self.p1 == 2:
+            return self._term1_pairs(theta[:, self.theta_slices[0]])
         T1 = self.t1.factor(theta[:, self.theta_slices[0]])          # (B, p1, p1)
         if self.p1 == 1:
             t2 = T1[:, 0, 0] ** 2
@@ -145,21 +147,37 @@ class Workspace:
         T1t = np.swapaxes(T1, -1, -2)[:, None]
         C = small_matmul(small_matmul(T1t, self.A11[None]), T1[:, None])
         C[..., np.arange(self.p1), np.arange(self.p1)] += 1.0
-        if self.p1 == 2:
-            # Closed form: fewer numpy calls than a general factorization of 2x2 blocks.
-            a, b, d = C[..., 0, 0], C[..., 0, 1], C[..., 1, 1]
-            det = a * d - b * b
-            inv = np.empty_like(C)
-            inv[..., 0, 0], inv[..., 1, 1] = d / det, a / det
-            inv[..., 0, 1] = inv[..., 1, 0] = -b / det
-            P = small_matmul(small_matmul(T1[:, None], inv), T1t)
-            return C, np.log(det).sum(axis=1), P
         Lc = np.linalg.cholesky(C)
         logdet = 2.0 * np.log(np.diagonal(Lc, axis1=-2, axis2=-1)).sum(axis=(1, 2))
         # P = T1 C^-1 T1' = W'W with W = Lc^-1 T1'
         W = np.linalg.solve(Lc, np.broadcast_to(np.swapaxes(T1, -1, -2)[:, None], C.shape))
         P = np.swapaxes(W, -1, -2) @ W
         return C, logdet, P
+
+    def _term1_pairs(self, th: np.ndarray):
+        """_term1 for 2-wide blocks in closed form: T = [[t0, 0], [t1, t2]] per theta.
+
+        C = T' A T + I and P = T C^-1 T', written out element by element: a few
+        dozen vectorized operations on (B, l1) arrays instead of 4-d products.
+        """
+        t0, t1, t2 = th[:, 0:1], th[:, 1:2], th[:, 2:3]
+        A = self.A11
+        a00, a01, a11 = A[None, :, 0, 0], A[None, :, 0, 1], A[None, :, 1, 1]
+        ta = t0 * a01 + t1 * a11                                  # (A T)[1, 0] / row mix
+        c00 = t0 * (t0 * a00 + t1 * a01) + t1 * ta + 1.0
+        c01 = t2 * ta
+        c11 = (t2 * t2) * a11 + 1.0
+        det = c00 * c11 - c01 * c01
+        i00, i01, i11 = c11 / det, -c01 / det, c00 / det
+        B, l1 = det.shape
+        C = np.empty((B, l1, 2, 2))
+        C[..., 0, 0], C[..., 1, 1] = c00, c11
+        C[..., 0, 1] = C[..., 1, 0] = c01
+        P = np.empty((B, l1, 2, 2))
+        P[..., 0, 0] = (t0 * t0) * i00
+        P[..., 0, 1] = P[..., 1, 0] = t0 * (t1 * i00 + t2 * i01)
+        P[..., 1, 1] = t1 * (t1 * i00 + 2.0 * t2 * i01) + (t2 * t2) * i11
+        return C, np.log(det).sum(axis=1), P
 
     def _scale_tail(self, S: np.ndarray, theta: np.ndarray) -> None:
         """S <- Lt' S Lt in place, Lt = blockdiag(Lambda_rest, I_p, 1)."""
