@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from .bootstrap.engine import _chunk_size, _validate, refit_isolated, run_replicates
 from .model import LinearMixedModel
@@ -254,7 +254,7 @@ def lrt(*fits, names=None) -> LRTTable:
     chisq = np.concatenate([[np.nan], np.maximum(0.0, 2 * np.diff(loglik))])
     df = np.diff(npar)
     # Equal numbers of parameters (Df 0) give no test, as in lme4.
-    p = np.concatenate([[np.nan], np.where(df > 0, stats.chi2.sf(chisq[1:], np.maximum(df, 1)),
+    p = np.concatenate([[np.nan], np.where(df > 0, special.chdtrc(np.maximum(df, 1), chisq[1:]),
                                            np.nan)])
     table = pd.DataFrame({
         "npar": npar, "AIC": deviance + 2 * npar, "BIC": deviance + npar * np.log(nobs),
@@ -433,7 +433,7 @@ def pb_lrt(large, small, B: int = 1000, seed=None, n_jobs: int = 1,
                       "p_boot; see .failures", RuntimeWarning, stacklevel=2)
     p_boot = (1 + int(np.sum(boot[valid] >= observed - _TIE_TOL))) / (1 + n_valid)
     refitted = tuple(name for name, was in (("large", large_refit), ("small", small_refit)) if was)
-    p_chisq = float(stats.chi2.sf(max(observed, 0.0), df))
+    p_chisq = float(special.chdtrc(df, max(observed, 0.0)))
     return PBTest(lrt=float(observed), df=int(df), p_chisq=p_chisq, p_boot=float(p_boot),
                   n_valid=n_valid, n_failed=n_failed, B=B, lrt_boot=boot,
                   seed=int(root.entropy), formula_large=large.formula, formula_small=small.formula,

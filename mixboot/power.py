@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from .bootstrap.engine import _chunk_size, _validate, refit_isolated, run_replicates
 from .compare import _TIE_TOL
@@ -61,9 +61,9 @@ def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float,
     if n == 0:
         return np.nan, np.nan
     a = 1 - level
-    lower = 0.0 if successes == 0 else float(stats.beta.ppf(a / 2, successes, n - successes + 1))
+    lower = 0.0 if successes == 0 else float(special.betaincinv(successes, n - successes + 1, a / 2))
     upper = (1.0 if successes == n
-             else float(stats.beta.ppf(1 - a / 2, successes + 1, n - successes)))
+             else float(special.betaincinv(successes + 1, n - successes, 1 - a / 2)))
     return lower, upper
 
 
@@ -286,13 +286,13 @@ def _wald_pvalues(fits: _Fits, cols: list[int]) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         if len(cols) == 1:
             z = b[:, 0] / np.sqrt(V[:, 0, 0])
-            return 2 * stats.norm.sf(np.abs(z))
+            return 2 * special.ndtr(-np.abs(z))
         ok = np.isfinite(V).all(axis=(1, 2)) & np.isfinite(b).all(axis=1)
         W = np.full(len(b), np.nan)
         if ok.any():
             sol = np.linalg.solve(V[ok], b[ok][..., None])[..., 0]
             W[ok] = np.einsum("bi,bi->b", b[ok], sol)
-        return stats.chi2.sf(W, len(cols))
+        return special.chdtrc(len(cols), W)
 
 
 def _lrt(full: _Fits, reduced: _Fits) -> np.ndarray:
@@ -339,7 +339,7 @@ def _run_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
         stat = _lrt(full, reduced)
         converged = full.converged & reduced.converged
         if ctx.method == "lrt":
-            p = stats.chi2.sf(stat, len(ctx.cols))
+            p = special.chdtrc(len(ctx.cols), stat)
         else:
             p = np.full(n, np.nan)
             for i in np.flatnonzero(converged & np.isfinite(stat)):

@@ -6,7 +6,7 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from .optimize import OptSummary
 
@@ -101,14 +101,14 @@ class LMMResult:
     @property
     def pvalues(self) -> pd.Series:
         """Two-sided Wald z p-values (normal reference distribution)."""
-        return pd.Series(2 * stats.norm.sf(np.abs(self.tvalues.to_numpy())),
+        return pd.Series(2 * special.ndtr(-np.abs(self.tvalues.to_numpy())),
                          index=self.fe_params.index, name="Pr(>|z|)")
 
     def conf_int(self, level: float = 0.95) -> pd.DataFrame:
         """Wald intervals for the fixed effects: estimate +- z * se."""
         if not 0 < level < 1:
             raise ValueError(f"level must be between 0 and 1, got {level!r}")
-        z = stats.norm.ppf(0.5 + level / 2)
+        z = special.ndtri(0.5 + level / 2)
         return pd.DataFrame({"lower": self.fe_params - z * self.bse,
                              "upper": self.fe_params + z * self.bse})
 

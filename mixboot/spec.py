@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
-from formulaic import Formula, model_matrix
 
 from .formula import FormulaError, FormulaParts, parse_formula
 from .terms import ReTerm
@@ -376,10 +375,15 @@ def build_spec(formula: str, data, *, contrasts=None) -> ModelSpec:
 
 @functools.lru_cache(maxsize=256)
 def _required_variables(expr: str) -> frozenset:
+    plain = _plain_names(expr)
+    if plain is not None:
+        return frozenset(plain[1])
+    from formulaic import Formula   # imported when first needed: it is slow to import
     return frozenset(Formula(expr).required_variables)
 
 
 def _formulaic(expr: str, frame):
+    from formulaic import model_matrix
     if isinstance(frame, _Columns):
         frame = frame.data
     return model_matrix(expr, frame, ensure_full_rank=True, na_action="raise")
@@ -443,6 +447,23 @@ class _SimpleMatrix:
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_LITERALS = frozenset({"True", "False", "None"})
+
+
+def _plain_names(expr: str):
+    """(intercept, [names]) when ``expr`` is only 1/0/-1 and plain names joined by +."""
+    intercept, names = True, []
+    for token in (tok.strip() for tok in expr.replace("- 1", "+ 0").replace("-1", "+ 0")
+                  .split("+")):
+        if token == "1":
+            continue
+        if token == "0":
+            intercept = False
+            continue
+        if not _NAME.fullmatch(token) or token in names or token in _LITERALS:
+            return None
+        names.append(token)
+    return intercept, names
 
 
 def _simple_terms(expr: str, frame: pd.DataFrame):
@@ -452,20 +473,16 @@ def _simple_terms(expr: str, frame: pd.DataFrame):
     coding; building them directly saves most of a small fit's set-up time.
     formulaic puts the intercept first and keeps first-order terms in order.
     """
-    intercept, names = True, []
-    for token in (tok.strip() for tok in expr.replace("- 1", "+ 0").replace("-1", "+ 0")
-                  .split("+")):
-        if token == "1":
-            continue
-        if token == "0":
-            intercept = False
-            continue
-        if not _NAME.fullmatch(token) or token in names or token not in frame.columns:
+    plain = _plain_names(expr)
+    if plain is None:
+        return None
+    intercept, names = plain
+    for token in names:
+        if token not in frame.columns:
             return None
         dtype = frame[token].dtype
         if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
             return None
-        names.append(token)
     return intercept, names
 
 

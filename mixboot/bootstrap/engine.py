@@ -9,6 +9,7 @@ replicate numbers travel with each task.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import os
 import tempfile
@@ -233,20 +234,40 @@ def run_replicates(payload, task, B: int, chunk: int, n_jobs: int, root, show_pr
     return parts
 
 
+_ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                       "MKL_NUM_THREADS", "BLIS_NUM_THREADS")}
+
+
 def _run_parallel(payload, task, chunks, n_workers, root, bar):
-    # Round-robin groups of chunks, several per worker so that progress moves.
-    n_tasks = min(len(chunks), n_workers * 4)
+    """Chunks on ``n_workers`` worker processes (loky), BLAS pinned to one thread each.
+
+    Starting workers takes a second or two (a fresh interpreter imports numpy,
+    pandas and mixboot).  Meanwhile this process works too: it takes tasks from
+    the back of the queue, cancelling them there, until the first worker result
+    arrives.  Which process runs a chunk does not change its numbers.
+    """
+    from joblib.externals.loky import get_reusable_executor
+    # Many small tasks: workers that start late or run slow even out.
+    n_tasks = min(len(chunks), n_workers * 16)
     groups = [chunks[i::n_tasks] for i in range(n_tasks)]
     fd, path = tempfile.mkstemp(prefix="mixboot-model-", suffix=".joblib")
     os.close(fd)
     parts = []
     try:
         joblib.dump(payload, path)
-        runner = joblib.Parallel(n_jobs=n_workers, backend="loky", inner_max_num_threads=1,
-                                 return_as="generator_unordered")
-        for res in runner(joblib.delayed(_worker_chunks)(path, task, g, root.entropy,
-                                                         root.spawn_key)
-                          for g in groups):
+        executor = get_reusable_executor(max_workers=n_workers, env=_ONE_THREAD)
+        futures = [executor.submit(_worker_chunks, path, task, g, root.entropy, root.spawn_key)
+                   for g in groups]
+        for i in range(len(futures) - 1, 0, -1):
+            if any(f.done() for f in futures) or not futures[i].cancel():
+                break
+            res = [(reps, task(payload, reps, child_streams(root.entropy, root.spawn_key, reps)))
+                   for reps in groups[i]]
+            parts.extend(res)
+            if bar is not None:
+                bar.update(sum(len(r) for r, _ in res))
+        for f in concurrent.futures.as_completed([f for f in futures if not f.cancelled()]):
+            res = f.result()
             parts.extend(res)
             if bar is not None:
                 bar.update(sum(len(r) for r, _ in res))
