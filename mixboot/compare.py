@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from .bootstrap.engine import _chunk_size, _validate, refit_isolated, run_replicates
+from .bootstrap.engine import chunk_size, validate_options, refit_isolated, run_replicates
 from .model import LinearMixedModel
 from .simulate import seed_streams, simulate_block
 
@@ -43,7 +43,7 @@ REFIT_NOTE = "refitting model(s) with ML (instead of REML)"
 # Bootstrap statistics within this of the observed one count as at least as large:
 # refits leave ~1e-9 of optimizer noise on a deviance, and a statistic at the
 # boundary (0) must not lose half its ties to that noise.
-_TIE_TOL = 1e-6
+TIE_TOL = 1e-6
 
 
 # --------------------------------------------------------------------------- reduced model
@@ -72,7 +72,7 @@ def _fixed_terms(spec) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def _columns_to_drop(spec, test: str) -> tuple[np.ndarray, str]:
+def columns_to_drop(spec, test: str) -> tuple[np.ndarray, str]:
     """Indices of X's columns named by ``test`` (a coefficient, else a term) and a label."""
     formulaic_names = [spec.fixed_spec.column_names[int(c)] for c in spec.kept_columns]
     # An interaction's coefficient may be named with its factors in any order.
@@ -135,7 +135,7 @@ def reduced_model(result, test: str) -> tuple[LinearMixedModel, int]:
         raise TypeError(f"result must be a fitted LMMResult, got {type(result).__name__}")
     if not isinstance(test, str) or not test.strip():
         raise TypeError(f"test must be a coefficient or term name (a non-empty str), got {test!r}")
-    drop, label = _columns_to_drop(spec, test.strip())
+    drop, label = columns_to_drop(spec, test.strip())
     keep = np.setdiff1d(np.arange(spec.p), drop)
     formula = f"{spec.formula} - {label}"
     reduced = dataclasses.replace(
@@ -406,7 +406,7 @@ def pb_lrt(large, small, B: int = 1000, seed=None, n_jobs: int = 1,
     """
     _check_fit(large, "large")
     _check_fit(small, "small")
-    _validate(B, n_jobs, tol, "record", None, show_progress)
+    validate_options(B, n_jobs, tol, "record", None, show_progress)
     _check_same_data([large, small], ["large", "small"])
     large_ml, large_refit = _ml_fit(large)
     small_ml, small_refit = _ml_fit(small)
@@ -419,7 +419,7 @@ def pb_lrt(large, small, B: int = 1000, seed=None, n_jobs: int = 1,
     observed = small_ml.objective - large_ml.objective
     B = int(B)
     root, _ = seed_streams(seed, 0)
-    chunk = min(_chunk_size(small_ml), _chunk_size(large_ml))
+    chunk = min(chunk_size(small_ml), chunk_size(large_ml))
     parts = run_replicates((small_ml, large_ml, tol), _pb_chunk, B, chunk, n_jobs, root,
                            show_progress, "pb_lrt")
     boot = np.concatenate([o["lrt"] for _, o in parts])
@@ -431,7 +431,7 @@ def pb_lrt(large, small, B: int = 1000, seed=None, n_jobs: int = 1,
     if n_failed:
         warnings.warn(f"{n_failed} of {B} bootstrap replicates failed and are excluded from "
                       "p_boot; see .failures", RuntimeWarning, stacklevel=2)
-    p_boot = (1 + int(np.sum(boot[valid] >= observed - _TIE_TOL))) / (1 + n_valid)
+    p_boot = (1 + int(np.sum(boot[valid] >= observed - TIE_TOL))) / (1 + n_valid)
     refitted = tuple(name for name, was in (("large", large_refit), ("small", small_refit)) if was)
     p_chisq = float(special.chdtrc(df, max(observed, 0.0)))
     return PBTest(lrt=float(observed), df=int(df), p_chisq=p_chisq, p_boot=float(p_boot),

@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from .bootstrap.engine import _chunk_size, _validate, refit_isolated, run_replicates
-from .compare import _TIE_TOL
+from .bootstrap.engine import chunk_size, validate_options, refit_isolated, run_replicates
+from .compare import TIE_TOL
 from .result import SINGULAR_TOL, LMMResult
 from .simulate import child_streams, seed_streams, simulate_block
 
@@ -229,10 +229,10 @@ def tested_columns(spec, test: str) -> list[int]:
     (``"treatment[T.b]"``), else a fixed term (``"treatment"``, ``"cond:x"`` in
     either order) standing for all of its columns.
     """
-    from .compare import _columns_to_drop
+    from .compare import columns_to_drop
     if not isinstance(test, str) or not test.strip():
         raise TypeError(f"test must be a coefficient or term name (a non-empty str), got {test!r}")
-    return [int(j) for j in _columns_to_drop(spec, test.strip())[0]]
+    return [int(j) for j in columns_to_drop(spec, test.strip())[0]]
 
 
 # --------------------------------------------------------------------------- refits
@@ -371,14 +371,14 @@ def _pb_pvalue(ctx: _Context, rep: int, observed: float, theta_full: np.ndarray,
     large = _Target(ctx.full.model, theta_full)
     Ystar = simulate_block(small, kids, beta=reduced.beta[i], sigma=reduced.sigma[i],
                            theta=reduced.theta[i])
-    chunk = _chunk_size(ctx.source)
+    chunk = chunk_size(ctx.source)
     hits = valid = 0
     for s in range(0, ctx.pb_B, chunk):
         Yc = Ystar[:, s:s + chunk]
         f, r = _refit(large, Yc, ctx.tol), _refit(small, Yc, ctx.tol)
         star = _lrt(f, r)
         ok = f.converged & r.converged & np.isfinite(star)
-        hits += int(np.sum(star[ok] >= observed - _TIE_TOL))
+        hits += int(np.sum(star[ok] >= observed - TIE_TOL))
         valid += int(ok.sum())
     if valid < ctx.pb_B / 2:
         raise RuntimeError(f"only {valid} of {ctx.pb_B} bootstrap refits converged")
@@ -403,7 +403,7 @@ def _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     _check_int(pb_B, "pb_B", 1)
-    _validate(1, n_jobs, tol, "record", None, show_progress)
+    validate_options(1, n_jobs, tol, "record", None, show_progress)
 
 
 def _ml_targets(result: LMMResult, test: str, cols: list[int]) -> tuple[_Target, _Target]:
@@ -461,7 +461,7 @@ def power(model_or_fit, test: str, nsim: int = 1000, alpha: float = 0.05, seed=N
     root, _ = seed_streams(seed, 0)
     ctx = _Context(source=result, full=full, reduced=reduced, cols=cols, method=method, tol=tol,
                    pb_B=int(pb_B), entropy=root.entropy, spawn_key=tuple(root.spawn_key))
-    chunk = min(_chunk_size(result), _PB_CHUNK) if method == "pb" else _chunk_size(result)
+    chunk = min(chunk_size(result), _PB_CHUNK) if method == "pb" else chunk_size(result)
     parts = run_replicates(ctx, _run_chunk, nsim, chunk, n_jobs, root, show_progress, "power")
     return _assemble(result, test, cols, method, float(alpha), nsim, root, int(pb_B), parts)
 

@@ -188,7 +188,7 @@ def test_pb_lrt_p_value_formula_and_result(crossed_pair):
 
 def test_pb_lrt_reproducible_and_same_for_any_n_jobs(crossed_pair, monkeypatch):
     large, small = crossed_pair
-    monkeypatch.setattr(compare, "_chunk_size", lambda result: 16)  # several chunks
+    monkeypatch.setattr(compare, "chunk_size", lambda result: 16)  # several chunks
     one = pb_lrt(large, small, B=64, seed=11)
     two = pb_lrt(large, small, B=64, seed=11, n_jobs=2)
     np.testing.assert_array_equal(one.lrt_boot, two.lrt_boot)

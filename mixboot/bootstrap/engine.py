@@ -24,13 +24,14 @@ from ..result import SINGULAR_TOL, build_result
 from ..simulate import check_parameters, child_streams, seed_streams, simulate_block
 from .result import BootResult
 
-__all__ = ["bootMer", "parameter_table", "refit_isolated", "run_replicates"]
+__all__ = ["bootMer", "chunk_size", "parameter_table", "refit_isolated", "run_replicates",
+           "validate_options"]
 
 _CHUNK_BYTES = 32 * 2 ** 20
 _WORKER_MODELS: dict[str, object] = {}
 
 
-def _chunk_size(result) -> int:
+def chunk_size(result) -> int:
     ws = result.model.workspace
     per_rep = 8 * (ws.n * 3 + ws.m * ws.m * 12 + ws.m * ws.q1 * 10)
     return int(np.clip(_CHUNK_BYTES // per_rep, 1, 256)) if ws.dense else 8
@@ -138,7 +139,7 @@ def _worker_chunks(path: str, task, chunks, entropy, spawn_key):
     return [(reps, task(payload, reps, child_streams(entropy, spawn_key, reps))) for reps in chunks]
 
 
-def _validate(B, n_jobs, tol, on_error, statistic, show_progress):
+def validate_options(B, n_jobs, tol, on_error, statistic, show_progress):
     if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 1:
         raise ValueError(f"B must be a positive integer, got {B!r}")
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 \
@@ -191,7 +192,7 @@ def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool
     >>> boot.estimates.shape
     (100, 6)
     """
-    _validate(B, n_jobs, tol, on_error, statistic, show_progress)
+    validate_options(B, n_jobs, tol, on_error, statistic, show_progress)
     params = (*check_parameters(result, beta, sigma, theta), bool(use_u))
     # The statistic on the original fit, first: a broken statistic fails here, at once.
     original = None if statistic is None else statistic(result)
@@ -199,7 +200,7 @@ def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool
     root, _ = seed_streams(seed, 0)
     task = functools.partial(_run_chunk, params=params, statistic=statistic, tol=tol,
                              on_error=on_error)
-    parts = run_replicates(result, task, B, _chunk_size(result), n_jobs, root, show_progress,
+    parts = run_replicates(result, task, B, chunk_size(result), n_jobs, root, show_progress,
                            "bootMer")
     return _assemble(result, B, parts, statistic, original, root, tol, bool(use_u))
 
