@@ -298,3 +298,61 @@ def test_start_values_are_used():
     default = mb.fit(SLEEP, df)
     np.testing.assert_allclose(r.theta, default.theta, atol=1e-3)
     assert r.objective == pytest.approx(default.objective, rel=1e-9)
+
+
+# -- the two optimizers ---------------------------------------------------------------
+
+OPTIMIZER_CASES = [
+    ("sleepstudy", SLEEP, True),
+    ("sleepstudy", "Reaction ~ 1 + Days + (1 + Days||Subject)", False),
+    ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)", True),
+    ("pastes", "strength ~ 1 + (1|batch) + (1|batch:cask)", False),   # singular by ML
+]
+
+
+@pytest.mark.parametrize("name, formula, REML", OPTIMIZER_CASES)
+def test_newton_and_bobyqa_reach_the_same_optimum(name, formula, REML):
+    df = load_data(name)
+    newton = mb.fit(formula, df, REML=REML)
+    bobyqa = mb.fit(formula, df, REML=REML, optimizer={"optimizer": "LN_BOBYQA"})
+    assert newton.optsum.optimizer == "newton" and bobyqa.optsum.optimizer == "LN_BOBYQA"
+    assert newton.converged and bobyqa.converged
+    # Newton stops on a predicted decrease below 1e-12 relative; BOBYQA on its
+    # ftol: neither may be worse than the other by more than lme4's tolerance.
+    assert newton.objective <= bobyqa.objective + 1e-8 * abs(bobyqa.objective)
+    np.testing.assert_allclose(newton.theta, bobyqa.theta, atol=2e-4)
+    assert newton.is_singular == bobyqa.is_singular
+    assert newton.optsum.fitlog.shape == (newton.optsum.evaluations, newton.spec.n_theta + 1)
+
+
+def test_a_stalled_newton_run_hands_over_to_bobyqa(monkeypatch):
+    import mixboot.optimize as opt
+
+    def stalls(evaluate, theta0, *, ftol_rel, max_evals=None):
+        f = evaluate(theta0, np.arange(len(theta0)))
+        return theta0.copy(), f, np.zeros(len(theta0), dtype=bool), np.ones(len(theta0), int)
+
+    monkeypatch.setattr(opt, "newton_batch", stalls)
+    df = load_data("sleepstudy")
+    r = mb.fit(SLEEP, df)
+    assert r.optsum.optimizer == "newton+LN_BOBYQA" and r.converged
+    ref = mb.fit(SLEEP, df, optimizer={"optimizer": "LN_BOBYQA"})
+    assert r.objective == pytest.approx(ref.objective, rel=1e-10)
+    with pytest.warns(mb.ConvergenceWarning, match="NEWTON_STALLED"):
+        only = mb.fit(SLEEP, df, optimizer={"optimizer": "newton"})
+    assert not only.converged
+
+
+def test_unknown_optimizer_name_is_an_error():
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        mb.fit(SLEEP, load_data("sleepstudy"), optimizer={"optimizer": "lbfgs"})
+
+
+@pytest.mark.parametrize("fixed", ["1 + Days", "0 + Days", "Days - 1", "Days + 1", "1"])
+def test_simple_numeric_designs_match_formulaic(fixed):
+    from formulaic import model_matrix
+    df = load_data("sleepstudy")
+    spec = build_spec(f"Reaction ~ {fixed} + (1|Subject)", df)
+    mm = model_matrix(fixed, df, ensure_full_rank=True)
+    np.testing.assert_array_equal(spec.X, np.asarray(mm, dtype=float))
+    assert list(spec.fixed_spec.column_names) == list(mm.columns)   # made on demand
