@@ -71,6 +71,27 @@ def r_available(packages=("lme4",)) -> bool:
     return bool(out.get("ok"))
 
 
+def r_side(tool: str, skip: bool, run, what: str, packages=("lme4",)):
+    """Run the R half of a benchmark, or print why not; returns its result or None.
+
+    ``run()`` returns the parsed R output (a dict with 'version' and 'R') or None
+    when the R run failed.
+    """
+    if skip:
+        print(f"{tool}: skipped (--no-r)")
+        return None
+    if rscript() is None or (tuple(packages) != ("lme4",) and not r_available(packages)):
+        print(f"{tool}: not available")
+        return None
+    print(f"running {what} ...", flush=True)
+    r = run()
+    if r is None:
+        print(f"{tool}: not available (R run failed)")
+    else:
+        print(f"{tool} {r['version']} ({r['R']})")
+    return r
+
+
 def load_note(when: str) -> str:
     """One line with the 1/5/15-minute load averages (timings are noisy when
     the load is above the number of CPUs)."""

@@ -247,18 +247,8 @@ def main(argv=None) -> int:
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}, "
           f"cpus {os.cpu_count()}")
     print(_lme4.load_note("start"))
-    r = None
-    if args.no_r:
-        print("lme4: skipped (--no-r)")
-    elif _lme4.rscript() is None:
-        print("lme4: not available")
-    else:
-        print(f"running lme4 bootMer (B={args.B}) ...", flush=True)
-        r = run_lme4(args.B)
-        if r is None:
-            print("lme4: not available (R run failed)")
-        else:
-            print(f"lme4 {r['version']} ({r['R']})")
+    r = _lme4.r_side("lme4", args.no_r, lambda: run_lme4(args.B),
+                     f"lme4 bootMer (B={args.B})")
 
     mx = None
     mb = import_mixboot()

@@ -286,18 +286,7 @@ def main(argv=None) -> int:
         print("measuring mixboot InstEval memory (child processes) ...", flush=True)
         mem = measure_memory()
 
-    r = None
-    if args.no_r:
-        print("lme4: skipped (--no-r)")
-    elif _lme4.rscript() is None:
-        print("lme4: not available")
-    else:
-        print("running lme4 ...", flush=True)
-        r = run_lme4(args.r_reps, do_ie)
-        if r is None:
-            print("lme4: not available (R run failed)")
-        else:
-            print(f"lme4 {r['version']} ({r['R']})")
+    r = _lme4.r_side("lme4", args.no_r, lambda: run_lme4(args.r_reps, do_ie), "lme4")
 
     mx = None
     if mb is not None:

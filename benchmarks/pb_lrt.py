@@ -160,18 +160,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, cpus {os.cpu_count()}")
     print(_lme4.load_note("start"))
-    r = None
-    if args.no_r:
-        print("pbkrtest: skipped (--no-r)")
-    elif not _lme4.r_available(("lme4", "pbkrtest")):
-        print("pbkrtest: not available")
-    else:
-        print(f"running pbkrtest PBmodcomp (nsim={args.B}) ...", flush=True)
-        r = run_pbkrtest(args.B)
-        if r is None:
-            print("pbkrtest: not available (R run failed)")
-        else:
-            print(f"pbkrtest {r['version']} ({r['R']})")
+    r = _lme4.r_side("pbkrtest", args.no_r, lambda: run_pbkrtest(args.B),
+                     f"pbkrtest PBmodcomp (nsim={args.B})", packages=("lme4", "pbkrtest"))
     print(f"running mixboot pb_lrt (B={args.B}) ...", flush=True)
     mx = run_mixboot(args.B)
     report(mx, r, args.B)
