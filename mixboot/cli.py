@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -36,10 +39,128 @@ def _cmd_fit(args) -> int:
     return 0
 
 
-def _run_boot(result, args) -> int:
+# --------------------------------------------------------------------------- options
+class _OptionError(Exception):
+    """A bad command-line option, reported as argparse reports its own (exit status 2)."""
+
+
+def _check_boot_args(args) -> None:
+    """Options of ``boot`` and ``demo``, refused before any data is read or fitted."""
+    if args.B < 1:
+        raise _OptionError(f"-B must be a positive integer, got {args.B}")
+    if not 0 < args.level < 1:
+        raise _OptionError(f"--level must be strictly between 0 and 1, got {args.level}")
+    if args.tol is not None and not 0 < args.tol < 1:
+        raise _OptionError(f"--tol must be strictly between 0 and 1, got {args.tol}")
+    if args.out is not None:
+        _check_output_file("--out", args.out)
+    _check_run_args(args)
+
+
+def _check_power_args(args) -> None:
+    """Options of ``power``, refused before the design is read or anything simulated.
+
+    Settings that come from the design file are checked by mb.power itself.
+    """
+    if args.nsim is not None and args.nsim < 1:
+        raise _OptionError(f"--nsim must be a positive integer, got {args.nsim}")
+    if args.alpha is not None and not 0 < args.alpha < 1:
+        raise _OptionError(f"--alpha must be strictly between 0 and 1, got {args.alpha}")
+    if args.pb_B is not None and args.pb_B < 1:
+        raise _OptionError(f"--pb-B must be a positive integer, got {args.pb_B}")
+    if args.sizes is not None and (not args.sizes or min(args.sizes) < 1):
+        raise _OptionError(f"--sizes must be positive integers, got {args.sizes}")
+    _check_run_args(args)
+
+
+def _check_run_args(args) -> None:
+    """--seed, --jobs, --checkpoint and --scheduler, shared by boot, demo and power."""
+    if args.seed is not None and args.seed < 0:
+        raise _OptionError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.jobs != -1 and args.jobs < 1:
+        raise _OptionError(f"--jobs must be a positive integer or -1 (all cores), "
+                           f"got {args.jobs}")
+    if args.checkpoint is not None:
+        _check_checkpoint(args.checkpoint)
+    if args.scheduler is not None:
+        if not _ADDRESS.fullmatch(args.scheduler):
+            raise _OptionError(f"--scheduler must be a scheduler address such as "
+                               f"tcp://host:8786 or host:8786, got {args.scheduler!r}")
+        if args.jobs != 1:
+            raise _OptionError(f"--scheduler runs the work on the cluster's workers: leave "
+                               f"--jobs at 1 (got --jobs {args.jobs})")
+        try:
+            import dask.distributed  # noqa: F401 - only to fail before any work
+        except ImportError:
+            raise _OptionError("--scheduler needs dask: pip install 'mixboot[dask]'") from None
+
+
+# "scheme://anything" (tcp, tls, inproc, ucx, ...) or "host:port".
+_ADDRESS = re.compile(r"[A-Za-z][\w+.-]*://\S+|[\w.-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}")
+
+
+def _check_output_file(option: str, path: str) -> None:
+    """``path`` can be written: its directory exists and is writable, and it is no directory."""
+    if not path:
+        raise _OptionError(f"{option} needs a file name")
+    if os.path.isdir(path):
+        raise _OptionError(f"{option} {path!r} is a directory; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise _OptionError(f"{option} {path!r}: directory {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise _OptionError(f"{option} {path!r}: directory {folder!r} is not writable")
+
+
+def _check_checkpoint(path: str) -> None:
+    """The checkpoint directory exists and is writable, or can be made in its parent."""
+    if not path:
+        raise _OptionError("--checkpoint needs a directory name")
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise _OptionError(f"--checkpoint {path!r} is a file; it must be a directory")
+        if not os.access(path, os.W_OK):
+            raise _OptionError(f"--checkpoint directory {path!r} is not writable")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise _OptionError(f"--checkpoint {path!r}: directory {parent!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise _OptionError(f"--checkpoint {path!r}: directory {parent!r} is not writable")
+
+
+@contextlib.contextmanager
+def _client(address):
+    """A Dask client on ``address`` (None: no cluster), closed when the command ends."""
+    if address is None:
+        yield None
+        return
+    from dask.distributed import Client
+    try:
+        client = Client(address)
+    except OSError as exc:
+        raise ValueError(f"--scheduler {address!r}: cannot connect ({exc})") from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _run_options(args, client) -> dict:
+    """checkpoint= and client= only when asked for, so plain runs need neither keyword."""
+    options = {}
+    if args.checkpoint is not None:
+        options["checkpoint"] = args.checkpoint
+    if client is not None:
+        options["client"] = client
+    return options
+
+
+# --------------------------------------------------------------------------- boot
+def _run_boot(result, args, client=None) -> int:
     import mixboot as mb
     boot = mb.bootMer(result, B=args.B, seed=args.seed, n_jobs=args.jobs,
-                      show_progress=args.progress, tol=args.tol)
+                      show_progress=args.progress, tol=args.tol, **_run_options(args, client))
     print(f"Parametric bootstrap: {boot.B} replicates, seed {args.seed}, "
           f"{int(round(100 * args.level))}% intervals")
     print(_interval_table(boot, args.level))
@@ -53,10 +174,11 @@ def _run_boot(result, args) -> int:
 
 def _cmd_boot(args) -> int:
     import mixboot as mb
-    result = mb.fit(args.formula, _read(args.data), REML=not args.ml)
-    print(result.summary())
-    print()
-    return _run_boot(result, args)
+    with _client(args.scheduler) as client:
+        result = mb.fit(args.formula, _read(args.data), REML=not args.ml)
+        print(result.summary())
+        print()
+        return _run_boot(result, args, client)
 
 
 def _cmd_demo(args) -> int:
@@ -66,12 +188,13 @@ def _cmd_demo(args) -> int:
     df = mb.datasets.load("reaction")
     formula = "Reaction ~ 1 + Days + (1 + Days | Subject)"
     print(f"Built-in example 'reaction' (simulated, {len(df)} rows); fitting {formula} by ML\n")
-    result = mb.fit(formula, df, REML=False)
-    print(result.summary())
-    print()
-    start = time.perf_counter()
-    code = _run_boot(result, args)
-    print(f"bootstrap time: {time.perf_counter() - start:.2f} s")
+    with _client(args.scheduler) as client:
+        result = mb.fit(formula, df, REML=False)
+        print(result.summary())
+        print()
+        start = time.perf_counter()
+        code = _run_boot(result, args, client)
+        print(f"bootstrap time: {time.perf_counter() - start:.2f} s")
     return code
 
 
@@ -154,15 +277,18 @@ def _cmd_power(args) -> int:
     defaults = {"nsim": 1000, "alpha": 0.05, "method": "wald", "pb_B": 199}
     common = {k: d if settings[k] is None else settings[k] for k, d in defaults.items()}
     common.update(seed=settings["seed"], n_jobs=args.jobs, show_progress=args.progress)
-    if settings["sizes"]:
-        sizes = settings["sizes"]
-        if isinstance(sizes, str):
-            sizes = _sizes(sizes)
-        curve = mb.power_curve(model, settings["test"], sizes=sizes, along=settings["along"],
-                               **common)
-        print(curve.summary())
-    else:
-        print(mb.power(model, settings["test"], **common).summary())
+    with _client(args.scheduler) as client:
+        # A curve passes its one checkpoint directory on: power_curve keeps sizes apart in it.
+        common.update(_run_options(args, client))
+        if settings["sizes"]:
+            sizes = settings["sizes"]
+            if isinstance(sizes, str):
+                sizes = _sizes(sizes)
+            curve = mb.power_curve(model, settings["test"], sizes=sizes,
+                                   along=settings["along"], **common)
+            print(curve.summary())
+        else:
+            print(mb.power(model, settings["test"], **common).summary())
     return 0
 
 
@@ -188,18 +314,29 @@ def _add_power_options(p):
                    help="bootstrap responses per data set for --method pb (default 199)")
     p.add_argument("--sizes", type=_sizes, help="power curve: sizes, e.g. 20,30,40")
     p.add_argument("--along", help="power curve: grouping column to resize (e.g. subject)")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    _add_run_options(p, "--nsim")
+
+
+def _add_run_options(p, size_option: str):
+    """Options every simulating command shares."""
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes, -1 for all cores (default 1)")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="directory that keeps finished replicates; re-running the same command "
+                        f"resumes, a larger {size_option} extends")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a Dask cluster at this scheduler address, e.g. "
+                        "tcp://host:8786; needs pip install 'mixboot[dask]'")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
 
 
 def _add_boot_options(p):
     p.add_argument("-B", type=int, default=1000, help="number of replicates (default 1000)")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
     p.add_argument("--tol", type=float, default=None, help="relative refit tolerance (e.g. 1e-8)")
     p.add_argument("--out", default=None, help="save replicates to this Parquet file")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    _add_run_options(p, "-B")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,19 +353,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("formula", help="lme4 formula")
     p.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
     _add_boot_options(p)
-    p.set_defaults(func=_cmd_boot)
+    p.set_defaults(func=_cmd_boot, check=_check_boot_args)
     p = sub.add_parser("demo", help="fit and bootstrap a built-in example (no download)")
     _add_boot_options(p)
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=_cmd_demo, check=_check_boot_args)
     p = sub.add_parser("power", help="power of a fixed-effect test by simulation (or a curve "
                        "over sizes)")
     _add_power_options(p)
-    p.set_defaults(func=_cmd_power)
+    p.set_defaults(func=_cmd_power, check=_check_power_args)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Every option is checked before any work: a bootstrap can run for minutes before
+    # a bad --level or --out would otherwise be noticed.
+    check = getattr(args, "check", None)
+    if check is not None:
+        try:
+            check(args)
+        except _OptionError as exc:
+            parser.error(str(exc))
     try:
         return args.func(args)
     except (ValueError, KeyError, TypeError) as exc:

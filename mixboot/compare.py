@@ -33,9 +33,10 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from .bootstrap.engine import chunk_size, validate_options, refit_isolated, run_replicates
+from . import runner
 from .model import LinearMixedModel
-from .simulate import seed_streams, simulate_block
+from .refit import refit_isolated
+from .simulate import simulate_block
 
 __all__ = ["LRTTable", "PBTest", "lrt", "pb_lrt", "reduced_model"]
 
@@ -317,9 +318,21 @@ class PBTest:
         return "\n".join(lines)
 
 
-def _pb_chunk(payload, reps, children):
+@dataclass(frozen=True, eq=False)
+class _PBContext:
+    """What a worker needs for pb_lrt replicates: the two ML models and where to start."""
+
+    small: LinearMixedModel
+    large: LinearMixedModel
+    beta: np.ndarray      # the small fit's estimates: responses are simulated under them
+    sigma: float
+    theta_small: np.ndarray
+    theta_large: np.ndarray
+    tol: float | None
+
+
+def _pb_chunk(ctx: _PBContext, reps, children):
     """Simulate from the small fit, refit both models; LRT* and failure reasons per replicate."""
-    small, large, tol = payload
     B = len(reps)
     out = {"lrt": np.full(B, np.nan), "failures": []}
     failed = np.zeros(B, dtype=bool)
@@ -329,16 +342,18 @@ def _pb_chunk(payload, reps, children):
         out["failures"].append((int(reps[i]), stage, f"{type(exc).__name__}: {exc}"))
 
     try:
-        Y = simulate_block(small, children, beta=small.beta, sigma=small.sigma, theta=small.theta)
+        Y = simulate_block(ctx.small.spec, children, beta=ctx.beta, sigma=ctx.sigma,
+                           theta=ctx.theta_small)
     except Exception as exc:  # noqa: BLE001 - recorded per replicate, run goes on
         for i in range(B):
             fail(i, "simulate", exc)
         return out
     deviance = {}
-    for which, model in (("small", small), ("large", large)):
+    for which, model, start in (("small", ctx.small, ctx.theta_small),
+                                ("large", ctx.large, ctx.theta_large)):
         dev, conv = np.full(B, np.nan), np.zeros(B, dtype=bool)
-        for idx, rb in refit_isolated(model, Y, tol, "record",
-                                      lambda i, exc, w=which: fail(i, f"refit {w}", exc)):
+        for idx, rb in refit_isolated(model, Y, start=start, tol=ctx.tol,
+                                      fail=lambda i, exc, w=which: fail(i, f"refit {w}", exc)):
             dev[idx], conv[idx] = rb.objective, rb.converged
         for i in np.flatnonzero(~failed & ~(conv & np.isfinite(dev))):
             failed[i] = True
@@ -365,8 +380,9 @@ def _check_nested_fixed(small, large) -> None:
                          f"({large.formula!r})")
 
 
-def pb_lrt(large, small, B: int = 1000, seed=None, n_jobs: int = 1,
-           show_progress: bool = False, *, tol: float | None = None) -> PBTest:
+def pb_lrt(large, small, B: int = 1000, seed=None, *, n_jobs: int = 1,
+           show_progress: bool = False, tol: float | None = None, client=None,
+           checkpoint=None) -> PBTest:
     """Parametric-bootstrap likelihood-ratio test of nested models, as pbkrtest's PBmodcomp.
 
     B responses are simulated from ``small`` at its ML estimates; both models are
@@ -384,9 +400,11 @@ def pb_lrt(large, small, B: int = 1000, seed=None, n_jobs: int = 1,
     seed : int, numpy Generator or None; replicate i draws from child i of
         ``SeedSequence(seed)``.  The run is reproducible to the last bit for a given
         seed whatever ``n_jobs``.
-    n_jobs : worker processes (joblib), -1 for all cores.
+    n_jobs : local worker processes, -1 for all cores.
     show_progress : a tqdm progress bar.
     tol : relative tolerance of the refits (default 1e-12, as bootMer).
+    client : a ``dask.distributed.Client``: run on its cluster.
+    checkpoint : a directory that keeps finished replicates (resume, extend).
 
     Returns a :class:`PBTest`.  Failed replicates are excluded from ``p_boot``,
     counted in ``n_failed`` and listed in ``failures``, with a RuntimeWarning.
@@ -406,7 +424,8 @@ def pb_lrt(large, small, B: int = 1000, seed=None, n_jobs: int = 1,
     """
     _check_fit(large, "large")
     _check_fit(small, "small")
-    validate_options(B, n_jobs, tol, "record", None, show_progress)
+    runner.check_run_options(B=B, n_jobs=n_jobs, tol=tol, show_progress=show_progress,
+                             client=client, checkpoint=checkpoint)
     _check_same_data([large, small], ["large", "small"])
     large_ml, large_refit = _ml_fit(large)
     small_ml, small_refit = _ml_fit(small)
@@ -418,12 +437,21 @@ def pb_lrt(large, small, B: int = 1000, seed=None, n_jobs: int = 1,
     _check_nested_fixed(small_ml, large_ml)
     observed = small_ml.objective - large_ml.objective
     B = int(B)
-    root, _ = seed_streams(seed, 0)
-    chunk = min(chunk_size(small_ml), chunk_size(large_ml))
-    parts = run_replicates((small_ml, large_ml, tol), _pb_chunk, B, chunk, n_jobs, root,
-                           show_progress, "pb_lrt")
-    boot = np.concatenate([o["lrt"] for _, o in parts])
-    failures = sorted(f for _, o in parts for f in o["failures"])
+    ctx = _PBContext(small=small_ml.model, large=large_ml.model,
+                     beta=np.asarray(small_ml.beta, dtype=float), sigma=float(small_ml.sigma),
+                     theta_small=np.asarray(small_ml.theta, dtype=float),
+                     theta_large=np.asarray(large_ml.theta, dtype=float), tol=tol)
+    from . import __version__
+    identity = {"workflow": "pb_lrt", "small": small_ml.spec.fingerprint,
+                "small_formula": small_ml.formula, "large": large_ml.spec.fingerprint,
+                "large_formula": large_ml.formula, "tol": tol, "version": __version__}
+    job = runner.Job(task=_pb_chunk, payload=ctx, B=B,
+                     chunk=runner.chunk_size(small_ml.model, large_ml.model), desc="pb_lrt",
+                     identity=identity)
+    outcome = runner.run(job, seed, n_jobs=n_jobs, client=client, checkpoint=checkpoint,
+                         show_progress=show_progress)
+    root = outcome.seed
+    boot = outcome.values["lrt"]
     boot.setflags(write=False)
     valid = np.isfinite(boot)
     n_valid = int(valid.sum())
@@ -438,4 +466,4 @@ def pb_lrt(large, small, B: int = 1000, seed=None, n_jobs: int = 1,
                   n_valid=n_valid, n_failed=n_failed, B=B, lrt_boot=boot,
                   seed=int(root.entropy), formula_large=large.formula, formula_small=small.formula,
                   refitted=refitted,
-                  failures=pd.DataFrame(failures, columns=["replicate", "stage", "message"]))
+                  failures=outcome.failures)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .optimize import OptSummary, minimize_theta, minimize_theta_newton
+from .optimize import OptSummary, fit_theta
 from .spec import ModelSpec, build_spec, groups_formula
 from .workspace import Workspace
 
@@ -36,12 +36,8 @@ class LinearMixedModel:
         theta0 = spec.theta_start if start is None else _check_start(start, spec)
         settings = OptSummary().with_overrides(**(optimizer or {}))
         ws = self.workspace
-        if settings.optimizer == "LN_BOBYQA" or not ws.dense:
-            opt = minimize_theta(ws.objective, theta0, spec.lower_bounds, settings, warn=warn)
-        else:
-            opt = minimize_theta_newton(lambda th: ws.factorize(th).objective, theta0,
-                                        spec.lower_bounds, settings,
-                                        canonical=spec.canonical_theta, warn=warn)
+        opt = fit_theta(lambda th: ws.factorize(th).objective, theta0, spec.lower_bounds,
+                        settings, canonical=spec.canonical_theta, newton=ws.dense, warn=warn)
         return build_result(self, opt.theta, opt)
 
     def __repr__(self) -> str:

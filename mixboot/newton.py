@@ -84,7 +84,9 @@ class _Stencils:
         fv = self.evaluate(pts, np.repeat(idx, self.npts)).reshape(idx.size, self.npts)
         scale = np.concatenate([2.0 * h, (h[:, :, None] * h[:, None, :]).reshape(-1, k * k)],
                                axis=1)
-        d = (fv @ self.weights) / scale
+        # One small product per problem (not one across problems, whose bits would
+        # depend on how many problems share the call).
+        d = np.matmul(fv[:, None, :], self.weights)[:, 0, :] / scale
         return fv[:, 0], d[:, :k], d[:, k:].reshape(-1, k, k)
 
 
@@ -109,7 +111,7 @@ def newton_batch(evaluate, theta0: np.ndarray, *, ftol_rel: float, max_evals: in
             break
         gi, fi = g[idx], f[idx]
         d = _direction(gi, H[idx])
-        slope = np.einsum("bi,bi->b", gi, d)
+        slope = (gi * d).sum(axis=1)
         fscale = np.maximum(1.0, np.abs(fi))
         xscale = np.maximum(1.0, np.abs(theta[idx]).max(axis=1))
         done = (-0.5 * slope <= ftol_rel * fscale) | (np.abs(gi).max(axis=1) * xscale <= 1e-9 * fscale)
@@ -164,20 +166,28 @@ def _backtrack(evaluate, theta, f, idx, d, slope, evals) -> np.ndarray:
     return idx[accepted]
 
 
-def zero_small_batch(evaluate, theta, lower, tol):
-    """Bounded elements below ``tol`` go to exactly zero where that is no worse."""
+def zero_small_batch(evaluate, theta, lower, tol, f=None):
+    """Bounded elements below ``tol`` go to exactly zero where that is no worse.
+
+    ``f``: the criterion at ``theta`` where known (non-finite entries are
+    evaluated).  Returns the new theta and its criterion.
+    """
     theta = theta.copy()
-    f = None
+    B = theta.shape[0]
+    f = np.full(B, np.nan) if f is None else np.array(f, dtype=float)
+    known = np.isfinite(f)
     for i in np.flatnonzero(lower == 0):
         rows = np.flatnonzero((theta[:, i] > 0) & (theta[:, i] < tol))
         if rows.size == 0:
             continue
-        if f is None:
-            f = evaluate(theta, np.arange(theta.shape[0]))
+        unknown = rows[~known[rows]]
+        if unknown.size:
+            f[unknown] = evaluate(theta[unknown], unknown)
+            known[unknown] = True
         trial = theta[rows].copy()
         trial[:, i] = 0.0
         ft = evaluate(trial, rows)
         better = ft <= f[rows]
         theta[rows[better]] = trial[better]
         f[rows[better]] = ft[better]
-    return theta
+    return theta, f

@@ -10,7 +10,8 @@ A fit minimizes the profiled criterion over theta.  Two methods:
   calls.  For models whose workspace is dense.
 
 ``"auto"`` (the default) uses Newton where it applies and falls back to BOBYQA,
-from the best point found, when Newton does not converge.  The settings and the
+from the best point found, when Newton does not converge.  Fits and refits
+follow this one policy (:func:`minimize_batch`).  The settings and the
 outcome of one optimization live together in an :class:`OptSummary`.
 """
 from __future__ import annotations
@@ -22,9 +23,10 @@ from dataclasses import dataclass, field, replace
 import nlopt
 import numpy as np
 
-from .newton import newton_batch
+from .newton import newton_batch, zero_small_batch
 
-__all__ = ["ConvergenceWarning", "OptSummary", "minimize_theta", "minimize_theta_newton"]
+__all__ = ["BatchOptimum", "ConvergenceWarning", "OptSummary", "minimize_batch", "minimize_theta",
+           "fit_theta"]
 
 _SUCCESS = {nlopt.SUCCESS: "SUCCESS", nlopt.STOPVAL_REACHED: "STOPVAL_REACHED",
             nlopt.FTOL_REACHED: "FTOL_REACHED", nlopt.XTOL_REACHED: "XTOL_REACHED"}
@@ -86,8 +88,13 @@ class OptSummary:
 
 
 def minimize_theta(objective, theta0: np.ndarray, lower: np.ndarray,
-                   settings: OptSummary | None = None, *, warn: bool = True) -> OptSummary:
-    """Minimize ``objective(theta)`` from ``theta0`` subject to ``theta >= lower``."""
+                   settings: OptSummary | None = None, *, warn: bool = True,
+                   zero_small: bool = True) -> OptSummary:
+    """Minimize ``objective(theta)`` from ``theta0`` subject to ``theta >= lower`` by BOBYQA.
+
+    ``zero_small``: finish by trying small bounded elements at zero (off when
+    the caller does that step itself).
+    """
     settings = settings or OptSummary()
     theta0 = np.asarray(theta0, dtype=float)
     k = theta0.size
@@ -116,10 +123,14 @@ def minimize_theta(objective, theta0: np.ndarray, lower: np.ndarray,
         rc = "ROUNDOFF_LIMITED"
         theta = _best_from_log(log, theta0)
     fitlog = np.array(log) if log else np.empty((0, k + 1))
-    best = _best_from_log(log, theta)
-    if objective(best) <= objective(theta):
-        theta = best
-    theta, fmin = _zero_small(objective, theta, lower, settings.xtol_zero_abs)
+    if len(fitlog):
+        # the best point evaluated (NLopt returns it, or a point no better)
+        i = int(np.argmin(fitlog[:, -1]))
+        theta, fmin = fitlog[i, :-1].copy(), float(fitlog[i, -1])
+    else:
+        fmin = objective(theta)
+    if zero_small:
+        theta, fmin = _zero_small(objective, theta, lower, settings.xtol_zero_abs, fmin)
     # Rounding-limited stops at an optimum are common; count them as converged
     # when the objective is no worse than every value seen.
     if rc == "ROUNDOFF_LIMITED" and len(fitlog) and fmin <= fitlog[:, -1].min() + 1e-8:
@@ -139,10 +150,72 @@ def _warn(summary: OptSummary) -> None:
                   ConvergenceWarning, stacklevel=4)
 
 
-def minimize_theta_newton(evaluate_batch, theta0: np.ndarray, lower: np.ndarray,
-                          settings: OptSummary | None = None, *, canonical,
-                          warn: bool = True) -> OptSummary:
-    """Minimize by batched Newton; with optimizer "auto", finish by BOBYQA if it stalls.
+@dataclass(frozen=True)
+class BatchOptimum:
+    """The outcome of :func:`minimize_batch` for B problems."""
+
+    theta: np.ndarray        # (B, k), canonical (inside the bounds)
+    fmin: np.ndarray         # (B,)
+    converged: np.ndarray    # (B,) bool
+    evaluations: np.ndarray  # (B,) int
+    method: tuple            # per problem: "newton", "newton+LN_BOBYQA" or "LN_BOBYQA"
+    returncode: tuple        # per problem
+
+
+def minimize_batch(evaluate, theta0: np.ndarray, lower: np.ndarray, settings: OptSummary,
+                   *, canonical, newton: bool = True) -> BatchOptimum:
+    """The optimizer policy of every fit and refit: B problems minimized together.
+
+    1. Batched Newton from ``theta0`` (B, k), when ``newton`` (dense workspaces)
+       and the settings allow it;
+    2. BOBYQA, one problem at a time, for each problem Newton did not bring to
+       convergence, started from Newton's best point (or from ``theta0``);
+    3. sign flips into the bounds (``canonical``), then each bounded element
+       below ``settings.xtol_zero_abs`` tried at exactly zero and kept there
+       where the criterion is no worse.
+
+    ``evaluate(theta (b, k), which (b,)) -> (b,)`` evaluates problem
+    ``which[i]`` at ``theta[i]``.  Every step is per problem, so a problem's
+    numbers do not depend on which others share the batch.
+    """
+    theta0 = np.atleast_2d(np.asarray(theta0, dtype=float))
+    B, k = theta0.shape
+    method = settings.optimizer
+    use_newton = newton and method in ("auto", "newton")
+    if use_newton:
+        theta, f, conv, evals = newton_batch(evaluate, theta0, ftol_rel=settings.ftol_rel,
+                                             max_evals=settings.maxeval)
+        methods = ["newton"] * B
+        codes = ["FTOL_REACHED" if c else ("MAXEVAL_REACHED" if e >= settings.maxeval
+                                           else "NEWTON_STALLED") for c, e in zip(conv, evals)]
+    else:
+        theta, f = theta0.copy(), np.full(B, np.inf)
+        conv, evals = np.zeros(B, dtype=bool), np.zeros(B, dtype=np.int64)
+        methods, codes = [""] * B, ["NOT_RUN"] * B
+    if method != "newton" or not use_newton:
+        for b in np.flatnonzero(~conv):
+            left = settings.maxeval - int(evals[b])
+            if left <= 0:
+                continue
+            which = np.array([b])
+            start = theta[b] if np.isfinite(f[b]) else theta0[b]
+            bob = minimize_theta(lambda th: float(evaluate(th[None, :], which)[0]),
+                                 canonical(start), lower, replace(settings, maxeval=left),
+                                 warn=False, zero_small=False)
+            theta[b], f[b], conv[b] = bob.theta, bob.fmin, bob.converged
+            evals[b] += bob.evaluations
+            methods[b] = "LN_BOBYQA" if not use_newton else "newton+LN_BOBYQA"
+            codes[b] = bob.returncode
+    theta = canonical(theta)
+    theta, f = zero_small_batch(evaluate, theta, lower, settings.xtol_zero_abs, f)
+    return BatchOptimum(theta=theta, fmin=f, converged=conv & np.isfinite(f), evaluations=evals,
+                        method=tuple(methods), returncode=tuple(codes))
+
+
+def fit_theta(evaluate_batch, theta0: np.ndarray, lower: np.ndarray,
+              settings: OptSummary | None = None, *, canonical, newton: bool = True,
+              warn: bool = True) -> OptSummary:
+    """One fit by :func:`minimize_batch`; the evaluations are logged in ``fitlog``.
 
     ``evaluate_batch(theta (B, k)) -> (B,)`` evaluates several thetas in one
     call; ``canonical`` maps a theta onto the equivalent one inside the bounds.
@@ -157,28 +230,14 @@ def minimize_theta_newton(evaluate_batch, theta0: np.ndarray, lower: np.ndarray,
         log.append(np.column_stack([th, vals]))
         return vals
 
-    def one(th):
-        return float(evaluate(np.asarray(th, dtype=float)[None, :], None)[0])
-
     start = time.perf_counter()
-    theta, f, conv, _ = newton_batch(evaluate, theta0[None, :], ftol_rel=settings.ftol_rel,
-                                     max_evals=settings.maxeval)
-    theta = canonical(theta[0])
-    rc = "FTOL_REACHED" if conv[0] else (
-        "MAXEVAL_REACHED" if sum(len(a) for a in log) >= settings.maxeval else "NEWTON_STALLED")
-    method, fmin = "newton", f[0]
-    if not conv[0] and settings.optimizer == "auto":
-        left = settings.maxeval - sum(len(a) for a in log)
-        if left > 0:
-            bob = minimize_theta(one, theta, lower, replace(settings, maxeval=left), warn=False)
-            theta, rc, method = bob.theta, bob.returncode, "newton+LN_BOBYQA"
-            fmin = bob.fmin
-    # (a sign flip by ``canonical`` leaves the objective unchanged)
-    theta, fmin = _zero_small(one, theta, lower, settings.xtol_zero_abs, fmin)
+    opt = minimize_batch(evaluate, theta0[None, :], lower, settings, canonical=canonical,
+                         newton=newton)
     fitlog = np.concatenate(log) if log else np.empty((0, k + 1))
-    summary = replace(settings, optimizer=method, theta_start=theta0, theta=theta,
-                      fmin=float(fmin), evaluations=len(fitlog), returncode=rc,
-                      elapsed=time.perf_counter() - start, fitlog=fitlog)
+    summary = replace(settings, optimizer=opt.method[0], theta_start=theta0,
+                      theta=opt.theta[0], fmin=float(opt.fmin[0]), evaluations=len(fitlog),
+                      returncode=opt.returncode[0], elapsed=time.perf_counter() - start,
+                      fitlog=fitlog)
     if warn and not summary.converged:
         _warn(summary)
     return summary

@@ -34,6 +34,7 @@ True
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -41,10 +42,12 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from .bootstrap.engine import chunk_size, validate_options, refit_isolated, run_replicates
+from . import runner
+from .refit import refit_isolated
 from .compare import TIE_TOL
 from .result import SINGULAR_TOL, LMMResult
-from .simulate import child_streams, seed_streams, simulate_block
+from .runner import child_streams
+from .simulate import simulate_block
 
 __all__ = ["power", "power_curve", "PowerResult", "PowerCurve", "tested_columns"]
 
@@ -236,18 +239,6 @@ def tested_columns(spec, test: str) -> list[int]:
 
 
 # --------------------------------------------------------------------------- refits
-@dataclass(frozen=True)
-class _Target:
-    """A model to refit and its starting theta (what refit_responses reads)."""
-
-    model: object
-    theta: np.ndarray
-
-    @property
-    def spec(self):
-        return self.model.spec
-
-
 @dataclass
 class _Fits:
     """Refit estimates of a batch; NaN rows (and ``errors[i]``) where a refit raised."""
@@ -261,8 +252,8 @@ class _Fits:
     errors: dict
 
 
-def _refit(target: _Target, Y: np.ndarray, tol) -> _Fits:
-    spec = target.spec
+def _refit(model, start: np.ndarray, Y: np.ndarray, tol) -> _Fits:
+    spec = model.spec
     B, k, p = Y.shape[1], spec.n_theta, spec.p
     out = _Fits(theta=np.full((B, k), np.nan), beta=np.full((B, p), np.nan),
                 sigma=np.full(B, np.nan), objective=np.full(B, np.nan),
@@ -272,7 +263,7 @@ def _refit(target: _Target, Y: np.ndarray, tol) -> _Fits:
     def fail(i, exc):
         out.errors[i] = f"{type(exc).__name__}: {exc}"
 
-    for idx, rb in refit_isolated(target, Y, tol, "record", fail):
+    for idx, rb in refit_isolated(model, Y, start=start, tol=tol, fail=fail):
         out.theta[idx], out.beta[idx], out.sigma[idx] = rb.theta, rb.beta, rb.sigma
         out.objective[idx], out.converged[idx] = rb.objective, rb.converged
         out.vcov_unscaled[idx] = rb.vcov_unscaled
@@ -291,7 +282,7 @@ def _wald_pvalues(fits: _Fits, cols: list[int]) -> np.ndarray:
         W = np.full(len(b), np.nan)
         if ok.any():
             sol = np.linalg.solve(V[ok], b[ok][..., None])[..., 0]
-            W[ok] = np.einsum("bi,bi->b", b[ok], sol)
+            W[ok] = (b[ok] * sol).sum(axis=1)
         return special.chdtrc(len(cols), W)
 
 
@@ -303,37 +294,41 @@ def _lrt(full: _Fits, reduced: _Fits) -> np.ndarray:
 # --------------------------------------------------------------------------- replicates
 @dataclass(frozen=True, eq=False)
 class _Context:
-    """Everything a worker needs to run replicates; pickled once per run."""
+    """Everything a worker needs to run power replicates; sent once per run.
 
-    source: LMMResult
-    full: _Target
-    reduced: _Target | None
+    ``beta``, ``sigma``, ``theta``: the assumed parameters, simulated under;
+    ``full`` and ``reduced`` (None for Wald): the models refitted, from ``theta``.
+    """
+
+    spec: object
+    beta: np.ndarray
+    sigma: float
+    theta: np.ndarray
+    full: object
+    reduced: object
     cols: list
     method: str
     tol: float | None
     pb_B: int
-    entropy: int
-    spawn_key: tuple
 
 
-def _run_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
+def _power_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
     """p-values, convergence, singularity and failures of replicates ``reps``."""
     n = len(reps)
     out = {"p": np.full(n, np.nan), "converged": np.zeros(n, dtype=bool),
            "singular": np.zeros(n, dtype=bool), "failures": []}
-    src = ctx.source
     try:
-        Y = simulate_block(src, children, beta=src.beta, sigma=src.sigma, theta=src.theta)
+        Y = simulate_block(ctx.spec, children, beta=ctx.beta, sigma=ctx.sigma, theta=ctx.theta)
     except Exception as exc:  # noqa: BLE001 - recorded per replicate
         out["failures"] = [(int(r), "simulate", f"{type(exc).__name__}: {exc}") for r in reps]
         return out
-    full = _refit(ctx.full, Y, ctx.tol)
+    full = _refit(ctx.full, ctx.theta, Y, ctx.tol)
     errors = {i: ("refit", m) for i, m in full.errors.items()}
     if ctx.method == "wald":
         p = _wald_pvalues(full, ctx.cols)
         converged = full.converged
     else:
-        reduced = _refit(ctx.reduced, Y, ctx.tol)
+        reduced = _refit(ctx.reduced, ctx.theta, Y, ctx.tol)
         for i, m in reduced.errors.items():
             errors.setdefault(i, ("refit reduced", m))
         stat = _lrt(full, reduced)
@@ -344,7 +339,7 @@ def _run_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
             p = np.full(n, np.nan)
             for i in np.flatnonzero(converged & np.isfinite(stat)):
                 try:
-                    p[i] = _pb_pvalue(ctx, int(reps[i]), stat[i], full.theta[i], reduced, i)
+                    p[i] = _pb_pvalue(ctx, children[i], stat[i], full.theta[i], reduced, i)
                 except Exception as exc:  # noqa: BLE001 - recorded per replicate
                     errors[i] = ("bootstrap", f"{type(exc).__name__}: {exc}")
     lower = ctx.full.spec.lower_bounds == 0
@@ -359,23 +354,22 @@ def _run_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
     return out
 
 
-def _pb_pvalue(ctx: _Context, rep: int, observed: float, theta_full: np.ndarray,
-               reduced: _Fits, i: int) -> float:
+def _pb_pvalue(ctx: _Context, stream: np.random.SeedSequence, observed: float,
+               theta_full: np.ndarray, reduced: _Fits, i: int) -> float:
     """Bootstrap p-value of one simulated data set, from the reduced model fitted to it.
 
-    Its pb_B responses draw from the children of replicate ``rep``'s own stream;
+    Its pb_B responses draw from the children of the replicate's own stream;
     the refits start from the fits to the data set.
     """
-    kids = child_streams(ctx.entropy, (*ctx.spawn_key, rep), range(ctx.pb_B))
-    small = _Target(ctx.reduced.model, reduced.theta[i])
-    large = _Target(ctx.full.model, theta_full)
-    Ystar = simulate_block(small, kids, beta=reduced.beta[i], sigma=reduced.sigma[i],
+    kids = child_streams(stream.entropy, stream.spawn_key, range(ctx.pb_B))
+    Ystar = simulate_block(ctx.reduced.spec, kids, beta=reduced.beta[i], sigma=reduced.sigma[i],
                            theta=reduced.theta[i])
-    chunk = chunk_size(ctx.source)
+    chunk = runner.chunk_size(ctx.full)
     hits = valid = 0
     for s in range(0, ctx.pb_B, chunk):
         Yc = Ystar[:, s:s + chunk]
-        f, r = _refit(large, Yc, ctx.tol), _refit(small, Yc, ctx.tol)
+        f = _refit(ctx.full, theta_full, Yc, ctx.tol)
+        r = _refit(ctx.reduced, reduced.theta[i], Yc, ctx.tol)
         star = _lrt(f, r)
         ok = f.converged & r.converged & np.isfinite(star)
         hits += int(np.sum(star[ok] >= observed - TIE_TOL))
@@ -392,21 +386,22 @@ def _check_int(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol):
+def _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol,
+                   client=None, checkpoint=None):
     if not isinstance(model_or_fit, LMMResult):
         raise TypeError("model_or_fit must be a fit (mb.fit) or a model from parameters "
                         f"(mb.model), got {type(model_or_fit).__name__}")
-    _check_int(nsim, "nsim", 1)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) \
             or not 0 < alpha < 1:
         raise ValueError(f"alpha must be a number between 0 and 1, got {alpha!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     _check_int(pb_B, "pb_B", 1)
-    validate_options(1, n_jobs, tol, "record", None, show_progress)
+    runner.check_run_options(B=nsim, B_name="nsim", n_jobs=n_jobs, tol=tol,
+                             show_progress=show_progress, client=client, checkpoint=checkpoint)
 
 
-def _ml_targets(result: LMMResult, test: str, cols: list[int]) -> tuple[_Target, _Target]:
+def _ml_models(result: LMMResult, test: str, cols: list[int]):
     """The full model and the model without the tested columns, both by ML."""
     from .compare import reduced_model
     from .model import LinearMixedModel
@@ -414,13 +409,13 @@ def _ml_targets(result: LMMResult, test: str, cols: list[int]) -> tuple[_Target,
     if dropped != len(cols):
         raise ValueError(f"the reduced model drops {dropped} column(s), the test names {len(cols)}")
     full = result.model if not result.REML else LinearMixedModel(result.spec, REML=False)
-    theta = np.asarray(result.theta, dtype=float)
-    return _Target(full, theta), _Target(reduced, theta)
+    return full, reduced
 
 
-def power(model_or_fit, test: str, nsim: int = 1000, alpha: float = 0.05, seed=None,
-          n_jobs: int = 1, show_progress: bool = False, method: str = "wald", *,
-          pb_B: int = 199, tol: float | None = None) -> PowerResult:
+def power(model_or_fit, test: str, nsim: int = 1000, alpha: float = 0.05, seed=None, *,
+          n_jobs: int = 1, show_progress: bool = False, method: str = "wald",
+          pb_B: int = 199, tol: float | None = None, client=None,
+          checkpoint=None) -> PowerResult:
     """Estimate the power of a test of a fixed effect by simulation.
 
     Parameters
@@ -432,12 +427,15 @@ def power(model_or_fit, test: str, nsim: int = 1000, alpha: float = 0.05, seed=N
     nsim : number of simulated data sets.
     alpha : significance level; a replicate is significant when p < alpha.
     seed : int, numpy Generator or None; replicate i uses child i of SeedSequence(seed).
-    n_jobs : worker processes (joblib); -1 for all cores.  Results do not depend on it.
+    n_jobs : local worker processes; -1 for all cores.  Results do not depend on it.
     show_progress : a tqdm progress bar.
     method : ``"wald"`` (refit by the model's criterion), ``"lrt"`` or ``"pb"``
         (both refit by ML); see the module docstring.
     pb_B : bootstrap responses per simulated data set for ``method="pb"``.
     tol : relative objective tolerance of the refits (default 1e-12).
+    client : a ``dask.distributed.Client``: run on its cluster.
+    checkpoint : a directory that keeps finished replicates (resume, extend);
+        ``alpha`` may change between runs on one checkpoint.
 
     Returns
     -------
@@ -450,28 +448,44 @@ def power(model_or_fit, test: str, nsim: int = 1000, alpha: float = 0.05, seed=N
     >>> res.n_valid + res.n_failed + res.n_nonconverged == 100
     True
     """
-    _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol)
+    _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol,
+                   client, checkpoint)
     result = model_or_fit
     cols = tested_columns(result.spec, test)
     nsim = int(nsim)
     if method == "wald":
-        full, reduced = _Target(result.model, np.asarray(result.theta, dtype=float)), None
+        full, reduced = result.model, None
     else:
-        full, reduced = _ml_targets(result, test, cols)
-    root, _ = seed_streams(seed, 0)
-    ctx = _Context(source=result, full=full, reduced=reduced, cols=cols, method=method, tol=tol,
-                   pb_B=int(pb_B), entropy=root.entropy, spawn_key=tuple(root.spawn_key))
-    chunk = min(chunk_size(result), _PB_CHUNK) if method == "pb" else chunk_size(result)
-    parts = run_replicates(ctx, _run_chunk, nsim, chunk, n_jobs, root, show_progress, "power")
-    return _assemble(result, test, cols, method, float(alpha), nsim, root, int(pb_B), parts)
+        full, reduced = _ml_models(result, test, cols)
+    theta = np.asarray(result.theta, dtype=float)
+    beta = np.asarray(result.beta, dtype=float)
+    ctx = _Context(spec=result.spec, beta=beta, sigma=float(result.sigma), theta=theta,
+                   full=full, reduced=reduced, cols=cols, method=method, tol=tol,
+                   pb_B=int(pb_B))
+    chunk = runner.chunk_size(full)
+    if method == "pb":
+        chunk = min(chunk, _PB_CHUNK)
+    identity = {"workflow": "power", "model": result.spec.fingerprint, "REML": result.REML,
+                "test": test, "columns": cols, "method": method, "tol": tol,
+                "pb_B": int(pb_B) if method == "pb" else None,
+                "parameters": [float(v).hex() for v in np.concatenate(
+                    [beta, [result.sigma], theta])], "version": _version()}
+    job = runner.Job(task=_power_chunk, payload=ctx, B=nsim, chunk=chunk, desc="power",
+                     identity=identity)
+    outcome = runner.run(job, seed, n_jobs=n_jobs, client=client, checkpoint=checkpoint,
+                         show_progress=show_progress)
+    return _assemble(result, test, cols, method, float(alpha), nsim, outcome, int(pb_B))
 
 
-def _assemble(result, test, cols, method, alpha, nsim, root, pb_B, parts) -> PowerResult:
-    pvalues = np.concatenate([o["p"] for _, o in parts])
-    converged = np.concatenate([o["converged"] for _, o in parts])
-    singular = np.concatenate([o["singular"] for _, o in parts])
-    failures = pd.DataFrame(sorted(f for _, o in parts for f in o["failures"]),
-                            columns=["replicate", "stage", "message"])
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _assemble(result, test, cols, method, alpha, nsim, outcome, pb_B) -> PowerResult:
+    v = outcome.values
+    pvalues, converged, singular = v["p"], v["converged"], v["singular"]
+    failures = outcome.failures
     failed = np.zeros(nsim, dtype=bool)
     failed[failures["replicate"].to_numpy(dtype=int)] = True
     valid = converged & ~failed
@@ -494,7 +508,7 @@ def _assemble(result, test, cols, method, alpha, nsim, root, pb_B, parts) -> Pow
         power=n_sig / n_valid if n_valid else np.nan, lower=lower, upper=upper, n_valid=n_valid,
         n_significant=n_sig, n_failed=n_failed, n_nonconverged=n_nc,
         n_singular=int(singular.sum()), test=test, columns=tuple(fe[j] for j in cols),
-        df=len(cols), method=method, alpha=alpha, nsim=nsim, seed=int(root.entropy),
+        df=len(cols), method=method, alpha=alpha, nsim=nsim, seed=int(outcome.seed.entropy),
         beta=dict(zip(fe, np.asarray(result.beta, dtype=float).tolist())),
         sigma=float(result.sigma), theta=np.asarray(result.theta), varcorr=result.varcorr,
         formula=result.formula, nobs=result.nobs, ngroups=dict(result.ngroups),
@@ -536,7 +550,8 @@ def model_at_size(result: LMMResult, along: str, size: int) -> LMMResult:
 
 def power_curve(model_or_fit, test: str, *, sizes, along: str | None = None, nsim: int = 1000,
                 alpha: float = 0.05, seed=None, n_jobs: int = 1, show_progress: bool = False,
-                method: str = "wald", pb_B: int = 199, tol: float | None = None) -> PowerCurve:
+                method: str = "wald", pb_B: int = 199, tol: float | None = None, client=None,
+                checkpoint=None) -> PowerCurve:
     """Power at several numbers of levels of a grouping factor (e.g. subjects).
 
     For each size the design is resized with :func:`mixboot.design.extend` (new
@@ -546,6 +561,8 @@ def power_curve(model_or_fit, test: str, *, sizes, along: str | None = None, nsi
     equals ``power(model_at_size(...), seed=seed)``.
 
     ``along`` defaults to the model's grouping factor when it has just one.
+    ``checkpoint``: a directory holding one checkpoint per size (``size-<n>``)
+    and the curve's seed, so that ``seed=None`` resumes too.
 
     >>> import mixboot as mb
     >>> d = mb.design.nested(groups=20, per_group=5, between={"treatment": [0.0, 1.0]},
@@ -556,17 +573,23 @@ def power_curve(model_or_fit, test: str, *, sizes, along: str | None = None, nsi
     >>> list(curve["size"])
     [20, 40]
     """
-    _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol)
+    _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol,
+                   client, checkpoint)
     sizes = _check_sizes(sizes)
     along = _default_along(model_or_fit) if along is None else along
     tested_columns(model_or_fit.spec, test)
-    if seed is None:
+    if checkpoint is not None:
+        seed = _curve_seed(os.fspath(checkpoint), seed)
+    elif seed is None:
         seed = int(np.random.SeedSequence().entropy)
     results = []
     for size in sizes:
         m = model_at_size(model_or_fit, along, size)
+        where = None if checkpoint is None else os.path.join(os.fspath(checkpoint),
+                                                              f"size-{size}")
         results.append(power(m, test, nsim=nsim, alpha=alpha, seed=seed, n_jobs=n_jobs,
-                             show_progress=show_progress, method=method, pb_B=pb_B, tol=tol))
+                             show_progress=show_progress, method=method, pb_B=pb_B, tol=tol,
+                             client=client, checkpoint=where))
     table = pd.DataFrame({
         "size": sizes, "power": [r.power for r in results], "lower": [r.lower for r in results],
         "upper": [r.upper for r in results], "n_valid": [r.n_valid for r in results],
@@ -574,3 +597,21 @@ def power_curve(model_or_fit, test: str, *, sizes, along: str | None = None, nsi
         "n_nonconverged": [r.n_nonconverged for r in results],
         "n_singular": [r.n_singular for r in results]})
     return PowerCurve.build(along, table, results)
+
+
+def _curve_seed(directory: str, seed):
+    """The seed of a checkpointed power curve: kept in ``curve.json`` so seed=None resumes."""
+    import json
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "curve.json")
+    if os.path.exists(path):
+        with open(path) as fh:
+            saved = int(json.load(fh)["seed"])
+        if seed is None:
+            return saved
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy)
+    if not os.path.exists(path) and isinstance(seed, (int, np.integer)):
+        with open(path, "w") as fh:
+            json.dump({"seed": int(seed)}, fh)
+    return seed

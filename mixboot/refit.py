@@ -8,8 +8,13 @@ dense arrays, all replicates are optimized together by a batched Newton method:
   its optimum (:mod:`mixboot.newton`: finite-difference derivatives, every
   stencil point of every replicate evaluated in one batched call, so Python
   overhead is paid per Newton iteration, not per replicate).
-* A replicate that does not converge is refitted on its own by BOBYQA, and is
-  flagged if that fails too.
+* A replicate that does not converge is handed to BOBYQA from Newton's best
+  point, and is flagged if that fails too: the fit's own optimizer policy.
+
+Every operation is per replicate (elementwise, per-row reductions, one small
+LAPACK/BLAS call per replicate of a fixed shape), so a replicate's numbers are
+the same whichever replicates share its batch: finished replicates may leave the
+batch without changing the bits of those that remain.
 
 Large models (the sparse workspace) are refitted one replicate at a time by
 BOBYQA, still reusing every cross-product that does not involve y.
@@ -20,11 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .newton import newton_batch, zero_small_batch
-from .optimize import OptSummary, minimize_theta
+from .optimize import OptSummary, minimize_batch
 from .workspace import Responses, Workspace
 
-__all__ = ["RefitBatch", "refit_responses"]
+__all__ = ["RefitBatch", "refit_isolated", "refit_responses"]
 
 # Memory per batched evaluation call (bytes): bounds the stencil chunks.  Small
 # enough that a call's temporaries stay in a core's cache (measured: 64 MiB calls
@@ -42,6 +46,11 @@ class RefitBatch:
     evaluations: np.ndarray  # (B,) int
     vcov_unscaled: np.ndarray  # (B, p, p): vcov(beta) / sigma^2 per replicate
 
+    @classmethod
+    def stack(cls, parts: list["RefitBatch"]) -> "RefitBatch":
+        return cls(**{f: np.concatenate([getattr(p, f) for p in parts])
+                      for f in cls.__dataclass_fields__})
+
 
 def _evaluator(ws: Workspace, resp: Responses):
     per_point = 8 * (ws.m * ws.m * 3 + ws.m * ws.q1 * 2 + ws.q1 * ws.p1 * ws.p1 * 3)
@@ -57,36 +66,54 @@ def _evaluator(ws: Workspace, resp: Responses):
     return evaluate
 
 
-def refit_responses(result, Y: np.ndarray, *, tol: float | None = None,
-                    start: np.ndarray | None = None) -> RefitBatch:
-    """Refit ``result``'s model to each column of Y (n x B)."""
-    model = result.model
+def refit_responses(model, Y: np.ndarray, *, start: np.ndarray,
+                    tol: float | None = None) -> RefitBatch:
+    """Refit ``model`` to each column of Y (n x B), every replicate starting at ``start``.
+
+    ``start`` is the theta to start from (the fit's estimate); ``tol`` the
+    relative objective tolerance (default 1e-12).  The optimizer policy is the
+    fit's own (:func:`mixboot.optimize.minimize_batch`).  Large models (the
+    sparse workspace) are refitted one response at a time.
+    """
     ws: Workspace = model.workspace
+    Y = np.asarray(Y, dtype=float)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if not ws.dense and Y.shape[1] > 1:
+        return RefitBatch.stack([refit_responses(model, Y[:, j:j + 1], start=start, tol=tol)
+                                 for j in range(Y.shape[1])])
     spec = model.spec
     resp = ws.responses(Y)
     B = resp.B
-    theta0 = np.broadcast_to(result.theta if start is None else start, (B, spec.n_theta))
-    ftol = 1e-12 if tol is None else float(tol)
+    theta0 = np.broadcast_to(np.asarray(start, dtype=float), (B, spec.n_theta))
+    settings = OptSummary(ftol_rel=1e-12 if tol is None else float(tol))
     evaluate = _evaluator(ws, resp)
-    if ws.dense:
-        theta, f, conv, evals = newton_batch(evaluate, theta0, ftol_rel=ftol)
-    else:
-        theta = np.array(theta0, dtype=float)
-        f = np.full(B, np.inf)
-        conv = np.zeros(B, dtype=bool)
-        evals = np.zeros(B, dtype=np.int64)
-    redo = np.flatnonzero(~conv)
-    settings = OptSummary(ftol_rel=ftol)
-    for b in redo:
-        one = resp.take(np.array([b]))
-        opt = minimize_theta(lambda th: float(ws.factorize(th[None], one).objective[0]),
-                             theta0[b], spec.lower_bounds, settings, warn=False)
-        theta[b], f[b], conv[b] = opt.theta, opt.fmin, opt.converged
-        evals[b] += opt.evaluations
-    theta = zero_small_batch(evaluate, spec.canonical_theta(theta), spec.lower_bounds,
-                              OptSummary().xtol_zero_abs)
-    fac = ws.factorize(theta, resp)
+    opt = minimize_batch(evaluate, theta0, spec.lower_bounds, settings,
+                         canonical=spec.canonical_theta, newton=ws.dense)
+    fac = ws.factorize(opt.theta, resp)
     beta, sigma = ws.fixef_sigma(fac)
-    return RefitBatch(theta=theta, objective=fac.objective, beta=beta, sigma=sigma,
-                      converged=conv & np.isfinite(fac.objective), evaluations=evals,
-                      vcov_unscaled=ws.vcov_unscaled_batch(fac))
+    return RefitBatch(theta=opt.theta, objective=fac.objective, beta=beta, sigma=sigma,
+                      converged=opt.converged & np.isfinite(fac.objective),
+                      evaluations=opt.evaluations, vcov_unscaled=ws.vcov_unscaled_batch(fac))
+
+
+def refit_isolated(model, Y: np.ndarray, *, start: np.ndarray, tol: float | None, fail,
+                   raise_errors: bool = False):
+    """Refit all columns of Y at once; if that raises, column by column.
+
+    Returns ``[(indices, RefitBatch), ...]``; a column whose own refit raises is
+    reported as ``fail(i, exc)`` (or re-raised when ``raise_errors``).
+    """
+    try:
+        return [(np.arange(Y.shape[1]), refit_responses(model, Y, start=start, tol=tol))]
+    except Exception:  # noqa: BLE001 - isolate the failing replicate(s) one by one
+        if raise_errors:
+            raise
+    batches = []
+    for i in range(Y.shape[1]):
+        try:
+            batches.append((np.array([i]),
+                            refit_responses(model, Y[:, i:i + 1], start=start, tol=tol)))
+        except Exception as exc:  # noqa: BLE001
+            fail(i, exc)
+    return batches

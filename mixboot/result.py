@@ -193,11 +193,6 @@ class LMMResult:
         from .simulate import simulate
         return simulate(self, nsim, seed, **kwargs)
 
-    def bootMer(self, statistic=None, B: int = 500, seed=None, show_progress: bool = False,
-                **kwargs):
-        from .bootstrap import bootMer
-        return bootMer(self, statistic, B, seed, show_progress, **kwargs)
-
     def summary(self) -> str:
         from .summary import summary_text
         return summary_text(self)

@@ -17,30 +17,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .runner import seed_streams
 from .spec import z_from_terms
 from .terms import ReTerm
 
-__all__ = ["simulate", "seed_streams", "child_streams", "check_parameters"]
-
-
-def seed_streams(seed, n: int) -> tuple[np.random.SeedSequence, list[np.random.SeedSequence]]:
-    """The root SeedSequence for ``seed`` and its first ``n`` children."""
-    if isinstance(seed, np.random.Generator):
-        root = np.random.SeedSequence(int(seed.integers(0, 2 ** 63)))
-    elif isinstance(seed, np.random.SeedSequence):
-        root = seed
-    elif seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
-                          and seed >= 0):
-        root = np.random.SeedSequence(None if seed is None else int(seed))
-    else:
-        raise TypeError(f"seed must be a non-negative int, a numpy Generator or None, got {seed!r}")
-    return root, child_streams(root.entropy, root.spawn_key, range(n))
-
-
-def child_streams(entropy, spawn_key, replicates) -> list[np.random.SeedSequence]:
-    """Child i of the root (entropy, spawn_key) for each replicate number i."""
-    return [np.random.SeedSequence(entropy, spawn_key=tuple(spawn_key) + (int(i),))
-            for i in replicates]
+__all__ = ["simulate", "simulate_block", "check_parameters"]
 
 
 def check_parameters(result, beta=None, sigma=None, theta=None):
@@ -98,23 +79,31 @@ def _spherical_to_b(terms, theta_slices, theta, Zu):
     return np.concatenate(out, axis=0)
 
 
-def simulate_block(result, children, *, beta, sigma, theta, use_u=False, design=None):
-    """Responses (n, len(children)) for the given streams; ``design``: (X, terms) for new data."""
-    spec = result.spec
+def simulate_block(spec, children, *, beta, sigma, theta, u=None, design=None):
+    """Responses (n, len(children)) of model ``spec`` for the given streams.
+
+    ``u``: spherical modes to condition on (lme4's use.u), one array per term;
+    ``design``: (X, terms) for new data.
+    """
     X, terms = (spec.X, spec.terms) if design is None else design
     n = X.shape[0]
     q = sum(t.q for t in terms)
     Zu, E = _draw(children, q, n)
-    if use_u:
+    if u is not None:
         # Condition on the fitted spherical modes u (b = Lambda u): with the
         # fitted theta this reproduces the fitted b; levels not in the fit keep their draws.
         off = 0
-        for term, u in zip(terms, result.u):
-            Zu[off:off + u.size] = u.reshape(-1)[:, None] / sigma
+        for term, u_term in zip(terms, u):
+            Zu[off:off + u_term.size] = u_term.reshape(-1)[:, None] / sigma
             off += term.q
     B = _spherical_to_b(terms, spec.theta_slices, theta, Zu) * sigma
     Zmat = z_from_terms(terms, n)
-    return (X @ beta)[:, None] + np.asarray(Zmat @ B) + sigma * E
+    # Z b one column at a time: a response's bits must not depend on how many
+    # columns are simulated together.
+    Zb = np.empty((n, len(children)))
+    for j in range(len(children)):
+        Zb[:, j] = Zmat @ B[:, j]
+    return (X @ beta)[:, None] + Zb + sigma * E
 
 
 def _design_for(result, newdata: pd.DataFrame):
@@ -165,5 +154,5 @@ def simulate(result, nsim: int = 1, seed=None, *, beta=None, sigma=None, theta=N
     beta, sigma, theta = check_parameters(result, beta, sigma, theta)
     _, children = seed_streams(seed, int(nsim))
     design = None if newdata is None else _design_for(result, newdata)
-    return simulate_block(result, children, beta=beta, sigma=sigma, theta=theta,
-                          use_u=bool(use_u), design=design)
+    return simulate_block(result.spec, children, beta=beta, sigma=sigma, theta=theta,
+                          u=result.u if use_u else None, design=design)

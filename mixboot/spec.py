@@ -1,9 +1,9 @@
 """The frozen model specification: response, fixed-effects matrix and random terms.
 
 ``build_spec`` turns a formula and a data frame into a :class:`ModelSpec`; it
-validates the input at the door (missing columns, non-numeric response, missing
-values, degenerate grouping factors, aliased fixed-effect columns) and keeps the
-formulaic specs needed to rebuild the same coding on new data.
+validates the input at the door (missing columns, non-numeric, infinite or constant
+response, missing values, degenerate grouping factors, aliased fixed-effect columns)
+and keeps the formulaic specs needed to rebuild the same coding on new data.
 """
 from __future__ import annotations
 
@@ -247,6 +247,19 @@ def _numeric_matrix(mm, what: str) -> np.ndarray:
     return arr
 
 
+def _check_response(name: str, y: np.ndarray) -> None:
+    """Refuse a response no fit can use (inf would only surface as NaN estimates)."""
+    bad = ~np.isfinite(y)
+    if bad.any():
+        raise ValueError(f"response {name!r} has non-finite values (inf) in {int(bad.sum())} "
+                         "row(s)")
+    # mb.model fills an absent response with 0.0 (parameters._with_response) and never fits
+    # it, so an all-zero response is let through; any other constant is refused.
+    if y.size and np.all(y == y[0]) and y[0] != 0.0:
+        raise ValueError(f"response {name!r} is constant (every value is {float(y[0])!r}): "
+                         "a mixed model cannot be fitted")
+
+
 def _drop_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
     """Indices of a maximal set of linearly independent columns, earlier columns first.
 
@@ -315,6 +328,7 @@ def build_spec(formula: str, data, *, contrasts=None) -> ModelSpec:
     frame = _Columns(series, source, keep_rows, used)
     y = series[parts.response].to_numpy(dtype=float)
     n = len(y)
+    _check_response(parts.response, y)
 
     specs = {}
     try:

@@ -84,6 +84,7 @@ class Workspace:
         Z = spec.z_matrix()
         self.Z = Z
         self.Zt = Z.T.tocsr()
+        self.Xt = np.ascontiguousarray(spec.X.T)
         self.A11 = self._blockdiag_crossprod(t1)
         self.dense = self.m * self.q1 <= _DENSE_LIMIT
         A22 = np.empty((self.m0, self.m0))
@@ -121,15 +122,30 @@ class Workspace:
 
     # -- the y-dependent part -------------------------------------------------
     def responses(self, Y: np.ndarray) -> Responses:
-        """Cross-products of the columns of Y (n x B): one sparse product for all of them."""
+        """Cross-products of the columns of Y (n x B), one column at a time.
+
+        A product over all B columns at once (a BLAS matrix product) gives bits
+        that depend on B: the kernel blocks the columns differently for each
+        width.  One matrix-vector product per column has a fixed shape, so a
+        replicate's cross-products never depend on its batch mates.
+        """
         Y = np.asarray(Y, dtype=float)
         if Y.ndim == 1:
             Y = Y[:, None]
-        ZtY = self.Zt @ Y                                   # (q, B)
-        z1y = ZtY[:self.q1].T.reshape(-1, self.l1, self.p1)
-        taily = np.concatenate([ZtY[self.q1:], self.spec.X.T @ Y], axis=0).T
-        yty = np.einsum("ij,ij->j", Y, Y)
-        return Responses(np.ascontiguousarray(z1y), np.ascontiguousarray(taily), yty)
+        Yt = np.ascontiguousarray(Y.T)                       # (B, n), a row per response
+        B = Yt.shape[0]
+        ZtY = np.empty((B, self.Zt.shape[0]))
+        XtY = np.empty((B, self.p))
+        yty = np.empty(B)
+        Xt = self.Xt
+        for j in range(B):
+            y = Yt[j]
+            ZtY[j] = self.Zt @ y
+            XtY[j] = Xt @ y
+            yty[j] = y @ y
+        z1y = ZtY[:, :self.q1].reshape(-1, self.l1, self.p1)
+        taily = np.concatenate([ZtY[:, self.q1:], XtY], axis=1)
+        return Responses(np.ascontiguousarray(z1y), taily, yty)
 
     # -- theta -> factor pieces -------------------------------------------------
     def _term1(self, theta: np.ndarray):
@@ -390,5 +406,5 @@ def _solve_upper_batched(U: np.ndarray, c: np.ndarray) -> np.ndarray:
     p = U.shape[-1]
     x = np.zeros(c.shape)
     for i in range(p - 1, -1, -1):
-        x[:, i] = (c[:, i] - np.einsum("bj,bj->b", U[:, i, i + 1:], x[:, i + 1:])) / U[:, i, i]
+        x[:, i] = (c[:, i] - (U[:, i, i + 1:] * x[:, i + 1:]).sum(axis=1)) / U[:, i, i]
     return x

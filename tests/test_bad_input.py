@@ -53,6 +53,39 @@ def test_non_finite_predictor(sleep):
         mb.fit("Reaction ~ x + (1|Subject)", sleep)
 
 
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_non_finite_response_names_it(sleep, value):
+    sleep.loc[[5, 9], "Reaction"] = value
+    with pytest.raises(ValueError, match=r"response 'Reaction' has non-finite values \(inf\) "
+                                         r"in 2 row"):
+        mb.fit(FORMULA, sleep)
+
+
+def test_inf_response_in_a_dropped_row_is_no_error(sleep):
+    # The row is dropped for its missing predictor before the response is checked.
+    sleep.loc[5, "Reaction"] = np.inf
+    sleep.loc[5, "Days"] = np.nan
+    with pytest.warns(UserWarning, match="dropped 1 of 180"):
+        assert mb.fit(FORMULA, sleep).nobs == 179
+
+
+@pytest.mark.parametrize("value, shown", [(3, "3.0"), (-2.5, "-2.5"), (True, "1.0")])
+def test_constant_response(sleep, value, shown):
+    sleep["y"] = value
+    with pytest.raises(ValueError, match=rf"response 'y' is constant \(every value is {shown}\): "
+                                         "a mixed model cannot be fitted"):
+        mb.fit("y ~ Days + (1|Subject)", sleep)
+
+
+def test_response_constant_after_dropping_missing_rows(sleep):
+    sleep["y"] = 3.0
+    sleep.loc[[0, 1], "y"] = [1.0, np.nan]
+    sleep.loc[0, "Days"] = np.nan               # the only other value goes with its row
+    with pytest.warns(UserWarning, match="dropped 2 of 180"):
+        with pytest.raises(ValueError, match=r"response 'y' is constant \(every value is 3.0\)"):
+            mb.fit("y ~ Days + (1|Subject)", sleep)
+
+
 # -- missing values -------------------------------------------------------------------------
 
 def test_rows_with_missing_values_are_dropped_with_a_count(sleep):

@@ -1,7 +1,9 @@
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,138 @@ def test_power_command_missing_settings(tmp_path, capsys):
     assert "formula" in err and "test" in err and "beta" in err and "re (or theta)" in err
     with pytest.raises(SystemExit, match="not found"):
         main(["power", "--design", str(tmp_path / "absent.json")])
+
+
+# --------------------------------------------------------------------------- bad options
+@pytest.fixture
+def no_work(monkeypatch):
+    """Any reading, fitting or simulating fails the test: bad options must stop before."""
+    import mixboot.cli as cli
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the command did work before refusing a bad option")
+    for name in ("fit", "bootMer", "model", "power", "power_curve"):
+        monkeypatch.setattr(mb, name, boom)
+    monkeypatch.setattr(cli, "_read", boom)
+    monkeypatch.setattr(cli, "_load_config", boom)
+
+
+def _refused(argv, capsys, option):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "mixboot: error:" in err and option in err, err
+    return err
+
+
+BOOT = ["boot", "data.csv", "y ~ 1 + (1|g)"]
+POWER = ["power", "--design", "power.json"]
+
+
+@pytest.mark.parametrize("command", [BOOT, ["demo"]])
+@pytest.mark.parametrize("flags, option", [
+    (["-B", "0"], "-B"),
+    (["-B", "-5"], "-B"),
+    (["--jobs", "0"], "--jobs"),
+    (["--jobs", "-2"], "--jobs"),
+    (["--seed", "-1"], "--seed"),
+    (["--level", "1.5"], "--level"),
+    (["--level", "0"], "--level"),
+    (["--level", "1"], "--level"),
+    (["--level", "nan"], "--level"),
+    (["--tol", "0"], "--tol"),
+    (["--tol", "2"], "--tol"),
+    (["--scheduler", "not an address"], "--scheduler"),
+    (["--scheduler", "tcp://localhost:8786", "--jobs", "2"], "--jobs"),
+    (["--scheduler", "localhost:8786", "--jobs", "-1"], "--scheduler"),
+])
+def test_bad_boot_option_exits_2_before_any_work(no_work, capsys, command, flags, option):
+    _refused(command + flags, capsys, option)
+
+
+@pytest.mark.parametrize("flags, option", [
+    (["--nsim", "0"], "--nsim"),
+    (["--alpha", "0"], "--alpha"),
+    (["--alpha", "1.2"], "--alpha"),
+    (["--pb-B", "0"], "--pb-B"),
+    (["--seed", "-3"], "--seed"),
+    (["--jobs", "0"], "--jobs"),
+    (["--sizes", "10,0"], "--sizes"),
+    (["--scheduler", "tcp://127.0.0.1:8786", "--jobs", "2"], "--jobs"),
+])
+def test_bad_power_option_exits_2_before_any_work(no_work, capsys, flags, option):
+    _refused(POWER + flags, capsys, option)
+
+
+@pytest.mark.parametrize("command", [BOOT, ["demo"]])
+def test_out_into_a_missing_directory(no_work, capsys, tmp_path, command):
+    target = tmp_path / "no" / "such" / "b.parquet"
+    err = _refused(command + ["--out", str(target)], capsys, "--out")
+    assert "does not exist" in err
+    assert not target.parent.exists()
+
+
+def test_out_that_is_a_directory(no_work, capsys, tmp_path):
+    err = _refused(BOOT + ["--out", str(tmp_path)], capsys, "--out")
+    assert "is a directory" in err
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root may write anywhere")
+def test_out_into_a_read_only_directory(no_work, capsys, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        err = _refused(BOOT + ["--out", str(folder / "b.parquet")], capsys, "--out")
+        assert "not writable" in err
+    finally:
+        folder.chmod(0o700)
+
+
+@pytest.mark.parametrize("command", [BOOT, ["demo"], POWER])
+def test_checkpoint_under_a_missing_directory(no_work, capsys, tmp_path, command):
+    err = _refused(command + ["--checkpoint", str(tmp_path / "absent" / "ckpt")], capsys,
+                   "--checkpoint")
+    assert "does not exist" in err
+
+
+def test_checkpoint_that_is_a_file(no_work, capsys, tmp_path):
+    path = tmp_path / "ckpt"
+    path.write_text("")
+    _refused(BOOT + ["--checkpoint", str(path)], capsys, "--checkpoint")
+
+
+def test_checks_are_made_in_process_quickly(no_work, capsys):
+    # The refusal costs parsing only, not the default 1000 replicates.
+    start = time.perf_counter()
+    _refused(["demo", "--level", "1.5"], capsys, "--level")
+    assert time.perf_counter() - start < 2
+
+
+def test_good_options_reach_the_run(monkeypatch, tmp_path, capsys):
+    # A checkpoint directory yet to be made, in a writable parent, is accepted; the run
+    # gets checkpoint= only because it was given (plain runs pass neither new keyword).
+    seen = []
+
+    def fake_boot(result, **kwargs):
+        seen.append(kwargs)
+        raise ValueError("stop here")
+    monkeypatch.setattr(mb, "bootMer", fake_boot)
+    path = tmp_path / "d.csv"
+    mb.datasets.load("crossed").to_csv(path, index=False)
+    formula = "diameter ~ 1 + (1|plate) + (1|sample)"
+    ckpt = tmp_path / "ckpt"
+    assert main(["boot", str(path), formula, "-B", "5", "--checkpoint", str(ckpt)]) == 2
+    assert main(["boot", str(path), formula, "-B", "5", "--jobs", "-1",
+                 "--out", str(tmp_path / "b.parquet")]) == 2
+    assert seen[0]["checkpoint"] == str(ckpt) and "client" not in seen[0]
+    assert "checkpoint" not in seen[1] and "client" not in seen[1] and seen[1]["n_jobs"] == -1
+    assert "stop here" in capsys.readouterr().err
+
+
+def test_scheduler_without_dask(no_work, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)    # import fails
+    err = _refused(BOOT + ["--scheduler", "tcp://localhost:8786"], capsys, "--scheduler")
+    assert "pip install 'mixboot[dask]'" in err

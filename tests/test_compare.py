@@ -10,8 +10,8 @@ import pytest
 from conftest import load_data
 
 import mixboot as mb
-from mixboot import compare
-from mixboot.bootstrap import engine
+from mixboot import compare, refit, runner
+
 from mixboot.compare import lrt, pb_lrt, reduced_model
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "compare_reference.json"
@@ -188,7 +188,7 @@ def test_pb_lrt_p_value_formula_and_result(crossed_pair):
 
 def test_pb_lrt_reproducible_and_same_for_any_n_jobs(crossed_pair, monkeypatch):
     large, small = crossed_pair
-    monkeypatch.setattr(compare, "chunk_size", lambda result: 16)  # several chunks
+    monkeypatch.setattr(runner, "chunk_size", lambda *models: 16)  # several chunks
     one = pb_lrt(large, small, B=64, seed=11)
     two = pb_lrt(large, small, B=64, seed=11, n_jobs=2)
     np.testing.assert_array_equal(one.lrt_boot, two.lrt_boot)
@@ -205,22 +205,22 @@ def test_pb_lrt_reproducible_and_same_for_any_n_jobs(crossed_pair, monkeypatch):
 def test_pb_lrt_counts_failures(crossed_pair, monkeypatch):
     """A refit that raises and one that does not converge are excluded and counted."""
     large, small = crossed_pair
-    real = engine.refit_responses
+    real = refit.refit_responses
     calls = {"n": 0}
 
-    def flaky(result, Y, tol=None):
-        if result.spec.n_theta == 2:  # the large model
+    def flaky(model, Y, **kw):
+        if model.spec.n_theta == 2:  # the large model
             if Y.shape[1] > 1:
                 raise RuntimeError("batch broke")  # forces column-by-column refits
             calls["n"] += 1
             if calls["n"] == 2:
                 raise RuntimeError("replicate broke")
             if calls["n"] == 5:
-                rb = real(result, Y, tol=tol)
+                rb = real(model, Y, **kw)
                 return dataclasses.replace(rb, converged=np.zeros(1, dtype=bool))
-        return real(result, Y, tol=tol)
+        return real(model, Y, **kw)
 
-    monkeypatch.setattr(engine, "refit_responses", flaky)
+    monkeypatch.setattr(refit, "refit_responses", flaky)
     with pytest.warns(RuntimeWarning, match="2 of 10 bootstrap replicates failed"):
         res = pb_lrt(large, small, B=10, seed=4)
     assert (res.n_valid, res.n_failed) == (8, 2)
@@ -247,7 +247,7 @@ def test_pb_lrt_random_slope_and_correlation(reaction):
 def test_pb_lrt_validation(crossed_pair, reaction):
     large, small = crossed_pair
     for B in (0, -3, 1.5, True):
-        with pytest.raises(ValueError, match="B must be a positive integer"):
+        with pytest.raises(ValueError, match="B must be an integer >= 1"):
             pb_lrt(large, small, B=B)
     with pytest.raises(ValueError, match="n_jobs"):
         pb_lrt(large, small, B=5, n_jobs=0)

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 import mixboot as mb
-from mixboot.bootstrap import engine
+from mixboot import refit
 from mixboot.power import clopper_pearson, model_at_size
 
 TWO_ARM = "y ~ treatment + (1 | subject)"
@@ -158,18 +158,18 @@ def test_failures_and_nonconvergence_are_excluded_and_counted(small, monkeypatch
     raise_at = first > np.quantile(first, 0.9)
     nonconv_at = ~raise_at & (second > np.quantile(second, 0.85))
     nan_at = ~raise_at & ~nonconv_at & (first < np.quantile(first, 0.05))
-    real = engine.refit_responses
+    real = refit.refit_responses
 
-    def flaky(result, Yb, **kw):
+    def flaky(model, Yb, **kw):
         if np.any(Yb[0] > np.quantile(first, 0.9)):
             raise np.linalg.LinAlgError("simulated breakdown")
-        rb = real(result, Yb, **kw)
+        rb = real(model, Yb, **kw)
         conv = rb.converged & ~(Yb[1] > np.quantile(second, 0.85))
         vc = rb.vcov_unscaled.copy()
         vc[Yb[0] < np.quantile(first, 0.05)] = np.nan
         return dataclasses.replace(rb, converged=conv, vcov_unscaled=vc)
 
-    monkeypatch.setattr(engine, "refit_responses", flaky)
+    monkeypatch.setattr(refit, "refit_responses", flaky)
     with pytest.warns(RuntimeWarning) as record:
         res = mb.power(small, "treatment", nsim=nsim, seed=8)
     messages = " ".join(str(w.message) for w in record)

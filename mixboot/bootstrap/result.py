@@ -3,6 +3,17 @@
 A :class:`BootResult` holds the replicate statistics, the per-replicate
 parameter table and fit diagnostics, the failures, and the metadata needed
 to reproduce or extend the run (seed entropy and per-replicate spawn keys).
+Only the replicates are required; every other field has a default, so
+replicates from any source can use the interval and summary machinery:
+
+>>> import numpy as np
+>>> bare = BootResult(np.arange(1.0, 101.0))
+>>> bare.names, bare.estimates.shape
+(('p0',), (100, 1))
+>>> bare.ci("perc", 0.9)
+array([[ 5.95, 95.05]])
+
+A full result, as :func:`~mixboot.bootstrap.bootMer` builds it:
 
 >>> import numpy as np, pandas as pd
 >>> B = 3
@@ -33,12 +44,17 @@ ValueError: parts share replicate(s): seed_entropy=42, spawn_key=[0] occurs in p
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import math
 import numbers
 import os
+import secrets
+import stat
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -48,13 +64,24 @@ from ..intervals import bootstrap_interval
 __all__ = ["BootResult", "concat"]
 
 DIAGNOSTIC_COLUMNS = ("replicate", "converged", "singular", "evaluations", "objective", "error")
+#: Optional diagnostics columns with a fixed meaning (and dtype) when present.
+#: ``stat_nan``: how many values of the replicate's statistic are NaN.
+OPTIONAL_DIAGNOSTIC_COLUMNS = ("stat_nan",)
 FAILURE_COLUMNS = ("replicate", "stage", "message")
 FAILURE_STAGES = ("simulate", "refit", "statistic")
 REQUIRED_META = ("fingerprint", "seed_entropy", "spawn_keys", "version", "formula", "REML", "tol", "use_u")
 
 _FILE_KEY = b"mixboot"
+_DIGEST_KEY = b"mixboot.sha256"
 _FILE_FORMAT = "mixboot.BootResult"
-_FILE_VERSION = 1
+# 2: SHA-256 content digest under _DIGEST_KEY, typed diag:stat_nan.
+# 1: no digest; still readable.
+_FILE_VERSION = 2
+# dtypes of the diagnostics columns with a fixed meaning (file and memory)
+_DIAG_DTYPES = {"replicate": np.int64, "converged": bool, "singular": bool,
+                "evaluations": np.int64, "objective": np.float64, "stat_nan": np.int64}
+# interval methods of mixboot.intervals.bootstrap_interval that use `estimate`
+_NEEDS_ESTIMATE = ("basic", "norm")
 
 
 # --------------------------------------------------------------------------
@@ -172,6 +199,51 @@ def _object_column(values, optional: bool) -> pd.Series:
 
 
 # --------------------------------------------------------------------------
+# defaults for a result built from bare replicates
+# --------------------------------------------------------------------------
+
+def _mixboot_version() -> str:
+    # Imported lazily: mixboot/__init__ imports this module before it sets
+    # __version__, so a module-level import would be circular.
+    try:
+        from .. import __version__
+        return str(__version__)
+    except ImportError:
+        from importlib import metadata
+        try:
+            return metadata.version("mixboot")
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+
+def _default_diagnostics(B: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "replicate": np.arange(B, dtype=np.int64),
+        "converged": np.ones(B, dtype=bool),
+        "singular": np.zeros(B, dtype=bool),
+        "evaluations": np.zeros(B, dtype=np.int64),
+        "objective": np.full(B, np.nan),
+        "error": pd.Series([None] * B, dtype=object),
+    })
+
+
+def _default_failures() -> pd.DataFrame:
+    return pd.DataFrame({
+        "replicate": np.array([], dtype=np.int64),
+        "stage": pd.Series([], dtype=object),
+        "message": pd.Series([], dtype=object),
+    })
+
+
+def _default_meta(B: int) -> dict:
+    # seed_entropy None: replicates of unknown origin are never reported as
+    # duplicates by concat().
+    return {"fingerprint": "", "seed_entropy": None, "spawn_keys": [[i] for i in range(B)],
+            "version": _mixboot_version(), "formula": "", "REML": False, "tol": None,
+            "use_u": False}
+
+
+# --------------------------------------------------------------------------
 # the result object
 # --------------------------------------------------------------------------
 
@@ -187,6 +259,18 @@ class BootResult:
 
     Equality (``==``) is exact: arrays bit for bit (NaNs in the same places),
     DataFrames by :meth:`pandas.DataFrame.equals`, ``meta`` by value.
+
+    Only ``estimates`` is required; a 1-D array is ``B`` replicates of one
+    statistic.  The defaults are: ``names`` ``("p0", "p1", ...)``;
+    ``estimate`` all NaN, meaning "no original estimate" (then ``"basic"``
+    and ``"norm"`` intervals and :meth:`bias` raise); ``tbl`` the estimates
+    under their names; ``diagnostics`` converged, non-singular replicates
+    ``0..B-1`` without evaluations, objective or error; no ``failures``;
+    ``meta`` empty fingerprint and formula, ``seed_entropy=None``,
+    ``spawn_keys`` ``[[0], [1], ...]`` and this mixboot's version.
+
+    ``diagnostics`` may hold a ``"stat_nan"`` column: per replicate, how many
+    values of its statistic are NaN (a non-negative int).
 
     >>> import numpy as np, pandas as pd
     >>> r = BootResult(
@@ -205,22 +289,26 @@ class BootResult:
     """
 
     estimates: np.ndarray
-    names: tuple
-    estimate: np.ndarray
-    tbl: pd.DataFrame
-    diagnostics: pd.DataFrame
-    failures: pd.DataFrame
-    meta: dict
+    names: tuple | None = None
+    estimate: np.ndarray | None = None
+    tbl: pd.DataFrame | None = None
+    diagnostics: pd.DataFrame | None = None
+    failures: pd.DataFrame | None = None
+    meta: dict | None = None
 
     def __post_init__(self):
         set_ = object.__setattr__  # the dataclass is frozen; normalise once here
 
         est = np.array(self.estimates, dtype=np.float64, copy=True)
+        if est.ndim == 1:
+            est = est.reshape(-1, 1)  # B replicates of a single statistic
         if est.ndim != 2:
-            raise ValueError(f"estimates must be a 2-D (B, p) array, got shape {est.shape}")
+            raise ValueError(f"estimates must be a 1-D (B,) or 2-D (B, p) array, got shape {est.shape}")
         B, p = est.shape
         set_(self, "estimates", _readonly(est))
 
+        if self.names is None:
+            set_(self, "names", tuple(f"p{j}" for j in range(p)))
         if isinstance(self.names, str):
             raise TypeError("names must be a sequence of str, not a single str")
         names = tuple(self.names)
@@ -231,6 +319,19 @@ class BootResult:
         if len(set(names)) != len(names):
             raise ValueError(f"names must be unique, got {names!r}")
         set_(self, "names", names)
+
+        # The defaults are built from the validated estimates and names, and
+        # then pass through the same validation as caller-supplied fields.
+        if self.estimate is None:
+            set_(self, "estimate", np.full(p, np.nan))
+        if self.tbl is None:
+            set_(self, "tbl", pd.DataFrame(est, columns=list(names)))
+        if self.diagnostics is None:
+            set_(self, "diagnostics", _default_diagnostics(B))
+        if self.failures is None:
+            set_(self, "failures", _default_failures())
+        if self.meta is None:
+            set_(self, "meta", _default_meta(B))
 
         theta = np.array(self.estimate, dtype=np.float64, copy=True).reshape(-1)
         if theta.shape != (p,):
@@ -253,6 +354,12 @@ class BootResult:
         _coerce(diag, "diagnostics", "evaluations", np.int64)
         _coerce(diag, "diagnostics", "objective", np.float64)
         diag["error"] = _object_column(diag["error"].to_numpy(), optional=True)
+        if "stat_nan" in diag.columns:
+            if diag["stat_nan"].dtype == bool:
+                raise ValueError("diagnostics['stat_nan'] must count NaN values (int), got bool")
+            _coerce(diag, "diagnostics", "stat_nan", np.int64)
+            if (diag["stat_nan"] < 0).any():
+                raise ValueError("diagnostics['stat_nan'] must be non-negative")
         if diag["replicate"].duplicated().any():
             raise ValueError("diagnostics['replicate'] must be unique")
         set_(self, "diagnostics", diag)
@@ -308,13 +415,45 @@ class BootResult:
         """Boolean ``(B,)`` array: was the replicate's refit singular?"""
         return self.diagnostics["singular"].to_numpy(dtype=bool, copy=True)
 
+    def _failed(self) -> np.ndarray:
+        """Boolean ``(B,)``: a recorded failure or a diagnostics error."""
+        listed = self.diagnostics["replicate"].isin(self.failures["replicate"]).to_numpy()
+        return listed | self.diagnostics["error"].notna().to_numpy()
+
+    def _stat_nan(self) -> np.ndarray:
+        """Per replicate, the number of NaN statistic values (0 for failures
+        when derived: their NaN rows mean "failed", not "NaN statistic")."""
+        if "stat_nan" in self.diagnostics.columns:
+            return self.diagnostics["stat_nan"].to_numpy(dtype=np.int64, copy=True)
+        counts = np.isnan(self.estimates).sum(axis=1).astype(np.int64)
+        counts[self._failed()] = 0
+        return counts
+
     @property
     def n_failed(self) -> int:
         """Replicates with at least one recorded failure or a diagnostics error."""
-        failed = set(self.failures["replicate"].tolist())
-        errs = self.diagnostics["error"].notna().to_numpy()
-        failed.update(self.diagnostics["replicate"].to_numpy()[errs].tolist())
-        return len(failed)
+        return int(self._failed().sum())
+
+    @property
+    def n_stat_nan(self) -> int:
+        """Replicates whose statistic has a NaN value.
+
+        Counted from ``diagnostics["stat_nan"]`` when present, otherwise from
+        NaNs in :attr:`estimates` of the replicates that did not fail.
+        """
+        return int((self._stat_nan() > 0).sum())
+
+    @property
+    def has_estimate(self) -> bool:
+        """Whether the original estimate is known (not all NaN)."""
+        return self.p == 0 or not bool(np.isnan(self.estimate).all())
+
+    def _require_estimate(self, what: str) -> None:
+        if not self.has_estimate:
+            raise ValueError(
+                f"this BootResult has no original estimate (estimate is all NaN), which {what} "
+                "needs; pass estimate= when constructing it"
+            )
 
     @property
     def n_singular(self) -> int:
@@ -329,7 +468,13 @@ class BootResult:
     # -- inference ---------------------------------------------------------
 
     def ci(self, method="perc", level=0.95) -> np.ndarray:
-        """``(p, 2)`` array of interval bounds; see :mod:`mixboot.intervals`."""
+        """``(p, 2)`` array of interval bounds; see :mod:`mixboot.intervals`.
+
+        ``"basic"`` and ``"norm"`` need the original estimate and raise
+        ``ValueError`` when the result has none.
+        """
+        if isinstance(method, str) and method in _NEEDS_ESTIMATE:
+            self._require_estimate(f"method={method!r}")
         return bootstrap_interval(self.estimates, method=method, level=level, estimate=self.estimate)
 
     def confint(self, method="perc", level=0.95) -> pd.DataFrame:
@@ -349,7 +494,11 @@ class BootResult:
         return pd.Series(values, index=pd.Index(self.names, name="statistic"), name="se")
 
     def bias(self) -> pd.Series:
-        """Bootstrap bias: replicate mean minus original estimate."""
+        """Bootstrap bias: replicate mean minus original estimate.
+
+        Raises ``ValueError`` when the result has no original estimate.
+        """
+        self._require_estimate("bias()")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             values = np.nanmean(self.estimates, axis=0) - self.estimate
@@ -365,29 +514,37 @@ class BootResult:
         )
 
     def summary(self, level=0.95) -> str:
-        """Table of estimate, bias, std. error and percentile/shortest bounds."""
+        """Table of estimate, bias, std. error and percentile/shortest bounds.
+
+        Estimate and bias are left out when the result has no original
+        estimate.
+        """
         perc = self.ci("perc", level)
         short = self.ci("shortest", level)
-        table = pd.DataFrame(
-            {
-                "estimate": self.estimate,
-                "bias": self.bias().to_numpy(),
-                "std. error": self.se().to_numpy(),
-                "perc lower": perc[:, 0],
-                "perc upper": perc[:, 1],
-                "shortest lower": short[:, 0],
-                "shortest upper": short[:, 1],
-            },
-            index=list(self.names),
-        )
+        columns = {}
+        if self.has_estimate:
+            columns["estimate"] = self.estimate
+            columns["bias"] = self.bias().to_numpy()
+        columns.update({
+            "std. error": self.se().to_numpy(),
+            "perc lower": perc[:, 0],
+            "perc upper": perc[:, 1],
+            "shortest lower": short[:, 0],
+            "shortest upper": short[:, 1],
+        })
+        table = pd.DataFrame(columns, index=list(self.names))
         pct = f"{100 * level:g}%"
+        formula = self.meta["formula"]
+        what = f" of {formula} (REML={self.meta['REML']})" if formula else ""
         lines = [
-            f"Parametric bootstrap: {self.B} replicates of {self.meta['formula']} "
-            f"(REML={self.meta['REML']}), {pct} intervals",
+            f"Parametric bootstrap: {self.B} replicates{what}, {pct} intervals",
             table.to_string(float_format=lambda x: f"{x:.6g}"),
             f"failed: {self.n_failed}, singular: {self.n_singular}, "
             f"non-converged: {self.n_nonconverged} (of {self.B} replicates)",
         ]
+        n_nan = self.n_stat_nan
+        if n_nan:
+            lines.append(f"statistic NaN in {n_nan} replicates")
         return "\n".join(lines)
 
     # -- persistence -------------------------------------------------------
@@ -397,24 +554,56 @@ class BootResult:
 
         Per-replicate columns are ``stat:<name>``, ``tbl:<col>`` and
         ``diag:<col>``; the rest lives as JSON under the schema metadata key
-        ``b"mixboot"``.
+        ``b"mixboot"``, and a SHA-256 digest of the content under
+        ``b"mixboot.sha256"``.
+
+        The write is atomic: the file is written to ``<path>.tmp-<random>`` in
+        the same directory, synced to disk and renamed onto ``path``.  If
+        anything fails (or is interrupted) the temporary file is removed and
+        an existing file at ``path`` is left as it was.
         """
-        import pyarrow as pa
+        path = os.fspath(path)
+        # Fail before building anything when the file cannot be created.
+        directory = _writable_directory(path)
         import pyarrow.parquet as pq
+
+        table = self._to_arrow()
+        options = {"write_page_checksum": True} if _supports(pq.write_table, "write_page_checksum") else {}
+        tmp, fh = _create_temp(path)
+        try:
+            with fh:
+                try:
+                    # a plain overwrite would keep the permissions; so do we
+                    os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+                except OSError:
+                    pass  # no file there yet (or not ours to inspect)
+                pq.write_table(table, fh, **options)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        _fsync_directory(directory)  # makes the rename itself durable
+
+    def _to_arrow(self):
+        """The Arrow table written by :meth:`save`, header and digest included."""
+        import pyarrow as pa
 
         columns = {}
         for j, name in enumerate(self.names):
             columns[f"stat:{name}"] = pa.array(self.estimates[:, j], type=pa.float64())
         for col in self.tbl.columns:
             columns[f"tbl:{col}"] = pa.array(self.tbl[col].to_numpy(), type=pa.float64())
-        types = {"replicate": pa.int64(), "converged": pa.bool_(), "singular": pa.bool_(),
-                 "evaluations": pa.int64(), "objective": pa.float64()}
         for col in self.diagnostics.columns:
             values = self.diagnostics[col]
             if col == "error":
                 arr = pa.array(list(values), type=pa.string())
-            elif col in types:
-                arr = pa.array(values.to_numpy(), type=types[col])
+            elif col in _DIAG_DTYPES:
+                arr = pa.array(values.to_numpy(), type=pa.from_numpy_dtype(np.dtype(_DIAG_DTYPES[col])))
             else:
                 arr = pa.Array.from_pandas(values)
             columns[f"diag:{col}"] = arr
@@ -427,42 +616,69 @@ class BootResult:
             "tbl_columns": list(self.tbl.columns),
             "diag_columns": list(self.diagnostics.columns),
             "diag_dtypes": {c: str(self.diagnostics[c].dtype) for c in self.diagnostics.columns
-                            if c not in DIAGNOSTIC_COLUMNS},
+                            if c not in DIAGNOSTIC_COLUMNS and c not in _DIAG_DTYPES},
             "failures": {c: self.failures[c].tolist() for c in FAILURE_COLUMNS},
             "meta": self.meta,
         }
-        table = pa.table(columns).replace_schema_metadata(
-            {_FILE_KEY: json.dumps(header, default=_json_default).encode("utf-8")}
-        )
-        pq.write_table(table, os.fspath(path))
+        raw = json.dumps(header, default=_json_default).encode("utf-8")
+        table = pa.table(columns)
+        digest = _content_digest(table, raw)
+        return table.replace_schema_metadata({_FILE_KEY: raw, _DIGEST_KEY: digest.encode("ascii")})
 
     @classmethod
     def load(cls, path) -> "BootResult":
-        """Read a file written by :meth:`save`; the result compares equal."""
+        """Read a file written by :meth:`save`; the result compares equal.
+
+        Raises ``ValueError`` when the file is not a mixboot bootstrap file,
+        or is corrupted: its content digest (or a Parquet page checksum) does
+        not match.  Files of format version 1 (no digest) are still read.
+        """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         path = os.fspath(path)
+        options = ({"page_checksum_verification": True}
+                   if _supports(pq.ParquetFile, "page_checksum_verification") else {})
         try:
-            table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise ValueError(f"{path!r} is not a mixboot bootstrap file (not readable as Parquet: {exc})") from None
-        raw = (table.schema.metadata or {}).get(_FILE_KEY)
-        if raw is None:
-            raise ValueError(f"{path!r} is not a mixboot bootstrap file (no 'mixboot' schema metadata)")
-        try:
-            header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise ValueError(f"{path!r} has corrupt 'mixboot' metadata (not JSON)") from None
-        if not isinstance(header, dict) or header.get("format") != _FILE_FORMAT:
-            raise ValueError(f"{path!r} is not a mixboot bootstrap file (unknown format)")
-        if header.get("format_version") != _FILE_VERSION:
+            pf = pq.ParquetFile(path, **options)
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError, ValueError) as exc:
             raise ValueError(
-                f"{path!r} uses mixboot file format version {header.get('format_version')!r}; "
-                f"this version of mixboot reads version {_FILE_VERSION}"
-            )
+                f"{path!r} is not a mixboot bootstrap file or is corrupted (not readable as Parquet: {exc})"
+            ) from None
+        with pf:
+            metadata = pf.schema_arrow.metadata or {}
+            raw = metadata.get(_FILE_KEY)
+            if raw is None:
+                raise ValueError(f"{path!r} is not a mixboot bootstrap file (no 'mixboot' schema metadata)")
+            try:
+                header = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                raise ValueError(f"{path!r} is corrupted: its 'mixboot' metadata is not JSON") from None
+            if not isinstance(header, dict) or header.get("format") != _FILE_FORMAT:
+                raise ValueError(f"{path!r} is not a mixboot bootstrap file (unknown format)")
+            version = header.get("format_version")
+            if not (_is_int(version) and 1 <= version <= _FILE_VERSION):
+                raise ValueError(
+                    f"{path!r} uses mixboot file format version {version!r}; "
+                    f"this version of mixboot reads versions 1 to {_FILE_VERSION}"
+                )
+            try:
+                table = pf.read()
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                # The footer was fine, so the data pages are damaged (a page
+                # checksum failed, or they no longer decode).
+                raise ValueError(f"{path!r} is corrupted: its data cannot be read ({exc})") from None
+        if version >= 2:
+            stored = metadata.get(_DIGEST_KEY)
+            if stored is None:
+                raise ValueError(f"{path!r} is corrupted: its content checksum is missing")
+            if stored.decode("ascii", "replace") != _content_digest(table, raw):
+                raise ValueError(
+                    f"{path!r} is corrupted: its content does not match the SHA-256 checksum "
+                    "stored when it was saved"
+                )
 
         B = table.num_rows
 
@@ -483,14 +699,12 @@ class BootResult:
             {c: numbers("tbl", c, np.float64) for c in header["tbl_columns"]},
             index=pd.RangeIndex(B),
         )
-        fixed = {"replicate": np.int64, "converged": bool, "singular": bool,
-                 "evaluations": np.int64, "objective": np.float64}
         diag = {}
         for c in header["diag_columns"]:
             if c == "error":
                 diag[c] = _object_column(column("diag", c).to_pylist(), optional=True)
-            elif c in fixed:
-                diag[c] = pd.Series(numbers("diag", c, fixed[c]))
+            elif c in _DIAG_DTYPES:
+                diag[c] = pd.Series(numbers("diag", c, _DIAG_DTYPES[c]))
             else:
                 diag[c] = column("diag", c).to_pandas().astype(header["diag_dtypes"][c])
         diagnostics = pd.DataFrame(diag, index=pd.RangeIndex(B))
@@ -508,6 +722,99 @@ class BootResult:
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+# --------------------------------------------------------------------------
+# file helpers
+# --------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _supports(func, option: str) -> bool:
+    # Parquet page checksums need pyarrow >= 13; older ones lack the keywords.
+    try:
+        return option in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _writable_directory(path: str) -> str:
+    """The directory that will hold ``path``; raises if it cannot be written."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        if os.path.exists(directory):
+            raise NotADirectoryError(f"cannot save to {path!r}: {directory!r} is not a directory")
+        raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot save to {path!r}: it is a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot save to {path!r}: directory {directory!r} is not writable")
+    return directory
+
+
+def _create_temp(path: str):
+    """A new ``<path>.tmp-<random>`` file opened for writing: (name, file)."""
+    for _ in range(100):
+        tmp = f"{path}.tmp-{secrets.token_hex(6)}"
+        try:
+            # "x": never reuse someone else's file; the umask applies as for
+            # any new file (tempfile.mkstemp would force mode 0o600).
+            return tmp, open(tmp, "xb")
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot save to {path!r}: could not create a unique temporary file")
+
+
+def _fsync_directory(directory: str) -> None:
+    # Best effort: not every platform or file system can sync a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _column_bytes(col) -> bytes:
+    """Canonical bytes of an Arrow column: equal values give equal bytes,
+    however the column is chunked or was read back."""
+    import pyarrow as pa
+
+    t = col.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+        nulls = b""
+        if col.null_count:
+            nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=np.uint8).tobytes()
+            col = col.fill_null(False if pa.types.is_boolean(t) else 0)
+        values = np.asarray(col.to_numpy(zero_copy_only=False))
+        # little-endian, so a file digests the same on every machine
+        return nulls + np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
+    # strings and anything else a diagnostics column may hold
+    return json.dumps(col.to_pylist(), default=str, ensure_ascii=False).encode("utf-8")
+
+
+def _content_digest(table, header: bytes) -> str:
+    """SHA-256 over the header JSON and every column, in file order.
+
+    Each piece is length-prefixed, so moving bytes between pieces changes the
+    digest.
+    """
+    h = hashlib.sha256()
+
+    def feed(data: bytes) -> None:
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+
+    feed(_FILE_FORMAT.encode("ascii"))
+    feed(header)
+    feed(str(table.num_rows).encode("ascii"))
+    for name, col in zip(table.column_names, table.columns):
+        feed(name.encode("utf-8"))
+        feed(_column_bytes(col))
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------
@@ -571,7 +878,7 @@ def concat(results) -> BootResult:
             raise ValueError(f"parts have different original estimates: part 0 vs part {i}")
         if list(r.tbl.columns) != list(first.tbl.columns):
             raise ValueError(f"parts have different tbl columns: part 0 vs part {i}")
-        if list(r.diagnostics.columns) != list(first.diagnostics.columns):
+        if _diag_layout(r) != _diag_layout(first):
             raise ValueError(f"parts have different diagnostics columns: part 0 vs part {i}")
 
     seen = {}
@@ -590,12 +897,21 @@ def concat(results) -> BootResult:
         entropies.extend(ents)
         spawn_keys.extend(r.meta["spawn_keys"])
 
+    # A part saved before "stat_nan" existed gets it derived from its
+    # estimates, so it still merges with parts that record it.
+    diag_columns = list(first.diagnostics.columns)
+    if any("stat_nan" in r.diagnostics.columns for r in parts) and "stat_nan" not in diag_columns:
+        diag_columns.append("stat_nan")
+
     base = next((int(r.diagnostics["replicate"].min()) for r in parts if r.B), 0)
     diags, fails, offset = [], [], base
     for r in parts:
         mapping = {int(old): offset + pos for pos, old in enumerate(r.diagnostics["replicate"])}
         d = r.diagnostics.copy()
         d["replicate"] = np.arange(offset, offset + r.B, dtype=np.int64)
+        if "stat_nan" in diag_columns and "stat_nan" not in d.columns:
+            d["stat_nan"] = r._stat_nan()
+        d = d[diag_columns]
         f = r.failures.copy()
         f["replicate"] = np.array([mapping[int(x)] for x in f["replicate"]], dtype=np.int64)
         diags.append(d)
@@ -629,6 +945,11 @@ def concat(results) -> BootResult:
         failures=pd.concat(fails, ignore_index=True),
         meta=meta,
     )
+
+
+def _diag_layout(res: BootResult) -> list:
+    # the optional stat_nan column may be missing from older parts
+    return [c for c in res.diagnostics.columns if c != "stat_nan"]
 
 
 def _common(values):

@@ -1,5 +1,7 @@
 """BootResult: validation, inference helpers, Parquet round trip and concat."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -344,3 +346,384 @@ def test_extra_diagnostics_columns_roundtrip(tmp_path):
     back = BootResult.load(tmp_path / "x.parquet")
     assert back == res
     assert back.diagnostics["warnings"].dtype == np.int64
+
+
+# -- a result from bare replicates -------------------------------------------------
+
+def test_bare_result_has_defaults():
+    est = np.random.default_rng(3).normal(size=(40, 3))
+    res = BootResult(est)
+    assert res.names == ("p0", "p1", "p2")
+    assert (res.B, res.p) == (40, 3)
+    assert np.isnan(res.estimate).all() and res.estimate.shape == (3,)
+    assert not res.has_estimate
+    assert list(res.tbl.columns) == ["p0", "p1", "p2"]
+    np.testing.assert_array_equal(res.tbl.to_numpy(), est)
+    assert list(res.diagnostics.columns) == ["replicate", "converged", "singular", "evaluations",
+                                             "objective", "error"]
+    np.testing.assert_array_equal(res.diagnostics["replicate"], np.arange(40))
+    assert res.diagnostics["converged"].all() and not res.diagnostics["singular"].any()
+    assert (res.diagnostics["evaluations"] == 0).all()
+    assert res.diagnostics["objective"].isna().all()
+    assert res.diagnostics["error"].tolist() == [None] * 40
+    assert res.failures.empty and list(res.failures.columns) == ["replicate", "stage", "message"]
+    assert (res.n_failed, res.n_singular, res.n_nonconverged, res.n_stat_nan) == (0, 0, 0, 0)
+    import mixboot
+    assert res.meta == {"fingerprint": "", "seed_entropy": None,
+                        "spawn_keys": [[i] for i in range(40)], "version": mixboot.__version__,
+                        "formula": "", "REML": False, "tol": None, "use_u": False}
+
+
+def test_bare_result_percentile_and_shortest_intervals():
+    est = np.random.default_rng(4).normal(size=(200, 2)) * [1.0, 3.0]
+    res = BootResult(est)
+    np.testing.assert_array_equal(res.ci(), bootstrap_interval(est, method="perc", level=0.95))
+    np.testing.assert_array_equal(res.ci("shortest", 0.8),
+                                  bootstrap_interval(est, method="shortest", level=0.8))
+    assert res.ci("perc").shape == (2, 2)
+    assert list(res.confint("shortest").index) == ["p0", "p1"]
+    assert res.se().to_numpy() == pytest.approx(est.std(axis=0, ddof=1))
+
+
+@pytest.mark.parametrize("call", [
+    lambda r: r.ci("basic"),
+    lambda r: r.ci("norm", 0.9),
+    lambda r: r.confint(method="basic"),
+    lambda r: r.bias(),
+])
+def test_bare_result_refuses_what_needs_the_original_estimate(call):
+    res = BootResult(np.arange(10.0).reshape(5, 2))
+    with pytest.raises(ValueError, match="no original estimate"):
+        call(res)
+
+
+def test_partially_nan_estimate_still_counts_as_an_estimate():
+    res = BootResult(np.arange(10.0).reshape(5, 2), estimate=[np.nan, 4.0])
+    assert res.has_estimate
+    basic = res.ci("basic", 0.5)
+    assert np.isnan(basic[0]).all() and np.isfinite(basic[1]).all()
+
+
+def test_bare_result_with_estimate_gives_basic_interval():
+    est = np.random.default_rng(5).normal(size=(50, 2))
+    res = BootResult(est, estimate=[0.5, -0.5])
+    np.testing.assert_array_equal(
+        res.ci("basic", 0.9), bootstrap_interval(est, method="basic", level=0.9, estimate=[0.5, -0.5]))
+    np.testing.assert_allclose(res.bias(), est.mean(axis=0) - [0.5, -0.5])
+
+
+def test_one_dimensional_estimates_are_one_statistic():
+    res = BootResult(np.arange(1.0, 101.0))
+    assert res.estimates.shape == (100, 1) and res.names == ("p0",)
+    np.testing.assert_allclose(res.ci("perc", 0.9), [[5.95, 95.05]])
+    named = BootResult(np.arange(4.0), names=["slope"], estimate=2.0)
+    assert named.names == ("slope",) and named.estimate.tolist() == [2.0]
+
+
+@pytest.mark.parametrize("bad", [np.float64(1.0), np.zeros((2, 2, 2))])
+def test_estimates_of_other_dimensions_are_rejected(bad):
+    with pytest.raises(ValueError, match="estimates must be a 1-D"):
+        BootResult(bad)
+
+
+def test_defaults_are_validated_against_given_fields():
+    with pytest.raises(ValueError, match="names"):
+        BootResult(np.ones((3, 2)), names=("a",))
+    with pytest.raises(ValueError, match="spawn_keys"):
+        BootResult(np.ones((3, 1)), meta={**BootResult(np.ones((2, 1))).meta})
+
+
+def test_positional_field_order_is_kept():
+    res = make_result(4)
+    positional = BootResult(res.estimates, res.names, res.estimate, res.tbl, res.diagnostics,
+                            res.failures, res.meta)
+    assert positional == res
+
+
+def test_bare_result_summary_leaves_out_estimate_and_bias():
+    res = BootResult(np.random.default_rng(6).normal(size=(30, 2)), names=("a", "b"))
+    text = res.summary()
+    assert text.startswith("Parametric bootstrap: 30 replicates, 95% intervals")
+    assert "estimate" not in text and "bias" not in text
+    assert f"{res.ci('shortest')[1, 1]:.6g}" in text
+
+
+def test_concat_of_bare_results():
+    a = BootResult(np.arange(6.0).reshape(3, 2))
+    b = BootResult(np.arange(6.0, 10.0).reshape(2, 2))
+    c = concat([a, a, b])  # same spawn keys, but unknown entropy: never duplicates
+    assert c.B == 8 and c.names == ("p0", "p1")
+    np.testing.assert_array_equal(c.estimates, np.vstack([a.estimates, a.estimates, b.estimates]))
+    np.testing.assert_array_equal(c.diagnostics["replicate"], np.arange(8))
+    assert c.meta["seed_entropies"] == [None] * 8
+    assert c.meta["seed_entropy"] is None
+    np.testing.assert_array_equal(c.ci("perc", 0.5), bootstrap_interval(c.estimates, method="perc", level=0.5))
+    with pytest.raises(ValueError, match="no original estimate"):
+        c.ci("basic")
+
+
+def test_bare_result_roundtrips(tmp_path):
+    res = BootResult(np.random.default_rng(7).normal(size=(9, 2)))
+    res.save(tmp_path / "bare.parquet")
+    back = BootResult.load(tmp_path / "bare.parquet")
+    assert back == res and not back.has_estimate
+
+
+# -- NaN statistics ------------------------------------------------------------------
+
+def test_stat_nan_column_is_counted_summarised_and_saved(tmp_path):
+    res = make_result(6)
+    diag = res.diagnostics.assign(stat_nan=[0, 2, 0, 1, 0, 0])
+    res = BootResult(**fields(res, diagnostics=diag))
+    assert res.diagnostics["stat_nan"].dtype == np.int64
+    assert res.n_stat_nan == 2
+    assert "statistic NaN in 2 replicates" in res.summary()
+    path = tmp_path / "nan.parquet"
+    res.save(path)
+    assert pq.read_table(path).column("diag:stat_nan").type == pa.int64()
+    back = BootResult.load(path)
+    assert back == res
+    assert back.diagnostics["stat_nan"].tolist() == [0, 2, 0, 1, 0, 0]
+    assert back.n_stat_nan == 2
+
+
+def test_stat_nan_without_column_comes_from_non_failed_estimates():
+    res = make_result(8, failed=(2,))
+    est = res.estimates.copy()
+    est[5, 1] = np.nan
+    est[6, :] = np.nan
+    res = BootResult(**fields(res, estimates=est))
+    assert "stat_nan" not in res.diagnostics.columns
+    assert res.n_failed == 1
+    assert res.n_stat_nan == 2  # replicates 5 and 6, not the failed replicate 2
+    assert "statistic NaN in 2 replicates" in res.summary()
+
+
+def test_no_stat_nan_line_without_nan_statistics():
+    res = make_result(8, failed=(2,))
+    assert res.n_stat_nan == 0
+    assert "statistic NaN" not in res.summary()
+
+
+@pytest.mark.parametrize("values", [[0, -1, 0], [0, 1.5, 0], [True, False, False], ["a", "b", "c"]])
+def test_stat_nan_is_validated(values):
+    res = make_result(3)
+    with pytest.raises(ValueError, match="stat_nan"):
+        BootResult(**fields(res, diagnostics=res.diagnostics.assign(stat_nan=values)))
+
+
+def test_stat_nan_accepts_integral_floats():
+    res = make_result(3)
+    out = BootResult(**fields(res, diagnostics=res.diagnostics.assign(stat_nan=[0.0, 1.0, 0.0])))
+    assert out.diagnostics["stat_nan"].dtype == np.int64 and out.n_stat_nan == 1
+
+
+def test_concat_fills_stat_nan_of_parts_without_it():
+    a = make_result(3, entropy=1)
+    a = BootResult(**fields(a, diagnostics=a.diagnostics.assign(stat_nan=[1, 0, 0])))
+    b = make_result(4, entropy=2, failed=(0,))
+    est = b.estimates.copy()
+    est[2, 0] = np.nan
+    b = BootResult(**fields(b, estimates=est))
+    c = concat([b, a])
+    assert list(c.diagnostics.columns)[-1] == "stat_nan"
+    assert c.diagnostics["stat_nan"].tolist() == [0, 0, 1, 0, 1, 0, 0]
+    assert c.n_stat_nan == 2
+
+
+# -- atomic save -------------------------------------------------------------------
+
+@pytest.mark.parametrize("exc", [RuntimeError("disk full"), KeyboardInterrupt()])
+def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch, exc):
+    path = tmp_path / "boot.parquet"
+    old = make_result(5, seed=1)
+    old.save(path)
+    before = path.read_bytes()
+    seen = []
+
+    def write_part_then_fail(table, where, **kwargs):
+        where.write(before[: len(before) // 2])  # a half-written file
+        where.flush()
+        seen.extend(sorted(p.name for p in tmp_path.iterdir()))
+        raise exc
+
+    monkeypatch.setattr(pq, "write_table", write_part_then_fail)
+    with pytest.raises(type(exc)):
+        make_result(7, seed=2).save(path)
+    # the temporary file existed next to the target while writing ...
+    tmp_names = [n for n in seen if n != "boot.parquet"]
+    assert len(tmp_names) == 1 and tmp_names[0].startswith("boot.parquet.tmp-")
+    # ... and is gone now; the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["boot.parquet"]
+    assert path.read_bytes() == before
+    monkeypatch.undo()
+    assert BootResult.load(path) == old
+
+
+def test_failed_rename_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "boot.parquet"
+    make_result(5, seed=1).save(path)
+    before = path.read_bytes()
+
+    def refuse(src, dst):
+        raise PermissionError("rename refused")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(PermissionError, match="rename refused"):
+        make_result(7, seed=2).save(path)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["boot.parquet"]
+    assert path.read_bytes() == before
+
+
+def test_save_syncs_before_replacing(tmp_path, monkeypatch):
+    path = tmp_path / "boot.parquet"
+    make_result(3, seed=1).save(path)
+    new = make_result(4, seed=2)
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync")
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.basename(src), os.path.basename(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    new.save(path)
+    monkeypatch.undo()
+    i = next(k for k, e in enumerate(events) if e != "fsync")
+    assert i >= 1  # the data were synced first
+    _, src, dst = events[i]
+    assert src.startswith("boot.parquet.tmp-") and dst == "boot.parquet"
+    assert [p.name for p in tmp_path.iterdir()] == ["boot.parquet"]
+    assert BootResult.load(path) == new
+
+
+def test_save_into_missing_directory_fails_first(tmp_path, monkeypatch):
+    def must_not_run(self):
+        raise AssertionError("the table was built although the directory is missing")
+
+    monkeypatch.setattr(BootResult, "_to_arrow", must_not_run)
+    target = tmp_path / "no" / "such" / "boot.parquet"
+    with pytest.raises(FileNotFoundError, match="does not exist") as info:
+        make_result(3).save(target)
+    assert str(target) in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_onto_a_directory_is_refused(tmp_path):
+    (tmp_path / "boot.parquet").mkdir()
+    with pytest.raises(IsADirectoryError, match="boot.parquet"):
+        make_result(3).save(tmp_path / "boot.parquet")
+
+
+# -- corruption and format versions -------------------------------------------------
+
+def _flip_a_value(path, value):
+    data = bytearray(path.read_bytes())
+    needle = np.float64(value).tobytes()
+    assert data.count(needle) == 1  # stored once, in a data (dictionary) page
+    i = data.find(needle)
+    data[i + 3] ^= 0x5A
+    data[i + 6] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("page_checksums", [True, False])
+def test_corrupted_data_is_detected(tmp_path, monkeypatch, page_checksums):
+    import mixboot.bootstrap.result as result_module
+
+    res = make_result(30, seed=8)
+    path = tmp_path / "boot.parquet"
+    res.save(path)
+    days = res.estimates[:, 1]
+    middle = np.sort(days)[15]  # neither min nor max, so not in column statistics
+    _flip_a_value(path, middle)
+    if not page_checksums:
+        # as with a pyarrow without page checksums: only the digest can tell
+        monkeypatch.setattr(result_module, "_supports", lambda func, option: False)
+        damaged = pq.read_table(path).column("stat:Days").to_numpy()
+        assert not np.array_equal(damaged, days)  # the damage does reach the numbers
+    with pytest.raises(ValueError, match="corrupted") as info:
+        BootResult.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_modified_content_fails_the_digest(tmp_path):
+    res = make_result(6)
+    path = tmp_path / "boot.parquet"
+    res.save(path)
+    table = pq.read_table(path)
+    values = table.column("tbl:theta_1").to_numpy().copy()
+    values[3] += 1e-12
+    i = table.column_names.index("tbl:theta_1")
+    tampered = table.set_column(i, "tbl:theta_1", pa.array(values))
+    pq.write_table(tampered.replace_schema_metadata(table.schema.metadata), path)
+    with pytest.raises(ValueError, match="corrupted.*checksum"):
+        BootResult.load(path)
+
+
+def test_modified_header_fails_the_digest(tmp_path):
+    import json
+
+    res = make_result(4)
+    path = tmp_path / "boot.parquet"
+    res.save(path)
+    table = pq.read_table(path)
+    header = json.loads(table.schema.metadata[b"mixboot"])
+    header["meta"]["REML"] = True
+    meta = {**table.schema.metadata, b"mixboot": json.dumps(header).encode()}
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    with pytest.raises(ValueError, match="corrupted"):
+        BootResult.load(path)
+
+
+def _rewrite_header(path, **changes):
+    import json
+
+    table = pq.read_table(path)
+    header = json.loads(table.schema.metadata[b"mixboot"])
+    header.update(changes)
+    pq.write_table(table.replace_schema_metadata({b"mixboot": json.dumps(header).encode()}), path)
+
+
+def test_version_1_files_still_load(tmp_path):
+    res = make_result(10, failed=(3,), meta_extra={"statistic": "coef"})
+    res = BootResult(**fields(res, diagnostics=res.diagnostics.assign(seconds=np.linspace(0, 1, 10))))
+    path = tmp_path / "v1.parquet"
+    res.save(path)
+    _rewrite_header(path, format_version=1)  # the old layout: no digest
+    assert b"mixboot.sha256" not in pq.read_schema(path).metadata
+    assert BootResult.load(path) == res
+
+
+def test_version_2_without_digest_is_refused(tmp_path):
+    path = tmp_path / "boot.parquet"
+    make_result(3).save(path)
+    _rewrite_header(path)  # drops the digest, keeps version 2
+    with pytest.raises(ValueError, match="corrupted.*checksum is missing"):
+        BootResult.load(path)
+
+
+@pytest.mark.parametrize("version", [3, 0, True, "2"])
+def test_unknown_format_versions_are_refused(tmp_path, version):
+    path = tmp_path / "boot.parquet"
+    make_result(3).save(path)
+    _rewrite_header(path, format_version=version)
+    with pytest.raises(ValueError, match="file format version"):
+        BootResult.load(path)
+
+
+def test_saved_file_records_version_and_digest(tmp_path):
+    import json
+
+    path = tmp_path / "boot.parquet"
+    make_result(3).save(path)
+    meta = pq.read_schema(path).metadata
+    assert json.loads(meta[b"mixboot"])["format_version"] == 2
+    assert len(meta[b"mixboot.sha256"]) == 64
+    int(meta[b"mixboot.sha256"], 16)
