@@ -1,4 +1,4 @@
-"""Power analysis by simulation: mb.power against seed 000's own loop with interlace-lme.
+"""Power analysis by simulation: mb.power against the interlace guide's own loop with interlace-lme.
 
 Run from the repository root:
 

@@ -13,9 +13,8 @@ from .parameters import model
 from .power import PowerCurve, PowerResult, power, power_curve
 from .result import LMMResult
 from .simulate import simulate
+from ._version import __version__
 from .spec import RankDeficiencyWarning
-
-__version__ = "0.1.0"
 
 __all__ = ["BootResult", "ConvergenceWarning", "FormulaError", "LMMResult", "LinearMixedModel",
            "PowerCurve", "PowerResult",

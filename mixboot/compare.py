@@ -34,6 +34,7 @@ import pandas as pd
 from scipy import special
 
 from . import runner
+from ._version import __version__
 from .model import LinearMixedModel
 from .refit import refit_isolated
 from .simulate import simulate_block
@@ -441,7 +442,6 @@ def pb_lrt(large, small, B: int = 1000, seed=None, *, n_jobs: int = 1,
                      beta=np.asarray(small_ml.beta, dtype=float), sigma=float(small_ml.sigma),
                      theta_small=np.asarray(small_ml.theta, dtype=float),
                      theta_large=np.asarray(large_ml.theta, dtype=float), tol=tol)
-    from . import __version__
     identity = {"workflow": "pb_lrt", "small": small_ml.spec.fingerprint,
                 "small_formula": small_ml.formula, "large": large_ml.spec.fingerprint,
                 "large_formula": large_ml.formula, "tol": tol, "version": __version__}

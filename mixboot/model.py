@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .optimize import OptSummary, fit_theta
+from .result import build_result
 from .spec import ModelSpec, build_spec, groups_formula
 from .workspace import Workspace
 
@@ -31,7 +32,6 @@ class LinearMixedModel:
 
     def fit(self, *, start=None, optimizer: dict | None = None, warn: bool = True):
         """Optimize theta for the model's own response and return an LMMResult."""
-        from .result import build_result
         spec = self.spec
         theta0 = spec.theta_start if start is None else _check_start(start, spec)
         settings = OptSummary().with_overrides(**(optimizer or {}))
@@ -63,7 +63,7 @@ def fit(formula: str, data, *, REML: bool = True, groups=None, contrasts: dict |
     formula : lme4 syntax, e.g. ``"y ~ x + (1 + x | g) + (1 | item)"``.
     data : pandas DataFrame with the formula's columns.
     REML : fit by REML (True, as lme4) or maximum likelihood (False).
-    groups : shorthand of seed 000: a column name adds ``(1 | name)``; a list adds
+    groups : the interlace guide's shorthand: a column name adds ``(1 | name)``; a list adds
         one random intercept per name (crossed).
     contrasts : ``{"column": "sum"}`` etc. for categorical predictors
         (treatment coding by default).

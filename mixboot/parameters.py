@@ -7,7 +7,7 @@ can be used wherever a fit is (``simulate``, ``bootMer``, ``power``).  The
 response column need not exist in the data.
 
 Random effects are given per grouping factor as standard deviations and an
-optional correlation matrix, Sigma = diag(sd) R diag(sd) (seed 004), or as
+optional correlation matrix, Sigma = diag(sd) R diag(sd), or as
 lme4's theta.  lme4 parametrizes Sigma / sigma^2 = T T' with T lower triangular;
 theta is T's lower triangle column by column.
 
@@ -30,7 +30,10 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from .formula import parse_formula
+from .model import LinearMixedModel
 from .optimize import OptSummary
+from .result import LMMResult
 from .simulate import check_parameters
 from .spec import build_spec, groups_formula
 
@@ -66,8 +69,7 @@ def model(formula: str, data, *, beta, sigma: float, re=None, theta=None, REML: 
     if groups is not None:
         formula = groups_formula(formula, groups)
     data = _with_response(formula, data)
-    from .model import LinearMixedModel
-    spec = build_spec(formula, data, contrasts=contrasts)
+    spec = build_spec(formula, data, contrasts=contrasts, fit_response=False)
     lmm = LinearMixedModel(spec, REML=REML)
     sigma = _check_sigma(sigma)
     if re is not None:
@@ -169,7 +171,6 @@ def _check_sigma(sigma) -> float:
 
 def _with_response(formula: str, data):
     """Data with a placeholder response column when the formula's response is absent."""
-    from .formula import parse_formula
     if not isinstance(data, pd.DataFrame):
         data = pd.DataFrame(data)
     response = parse_formula(formula).response
@@ -193,7 +194,6 @@ class _Template:
 
 def _result_from_parameters(lmm, beta, sigma, theta):
     """An LMMResult carrying the given parameters; its response is the mean X beta."""
-    from .result import LMMResult
     spec, ws = lmm.spec, lmm.workspace
     theta = spec.canonical_theta(theta)
     y = spec.X @ beta

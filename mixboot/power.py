@@ -1,6 +1,6 @@
 """Power analysis by simulation: how often a test rejects under assumed parameters.
 
-Power for a fixed effect is estimated as simr and seed 000 do it: simulate a
+Power for a fixed effect is estimated as simr and the interlace guide do it: simulate a
 response from the model's parameters, refit the model, test the effect, and
 count the rejections.  Replicate i draws from child i of
 ``SeedSequence(seed)`` and replicates are refitted in chunks whose size
@@ -43,8 +43,12 @@ import pandas as pd
 from scipy import special
 
 from . import runner
+from ._version import __version__
+from .compare import TIE_TOL, columns_to_drop, reduced_model
+from .design import extend
+from .model import LinearMixedModel
+from .parameters import model
 from .refit import refit_isolated
-from .compare import TIE_TOL
 from .result import SINGULAR_TOL, LMMResult
 from .runner import child_streams
 from .simulate import simulate_block
@@ -232,7 +236,6 @@ def tested_columns(spec, test: str) -> list[int]:
     (``"treatment[T.b]"``), else a fixed term (``"treatment"``, ``"cond:x"`` in
     either order) standing for all of its columns.
     """
-    from .compare import columns_to_drop
     if not isinstance(test, str) or not test.strip():
         raise TypeError(f"test must be a coefficient or term name (a non-empty str), got {test!r}")
     return [int(j) for j in columns_to_drop(spec, test.strip())[0]]
@@ -403,8 +406,6 @@ def _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_
 
 def _ml_models(result: LMMResult, test: str, cols: list[int]):
     """The full model and the model without the tested columns, both by ML."""
-    from .compare import reduced_model
-    from .model import LinearMixedModel
     reduced, dropped = reduced_model(result, test)
     if dropped != len(cols):
         raise ValueError(f"the reduced model drops {dropped} column(s), the test names {len(cols)}")
@@ -469,17 +470,12 @@ def power(model_or_fit, test: str, nsim: int = 1000, alpha: float = 0.05, seed=N
                 "test": test, "columns": cols, "method": method, "tol": tol,
                 "pb_B": int(pb_B) if method == "pb" else None,
                 "parameters": [float(v).hex() for v in np.concatenate(
-                    [beta, [result.sigma], theta])], "version": _version()}
+                    [beta, [result.sigma], theta])], "version": __version__}
     job = runner.Job(task=_power_chunk, payload=ctx, B=nsim, chunk=chunk, desc="power",
                      identity=identity)
     outcome = runner.run(job, seed, n_jobs=n_jobs, client=client, checkpoint=checkpoint,
                          show_progress=show_progress)
     return _assemble(result, test, cols, method, float(alpha), nsim, outcome, int(pb_B))
-
-
-def _version() -> str:
-    from . import __version__
-    return __version__
 
 
 def _assemble(result, test, cols, method, alpha, nsim, outcome, pb_B) -> PowerResult:
@@ -539,8 +535,6 @@ def _check_sizes(sizes) -> list[int]:
 
 def model_at_size(result: LMMResult, along: str, size: int) -> LMMResult:
     """The model with ``along`` resized to ``size`` levels, under the same parameters."""
-    from .design import extend
-    from .parameters import model
     spec = result.spec
     data = extend(spec.data, along=along, size=size)
     return model(spec.formula, data, beta=dict(zip(spec.fe_names, result.beta)),

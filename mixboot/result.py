@@ -9,6 +9,8 @@ import pandas as pd
 from scipy import special
 
 from .optimize import OptSummary
+from .simulate import simulate
+from .summary import summary_text
 
 __all__ = ["LMMResult", "build_result"]
 
@@ -189,12 +191,9 @@ class LMMResult:
         return -2 * self.loglik + self.n_params * np.log(self.nobs)
 
     # -- convenience ----------------------------------------------------------------
-    def simulate(self, nsim: int = 1, seed=None, **kwargs):
-        from .simulate import simulate
-        return simulate(self, nsim, seed, **kwargs)
+    simulate = simulate        # mixboot.simulate with this fit as ``result``
 
     def summary(self) -> str:
-        from .summary import summary_text
         return summary_text(self)
 
     def __repr__(self) -> str:

@@ -40,6 +40,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ._version import __version__
+
 __all__ = ["Job", "Outcome", "run", "seed_streams", "child_streams", "chunk_size",
            "check_run_options", "CHUNK_BYTES"]
 
@@ -525,7 +527,6 @@ class _Checkpoint:
         if isinstance(seed, np.random.Generator):
             warnings.warn("a checkpoint with seed=<Generator> can only be resumed with "
                           f"seed={root.entropy} (or seed=None)", UserWarning, stacklevel=4)
-        from . import __version__
         manifest = {"format": _CHECKPOINT_FORMAT, "format_version": _CHECKPOINT_VERSION,
                     "created_by": f"mixboot {__version__}", "identity": self.identity,
                     "seed_entropy": int(root.entropy), "spawn_key": list(root.spawn_key)}

@@ -151,7 +151,7 @@ def z_from_terms(terms, n: int) -> sp.csr_matrix:
 
 
 def groups_formula(formula: str, groups) -> str:
-    """Seed 000's shorthand: ``groups="subject"`` adds ``(1|subject)``; a list adds one per name."""
+    """The interlace guide's shorthand: ``groups="subject"`` adds ``(1|subject)``; a list adds one per name."""
     if isinstance(groups, str):
         groups = [groups]
     if (not isinstance(groups, (list, tuple)) or not groups
@@ -247,15 +247,13 @@ def _numeric_matrix(mm, what: str) -> np.ndarray:
     return arr
 
 
-def _check_response(name: str, y: np.ndarray) -> None:
+def _check_response(name: str, y: np.ndarray, *, constant_ok: bool = False) -> None:
     """Refuse a response no fit can use (inf would only surface as NaN estimates)."""
     bad = ~np.isfinite(y)
     if bad.any():
         raise ValueError(f"response {name!r} has non-finite values (inf) in {int(bad.sum())} "
                          "row(s)")
-    # mb.model fills an absent response with 0.0 (parameters._with_response) and never fits
-    # it, so an all-zero response is let through; any other constant is refused.
-    if y.size and np.all(y == y[0]) and y[0] != 0.0:
+    if not constant_ok and y.size and np.all(y == y[0]):
         raise ValueError(f"response {name!r} is constant (every value is {float(y[0])!r}): "
                          "a mixed model cannot be fitted")
 
@@ -284,7 +282,12 @@ def _drop_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
     return keep
 
 
-def build_spec(formula: str, data, *, contrasts=None) -> ModelSpec:
+def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True) -> ModelSpec:
+    """The frozen specification of ``formula`` on ``data``.
+
+    ``fit_response=False`` for a model that only simulates (``mb.model``): its
+    response column is a placeholder, so a constant one is not an error.
+    """
     if not isinstance(data, pd.DataFrame):
         try:
             data = pd.DataFrame(data)
@@ -328,7 +331,7 @@ def build_spec(formula: str, data, *, contrasts=None) -> ModelSpec:
     frame = _Columns(series, source, keep_rows, used)
     y = series[parts.response].to_numpy(dtype=float)
     n = len(y)
-    _check_response(parts.response, y)
+    _check_response(parts.response, y, constant_ok=not fit_response)
 
     specs = {}
     try:

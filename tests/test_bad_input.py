@@ -69,7 +69,7 @@ def test_inf_response_in_a_dropped_row_is_no_error(sleep):
         assert mb.fit(FORMULA, sleep).nobs == 179
 
 
-@pytest.mark.parametrize("value, shown", [(3, "3.0"), (-2.5, "-2.5"), (True, "1.0")])
+@pytest.mark.parametrize("value, shown", [(3, "3.0"), (-2.5, "-2.5"), (True, "1.0"), (0, "0.0")])
 def test_constant_response(sleep, value, shown):
     sleep["y"] = value
     with pytest.raises(ValueError, match=rf"response 'y' is constant \(every value is {shown}\): "

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import runner
+from .._version import __version__
 from ..refit import refit_isolated
 from ..result import SINGULAR_TOL, LMMResult, build_result
 from ..simulate import check_parameters, simulate_block
@@ -225,17 +226,12 @@ def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool
                 "width": width, "use_u": bool(use_u), "tol": tol,
                 "parameters": [float(v).hex() for v in np.concatenate(
                     [params[0], [params[1]], params[2]])],
-                "version": _version()}
+                "version": __version__}
     job = runner.Job(task=_boot_chunk, payload=payload, B=int(B),
                      chunk=runner.chunk_size(result.model), desc="bootMer", identity=identity)
     outcome = runner.run(job, seed, n_jobs=n_jobs, client=client, checkpoint=checkpoint,
                          show_progress=show_progress)
     return _assemble(result, outcome, names, estimate, tol, bool(use_u), checkpoint)
-
-
-def _version() -> str:
-    from .. import __version__
-    return __version__
 
 
 def _assemble(result, outcome: runner.Outcome, names, estimate, tol, use_u,
@@ -270,7 +266,7 @@ def _assemble(result, outcome: runner.Outcome, names, estimate, tol, use_u,
     root = outcome.seed
     meta = {"fingerprint": spec.fingerprint, "seed_entropy": int(root.entropy),
             "spawn_keys": [list(root.spawn_key) + [i] for i in range(B)],
-            "version": _version(), "formula": spec.formula, "REML": result.REML,
+            "version": __version__, "formula": spec.formula, "REML": result.REML,
             "tol": tol, "use_u": use_u, "nobs": spec.n}
     if checkpoint is not None:
         meta["checkpoint"] = {"loaded": outcome.loaded, "computed": outcome.computed}

@@ -59,6 +59,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from .._version import __version__
 from ..intervals import bootstrap_interval
 
 __all__ = ["BootResult", "concat"]
@@ -202,20 +203,6 @@ def _object_column(values, optional: bool) -> pd.Series:
 # defaults for a result built from bare replicates
 # --------------------------------------------------------------------------
 
-def _mixboot_version() -> str:
-    # Imported lazily: mixboot/__init__ imports this module before it sets
-    # __version__, so a module-level import would be circular.
-    try:
-        from .. import __version__
-        return str(__version__)
-    except ImportError:
-        from importlib import metadata
-        try:
-            return metadata.version("mixboot")
-        except metadata.PackageNotFoundError:
-            return "unknown"
-
-
 def _default_diagnostics(B: int) -> pd.DataFrame:
     return pd.DataFrame({
         "replicate": np.arange(B, dtype=np.int64),
@@ -239,7 +226,7 @@ def _default_meta(B: int) -> dict:
     # seed_entropy None: replicates of unknown origin are never reported as
     # duplicates by concat().
     return {"fingerprint": "", "seed_entropy": None, "spawn_keys": [[i] for i in range(B)],
-            "version": _mixboot_version(), "formula": "", "REML": False, "tol": None,
+            "version": __version__, "formula": "", "REML": False, "tol": None,
             "use_u": False}
 
 

@@ -206,3 +206,90 @@ def test_crossed_reml_bootstrap_matches_scratch():
             r = mb.fit("diameter ~ 1 + (1|plate) + (1|sample)", df.assign(diameter=Y[:, b]))
         assert boot.diagnostics["objective"].iloc[b] <= r.objective + 1e-8 * abs(r.objective)
         np.testing.assert_allclose(boot.estimates[b, :2], [r.beta[0], r.sigma], rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- statistics
+@pytest.mark.parametrize("value, match", [
+    ({"a": 1.0, "b": [1, 2]}, "dict whose values must be single numbers"),
+    ({}, "it is empty"),
+    ("slope", "returned a str"),
+    (np.ones((2, 2)), r"array of shape \(2, 2\)"),
+    (None, "returned None"),
+    (["a", "b"], "must return numbers"),
+    (np.array([]), "empty vector"),
+])
+def test_statistic_is_checked_on_the_original_fit_before_any_replicate(sleep_ml, monkeypatch,
+                                                                         value, match):
+    from mixboot import runner
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("replicates ran"))
+    with pytest.raises(TypeError, match=match):
+        mb.bootMer(sleep_ml, statistic=lambda r: value, B=1000, seed=1)
+
+
+@pytest.mark.parametrize("statistic, names", [
+    (lambda r: {"slope": r.fe_params["Days"], "sd": r.sigma}, ("slope", "sd")),
+    (lambda r: r.fe_params, ("(Intercept)", "Days")),
+    (lambda r: r.sigma, ("stat0",)),
+    (lambda r: [r.sigma, r.objective], ("stat0", "stat1")),
+    (lambda r: np.float32(r.sigma), ("stat0",)),
+])
+def test_statistic_shapes_accepted(sleep_ml, statistic, names):
+    boot = mb.bootMer(sleep_ml, statistic=statistic, B=6, seed=2)
+    assert boot.names == names and boot.estimates.shape == (6, len(names))
+    assert np.isfinite(boot.estimates).all() and boot.n_failed == 0
+    np.testing.assert_allclose(boot.estimate, np.atleast_1d(np.asarray(
+        list(statistic(sleep_ml).values()) if isinstance(statistic(sleep_ml), dict)
+        else statistic(sleep_ml), dtype=float)))
+
+
+def test_statistic_nan_is_counted_and_a_bad_replicate_value_is_a_failure(sleep_ml):
+    calls = {"n": 0}
+
+    def stat(r):
+        calls["n"] += 1
+        if calls["n"] in (3, 6):        # replicates 1 and 4 (call 1 is the original fit)
+            return {"slope": np.nan, "sd": r.sigma}
+        if calls["n"] == 8:             # replicate 6: None
+            return None
+        if calls["n"] == 9:             # replicate 7: the wrong width
+            return {"slope": 1.0}
+        return {"slope": r.fe_params["Days"], "sd": r.sigma}
+
+    with pytest.warns(RuntimeWarning) as record:
+        boot = mb.bootMer(sleep_ml, statistic=stat, B=10, seed=1)
+    messages = " ".join(str(w.message) for w in record)
+    assert "the statistic returned NaN in 2 of 10 replicates" in messages
+    assert "2 of 10 bootstrap replicates failed" in messages
+    assert boot.diagnostics["stat_nan"].tolist() == [0, 1, 0, 0, 1, 0, 0, 0, 0, 0]
+    assert boot.failures["replicate"].tolist() == [6, 7]
+    assert "returned None" in boot.failures["message"].iloc[0]
+    assert "returned 1 values, expected 2" in boot.failures["message"].iloc[1]
+    assert "statistic NaN in 2 replicates" in boot.summary()
+
+
+def test_bootMer_method_is_the_function(sleep_ml):
+    assert type(sleep_ml).bootMer is mb.bootMer
+    a = sleep_ml.bootMer(B=7, seed=3)
+    assert a.estimates.tobytes() == mb.bootMer(sleep_ml, B=7, seed=3).estimates.tobytes()
+
+
+def test_options_after_show_progress_are_keyword_only(sleep_ml):
+    with pytest.raises(TypeError):
+        mb.bootMer(sleep_ml, None, 5, 1, False, 2)
+
+
+def test_sparse_path_bits_do_not_depend_on_B(monkeypatch):
+    """The sparse workspace (InstEval-sized models) refits one replicate at a time."""
+    from mixboot import workspace
+    monkeypatch.setattr(workspace, "_DENSE_LIMIT", 0)
+    fit = mb.fit("Reaction ~ 1 + Days + (1 | Subject)", mb.datasets.load("reaction"),
+                 REML=False)
+    assert not fit.model.workspace.dense
+    a = mb.bootMer(fit, B=3, seed=9)
+    b = mb.bootMer(fit, B=5, seed=9)
+    assert a.estimates.tobytes() == b.estimates[:3].tobytes()
+    monkeypatch.setattr(workspace, "_DENSE_LIMIT", 400_000)
+    dense = mb.fit("Reaction ~ 1 + Days + (1 | Subject)", mb.datasets.load("reaction"),
+                   REML=False)
+    np.testing.assert_allclose(mb.bootMer(dense, B=3, seed=9).estimates, a.estimates,
+                               rtol=1e-5)
