@@ -146,22 +146,17 @@ def _client(address):
         client.close()
 
 
-def _run_options(args, client) -> dict:
-    """checkpoint= and client= only when asked for, so plain runs need neither keyword."""
-    options = {}
-    if args.checkpoint is not None:
-        options["checkpoint"] = args.checkpoint
-    if client is not None:
-        options["client"] = client
-    return options
-
-
 # --------------------------------------------------------------------------- boot
 def _run_boot(result, args, client=None) -> int:
     import mixboot as mb
     boot = mb.bootMer(result, B=args.B, seed=args.seed, n_jobs=args.jobs,
-                      show_progress=args.progress, tol=args.tol, **_run_options(args, client))
-    print(f"Parametric bootstrap: {boot.B} replicates, seed {args.seed}, "
+                      show_progress=args.progress, tol=args.tol, checkpoint=args.checkpoint,
+                      client=client)
+    if args.checkpoint is not None:
+        done = boot.meta["checkpoint"]
+        print(f"checkpoint {args.checkpoint}: {done['loaded']} replicates read back, "
+              f"{done['computed']} computed")
+    print(f"Parametric bootstrap: {boot.B} replicates, seed {boot.meta['seed_entropy']}, "
           f"{int(round(100 * args.level))}% intervals")
     print(_interval_table(boot, args.level))
     print(f"failed: {boot.n_failed}, singular: {boot.n_singular}, "
@@ -279,7 +274,7 @@ def _cmd_power(args) -> int:
     common.update(seed=settings["seed"], n_jobs=args.jobs, show_progress=args.progress)
     with _client(args.scheduler) as client:
         # A curve passes its one checkpoint directory on: power_curve keeps sizes apart in it.
-        common.update(_run_options(args, client))
+        common.update(checkpoint=args.checkpoint, client=client)
         if settings["sizes"]:
             sizes = settings["sizes"]
             if isinstance(sizes, str):
@@ -377,9 +372,15 @@ def main(argv=None) -> int:
             parser.error(str(exc))
     try:
         return args.func(args)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         print(f"mixboot: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        kept = getattr(args, "checkpoint", None)
+        print("mixboot: interrupted" + (f"; finished replicates are kept in {kept}: run the "
+                                        "same command again to resume" if kept else ""),
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -218,7 +218,7 @@ def run(job: Job, seed, *, n_jobs: int = 1, client=None, checkpoint=None,
                     _run_processes(job, todo, workers, root, finished)
     finally:
         if store is not None:
-            store.flush()
+            store.close()
         if bar is not None:
             bar.close()
     ordered = [parts[k] for k in sorted(parts)]
@@ -358,8 +358,13 @@ def _run_processes(job: Job, todo, n_workers: int, root, finished) -> None:
         initargs=(initial, os.getpid()))
     completed = False
     try:
-        futures = [executor.submit(_pool_task, reps, root.entropy, tuple(root.spawn_key))
-                   for reps in todo]
+        with warnings.catch_warnings():
+            # Python 3.12+ warns when a process with threads forks; the only other
+            # threads here are BLAS's, which OpenBLAS parks around fork.
+            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks",
+                                    category=DeprecationWarning)
+            futures = [executor.submit(_pool_task, reps, root.entropy, tuple(root.spawn_key))
+                       for reps in todo]
         for future in concurrent.futures.as_completed(futures):
             finished(*future.result())
         completed = True
@@ -484,8 +489,9 @@ def _jsonable(obj):
 class _Checkpoint:
     """A directory of finished chunks and a manifest naming the job and seed.
 
-    Files: ``manifest.json``; ``chunk-<first>-<last>.pkl`` holding
-    ``sha256 hex\\n`` then a pickle of the chunks written together.  Every file
+    Files: ``manifest.json``; ``chunk-<digest>.pkl`` holding ``sha256 hex\\n``
+    then a pickle of the chunks written together; ``lock``, held by the run
+    that uses the directory.  Every file
     is written atomically (temporary file, fsync, rename), so a run killed at
     any moment leaves complete files only; temporary files it left are removed
     by the next run.
@@ -499,6 +505,9 @@ class _Checkpoint:
 
     def open(self, seed) -> np.random.SeedSequence:
         os.makedirs(self.path, exist_ok=True)
+        self._lock()
+        # Temporary files are a killed run's unfinished writes (the lock says no
+        # other run is writing here).
         for tmp in glob.glob(os.path.join(self.path, ".tmp-*")):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -533,6 +542,27 @@ class _Checkpoint:
         _write_atomic(manifest_path, json.dumps(manifest, indent=1).encode())
         return root
 
+    def _lock(self) -> None:
+        """Hold the directory for this run: two runs must not write one checkpoint."""
+        self.lock = open(os.path.join(self.path, "lock"), "a+")
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return
+        try:
+            fcntl.flock(self.lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.lock.close()
+            raise RuntimeError(f"checkpoint {self.path!r} is in use by another run; wait for "
+                               "it to finish or use another directory") from None
+
+    def close(self) -> None:
+        """Write what is pending and let other runs use the directory."""
+        try:
+            self.flush()
+        finally:
+            self.lock.close()
+
     def load(self, B: int) -> list[tuple[np.ndarray, dict]]:
         """The stored chunks, cut to replicates below B; a damaged file is skipped (and said)."""
         out = []
@@ -565,10 +595,9 @@ class _Checkpoint:
     def flush(self) -> None:
         if not self.pending:
             return
-        first = min(int(r[0]) for r, _ in self.pending)
-        last = max(int(r[-1]) for r, _ in self.pending)
         body = pickle.dumps(self.pending, protocol=pickle.HIGHEST_PROTOCOL)
-        name = f"chunk-{first:010d}-{last:010d}-{_digest(body)[:8]}.pkl"
+        # Named by content: chunks finish out of order, so a file holds no one range.
+        name = f"chunk-{_digest(body)[:20]}.pkl"
         _write_atomic(os.path.join(self.path, name), _digest(body).encode() + b"\n" + body)
         self.pending = []
         self.last_write = time.monotonic()

@@ -257,8 +257,8 @@ def test_checks_are_made_in_process_quickly(no_work, capsys):
 
 
 def test_good_options_reach_the_run(monkeypatch, tmp_path, capsys):
-    # A checkpoint directory yet to be made, in a writable parent, is accepted; the run
-    # gets checkpoint= only because it was given (plain runs pass neither new keyword).
+    # A checkpoint directory yet to be made, in a writable parent, is accepted and
+    # reaches the run; without --scheduler there is no client.
     seen = []
 
     def fake_boot(result, **kwargs):
@@ -272,8 +272,9 @@ def test_good_options_reach_the_run(monkeypatch, tmp_path, capsys):
     assert main(["boot", str(path), formula, "-B", "5", "--checkpoint", str(ckpt)]) == 2
     assert main(["boot", str(path), formula, "-B", "5", "--jobs", "-1",
                  "--out", str(tmp_path / "b.parquet")]) == 2
-    assert seen[0]["checkpoint"] == str(ckpt) and "client" not in seen[0]
-    assert "checkpoint" not in seen[1] and "client" not in seen[1] and seen[1]["n_jobs"] == -1
+    assert seen[0]["checkpoint"] == str(ckpt) and seen[0]["client"] is None
+    assert seen[1]["checkpoint"] is None and seen[1]["client"] is None
+    assert seen[1]["n_jobs"] == -1
     assert "stop here" in capsys.readouterr().err
 
 

@@ -266,3 +266,16 @@ def test_outcome_counts_processes(reaction_fit, monkeypatch):
     assert seen[-1].processes == 2
     assert par.estimates.tobytes() == mb.bootMer(reaction_fit, B=40, seed=1).estimates.tobytes()
     assert isinstance(par.diagnostics, pd.DataFrame)
+
+
+def test_a_checkpoint_in_use_is_refused(reaction_fit, tmp_path):
+    ck = tmp_path / "ck"
+    mb.bootMer(reaction_fit, B=10, seed=1, checkpoint=ck)
+    holder = runner._Checkpoint(ck, {})
+    holder._lock()
+    try:
+        with pytest.raises(RuntimeError, match="in use by another run"):
+            mb.bootMer(reaction_fit, B=10, seed=1, checkpoint=ck)
+    finally:
+        holder.lock.close()
+    assert mb.bootMer(reaction_fit, B=10, seed=1, checkpoint=ck).meta["checkpoint"]["loaded"] == 10
