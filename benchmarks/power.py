@@ -6,7 +6,7 @@ Run from the repository root:
     python benchmarks/power.py --B 200               # interlace part prints n/a
     python benchmarks/power.py --no-loop             # skip the mb.fit loop row
 
-Seed 000's ``power_lmm`` example: 40 subjects x 5 observations, half of the
+The interlace guide's ``power_lmm`` example: 40 subjects x 5 observations, half of the
 subjects treated (alternating), y = 0.5 * treatment + u_subject + e with
 sd(u) = sd(e) = 1, the model ``y ~ treatment`` with a random intercept per
 subject, the Wald p-value of ``treatment`` compared with alpha = 0.05, B = 500
@@ -46,7 +46,7 @@ import pandas as pd  # noqa: E402
 
 N_SUBJECTS, N_OBS, EFFECT, ALPHA = 40, 5, 0.5, 0.05
 
-# Seed 000's loop; FIT is replaced by the fitting call of the tool being timed.
+# The interlace guide's loop; FIT is replaced by the fitting call of the tool being timed.
 SEED_LOOP = '''
 import json, sys, time
 import numpy as np

@@ -175,18 +175,27 @@ def run(job: Job, seed, *, n_jobs: int = 1, client=None, checkpoint=None,
     checkpoint's seed.  A KeyboardInterrupt stops every worker, keeps what was
     finished, removes temporary files and is raised again.
     """
-    store = None
-    if checkpoint is not None:
-        store = _Checkpoint(checkpoint, job.identity)
-        root = store.open(seed)
-    else:
+    if checkpoint is None:
         root, _ = seed_streams(seed, 0)
+        return _compute(job, root, None, n_jobs, client, show_progress)
+    store = _Checkpoint(checkpoint, job.identity)
+    root = store.open(seed)
+    try:
+        return _compute(job, root, store, n_jobs, client, show_progress)
+    finally:
+        store.close()
+
+
+def _compute(job: Job, root, store, n_jobs, client, show_progress) -> Outcome:
+    """Load what ``store`` holds, compute the rest, put the chunks in replicate order."""
     parts: dict[int, tuple[np.ndarray, dict]] = {}
     if store is not None:
-        for reps, out in store.load(job.B):
-            parts[int(reps[0])] = (reps, out)
+        parts = {int(reps[0]): (reps, out) for reps, out in store.load(job.B)}
     loaded = sum(len(r) for r, _ in parts.values())
-    workers = 1 if client is not None else (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
+    if client is not None:
+        workers = _cluster_workers(client)
+    else:
+        workers = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
     chunk = job.chunk
     if client is not None or workers > 1:
         # Several processes: smaller chunks balance the load (the grid does not
@@ -195,7 +204,6 @@ def run(job: Job, seed, *, n_jobs: int = 1, client=None, checkpoint=None,
         chunk = max(1, min(chunk, share))
     todo = _missing_chunks(parts, job.B, chunk)
     bar = _progress(job.B, loaded, show_progress, job.desc)
-
     pids: set[int] = set()
 
     def finished(reps, out, pid):
@@ -207,18 +215,13 @@ def run(job: Job, seed, *, n_jobs: int = 1, client=None, checkpoint=None,
             bar.update(len(reps))
 
     try:
-        if todo:
-            if client is not None:
-                _run_dask(client, job, todo, root, finished)
-            else:
-                workers = max(1, min(workers, len(todo)))
-                if workers == 1:
-                    _run_here(job, todo, root, finished)
-                else:
-                    _run_processes(job, todo, workers, root, finished)
+        if todo and client is not None:
+            _run_dask(client, job, todo, root, finished)
+        elif todo and min(workers, len(todo)) > 1:
+            _run_processes(job, todo, min(workers, len(todo)), root, finished)
+        elif todo:
+            _run_here(job, todo, root, finished)
     finally:
-        if store is not None:
-            store.close()
         if bar is not None:
             bar.close()
     ordered = [parts[k] for k in sorted(parts)]
@@ -419,6 +422,14 @@ def _dask_task(task, payload, reps, entropy, spawn_key):
         return reps, _call(task, payload, reps, entropy, spawn_key), os.getpid()
 
 
+def _cluster_workers(client) -> int:
+    """How many workers the cluster has now (at least 1: workers may still be joining)."""
+    try:
+        return max(1, len(client.scheduler_info()["workers"]))
+    except Exception:  # noqa: BLE001 - only sizes the chunks
+        return 1
+
+
 def _run_dask(client, job: Job, todo, root, finished) -> None:
     """Chunks as tasks on a Dask cluster: the payload is scattered once, results stream back.
 
@@ -504,8 +515,16 @@ class _Checkpoint:
         self.last_write = time.monotonic()
 
     def open(self, seed) -> np.random.SeedSequence:
+        """Lock the directory, check (or write) its manifest; the run's root seed."""
         os.makedirs(self.path, exist_ok=True)
         self._lock()
+        try:
+            return self._start(seed)
+        except BaseException:
+            self.lock.close()
+            raise
+
+    def _start(self, seed) -> np.random.SeedSequence:
         # Temporary files are a killed run's unfinished writes (the lock says no
         # other run is writing here).
         for tmp in glob.glob(os.path.join(self.path, ".tmp-*")):
