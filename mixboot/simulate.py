@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .runner import seed_streams
-from .spec import z_from_terms
+from .spec import z_columns
 from .terms import ReTerm
 
 __all__ = ["simulate", "simulate_block", "check_parameters"]
@@ -97,13 +97,9 @@ def simulate_block(spec, children, *, beta, sigma, theta, u=None, design=None):
             Zu[off:off + u_term.size] = u_term.reshape(-1)[:, None] / sigma
             off += term.q
     B = _spherical_to_b(terms, spec.theta_slices, theta, Zu) * sigma
-    Zmat = z_from_terms(terms, n)
-    # Z b one column at a time: a response's bits must not depend on how many
+    # Z b element by element: a response's bits must not depend on how many
     # columns are simulated together.
-    Zb = np.empty((n, len(children)))
-    for j in range(len(children)):
-        Zb[:, j] = Zmat @ B[:, j]
-    return (X @ beta)[:, None] + Zb + sigma * E
+    return (X @ beta)[:, None] + z_columns(terms, B, n) + sigma * E
 
 
 def _design_for(result, newdata: pd.DataFrame):

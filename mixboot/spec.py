@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from .formula import FormulaError, FormulaParts, parse_formula
 from .terms import ReTerm
 
-__all__ = ["ModelSpec", "build_spec", "groups_formula"]
+__all__ = ["ModelSpec", "build_spec", "groups_formula", "z_columns", "zt_columns"]
 
 _CONTRASTS = {"sum": "contr.sum", "treatment": "contr.treatment", "helmert": "contr.helmert",
               "poly": "contr.poly"}
@@ -148,6 +148,39 @@ def z_from_terms(terms, n: int) -> sp.csr_matrix:
     indptr = np.arange(0, n * per_row + 1, per_row, dtype=indices.dtype)
     data = np.concatenate(vals, axis=1).ravel().astype(float)
     return sp.csr_matrix((data, indices, indptr), shape=(n, off))
+
+
+def zt_columns(terms, Y: np.ndarray) -> np.ndarray:
+    """Z'Y for the columns of Y (n, B), as a (B, q) array.
+
+    ``np.add.at`` adds the rows one at a time, in order, so a column's sums do
+    not depend on how many columns come with it (a sparse product over all the
+    columns at once would give other bits for other widths).
+    """
+    B = Y.shape[1]
+    parts = []
+    for t in terms:
+        acc = np.zeros((t.nlevels, t.p, B))
+        for a in range(t.p):
+            np.add.at(acc[:, a, :], t.codes, t.zraw[:, a, None] * Y)
+        parts.append(acc.reshape(t.q, B))
+    return np.concatenate(parts, axis=0).T
+
+
+def z_columns(terms, b: np.ndarray, n: int) -> np.ndarray:
+    """Z b for the columns of b (q, B), as an (n, B) array, element by element.
+
+    Each entry is a fixed sequence of products and sums over the terms' columns,
+    the same whatever the number of columns.
+    """
+    out = np.zeros((n, b.shape[1]))
+    off = 0
+    for t in terms:
+        bt = b[off:off + t.q].reshape(t.nlevels, t.p, -1)
+        for a in range(t.p):
+            out += t.zraw[:, a, None] * bt[t.codes, a, :]
+        off += t.q
+    return out
 
 
 def groups_formula(formula: str, groups) -> str:

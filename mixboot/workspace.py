@@ -31,7 +31,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from .spec import ModelSpec
+from .spec import ModelSpec, zt_columns
 
 __all__ = ["Workspace", "Responses", "Factorization"]
 
@@ -122,27 +122,21 @@ class Workspace:
 
     # -- the y-dependent part -------------------------------------------------
     def responses(self, Y: np.ndarray) -> Responses:
-        """Cross-products of the columns of Y (n x B), one column at a time.
+        """Cross-products of the columns of Y (n x B), each column on its own.
 
-        A product over all B columns at once (a BLAS matrix product) gives bits
-        that depend on B: the kernel blocks the columns differently for each
-        width.  One matrix-vector product per column has a fixed shape, so a
+        A BLAS matrix product over all B columns at once gives bits that depend
+        on B (the kernel blocks the columns differently for each width).  Here
+        Z'Y adds rows in order (:func:`mixboot.spec.zt_columns`), X'y is one
+        matrix-vector product per column, and y'y a sum per column, so a
         replicate's cross-products never depend on its batch mates.
         """
         Y = np.asarray(Y, dtype=float)
         if Y.ndim == 1:
             Y = Y[:, None]
         Yt = np.ascontiguousarray(Y.T)                       # (B, n), a row per response
-        B = Yt.shape[0]
-        ZtY = np.empty((B, self.Zt.shape[0]))
-        XtY = np.empty((B, self.p))
-        yty = np.empty(B)
-        Xt = self.Xt
-        for j in range(B):
-            y = Yt[j]
-            ZtY[j] = self.Zt @ y
-            XtY[j] = Xt @ y
-            yty[j] = y @ y
+        ZtY = zt_columns(self.spec.terms, Y)
+        XtY = np.matmul(self.Xt, Yt[:, :, None])[:, :, 0]
+        yty = (Yt * Yt).sum(axis=1)
         z1y = ZtY[:, :self.q1].reshape(-1, self.l1, self.p1)
         taily = np.concatenate([ZtY[:, self.q1:], XtY], axis=1)
         return Responses(np.ascontiguousarray(z1y), taily, yty)
