@@ -55,6 +55,12 @@ MAX_CHUNK = 256
 CHECKPOINT_INTERVAL = 2.0
 # Chunks per worker process when several share a run: enough to even out the load.
 TASKS_PER_WORKER = 8
+# ... but not below this many replicates: a batched refit of fewer pays more per
+# replicate for its Python overhead than a second process gains.
+MIN_SHARED_CHUNK = 64
+# Worker processes are started only for work that would take this long (seconds)
+# in one process: below it, starting them costs more than they save.
+PARALLEL_MIN_SECONDS = 0.25
 # How often a worker process checks that the process that started it is alive.
 WATCHDOG_INTERVAL = 0.5
 FAILURE_COLUMNS = ["replicate", "stage", "message"]
@@ -201,7 +207,7 @@ def _compute(job: Job, root, store, n_jobs, client, show_progress) -> Outcome:
         # Several processes: smaller chunks balance the load (the grid does not
         # change any replicate's numbers).
         share = -(-(job.B - loaded) // (TASKS_PER_WORKER * max(workers, 2)))
-        chunk = max(1, min(chunk, share))
+        chunk = max(1, min(chunk, max(share, MIN_SHARED_CHUNK)))
     todo = _missing_chunks(parts, job.B, chunk)
     bar = _progress(job.B, loaded, show_progress, job.desc)
     pids: set[int] = set()
@@ -218,7 +224,16 @@ def _compute(job: Job, root, store, n_jobs, client, show_progress) -> Outcome:
         if todo and client is not None:
             _run_dask(client, job, todo, root, finished)
         elif todo and min(workers, len(todo)) > 1:
-            _run_processes(job, todo, min(workers, len(todo)), root, finished)
+            # The first chunk here, timed: workers are started only when the rest
+            # would take long enough in this process to pay for them.
+            start = time.perf_counter()
+            _run_here(job, todo[:1], root, finished)
+            rest = todo[1:]
+            per_replicate = (time.perf_counter() - start) / len(todo[0])
+            if per_replicate * sum(len(r) for r in rest) > PARALLEL_MIN_SECONDS:
+                _run_processes(job, rest, min(workers, len(rest)), root, finished)
+            else:
+                _run_here(job, rest, root, finished)
         elif todo:
             _run_here(job, todo, root, finished)
     finally:
@@ -280,11 +295,15 @@ def _one_blas_thread():
 
     The thread-pool controller (a scan of the loaded libraries) is made once per process.
     """
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        yield
+
+
+def _blas_controller():
     if not _CONTROLLER:
         from threadpoolctl import ThreadpoolController
         _CONTROLLER.append(ThreadpoolController())
-    with _CONTROLLER[0].limit(limits=1, user_api="blas"):
-        yield
+    return _CONTROLLER[0]
 
 
 def _call(task, payload, reps, entropy, spawn_key):
@@ -319,10 +338,7 @@ def _pool_init(job, parent: int) -> None:
         from joblib.externals import cloudpickle
         job = cloudpickle.loads(job)
     _POOL_JOB[:] = [job]
-    if not _CONTROLLER:
-        from threadpoolctl import ThreadpoolController
-        _CONTROLLER.append(ThreadpoolController())
-    _CONTROLLER[0].limit(limits=1, user_api="blas")
+    _blas_controller().limit(limits=1, user_api="blas")
     if not _WATCHDOG:
         thread = threading.Thread(target=_watch_parent, args=(parent,), daemon=True)
         thread.start()
@@ -344,14 +360,16 @@ def _pool_context():
 
 
 def _run_processes(job: Job, todo, n_workers: int, root, finished) -> None:
-    """Chunks on ``n_workers`` worker processes, BLAS pinned to one thread each.
+    """Chunks on ``n_workers`` forked worker processes, BLAS pinned to one thread each.
 
-    Each chunk is a task; results stream back as they finish.  Which process
-    runs a chunk does not change its numbers.  On Ctrl-C or an error the workers
-    are killed at once; a worker whose parent dies (kill -9) exits within a
-    second (:data:`WATCHDOG_INTERVAL`).
+    Workers are fed two chunks at a time each, and results stream back as they
+    finish.  Which process runs a chunk does not change its numbers.  On Ctrl-C
+    or an error the workers are killed at once; a worker whose parent dies
+    (kill -9) exits within a second (:data:`WATCHDOG_INTERVAL`).
     """
+    import collections
     context, pickled = _pool_context()
+    _blas_controller()      # made once here, so that forked workers need not scan libraries
     initial = job
     if pickled:
         from joblib.externals import cloudpickle
@@ -359,17 +377,29 @@ def _run_processes(job: Job, todo, n_workers: int, root, finished) -> None:
     executor = concurrent.futures.ProcessPoolExecutor(
         max_workers=n_workers, mp_context=context, initializer=_pool_init,
         initargs=(initial, os.getpid()))
-    completed = False
-    try:
+    pending = collections.deque(todo)
+    in_flight: set = set()
+
+    def feed() -> None:
         with warnings.catch_warnings():
             # Python 3.12+ warns when a process with threads forks; the only other
             # threads here are BLAS's, which OpenBLAS parks around fork.
             warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks",
                                     category=DeprecationWarning)
-            futures = [executor.submit(_pool_task, reps, root.entropy, tuple(root.spawn_key))
-                       for reps in todo]
-        for future in concurrent.futures.as_completed(futures):
-            finished(*future.result())
+            while pending and len(in_flight) < 2 * n_workers:
+                in_flight.add(executor.submit(_pool_task, pending.popleft(), root.entropy,
+                                              tuple(root.spawn_key)))
+
+    completed = False
+    try:
+        feed()
+        while in_flight:
+            done, _ = concurrent.futures.wait(in_flight,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                in_flight.discard(future)
+                finished(*future.result())
+            feed()
         completed = True
     finally:
         if not completed:

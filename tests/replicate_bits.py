@@ -4,7 +4,7 @@ For every dense model of lme4's reference fits: bootMer(B=50), the first 50 repl
 of B=200 and of B=333, and B=50 over two worker processes (n_jobs=2, with chunks
 small enough that both workers take part) must agree bit for bit.  Prints one JSON
 object: per model the four comparisons, how many processes computed the parallel
-run, and the B=200 estimates (to compare across BLAS kernels).
+run, and the B=200 estimates (to compare across BLAS kernels). Worker processes are started however short the run.
 
 Usage: python replicate_bits.py OUT.json   (OPENBLAS_CORETYPE may be set by the caller)
 """
@@ -40,12 +40,13 @@ def main(out_path: str) -> None:
         b50 = mb.bootMer(fit, B=50, seed=11)
         b200 = mb.bootMer(fit, B=200, seed=11)
         b333 = mb.bootMer(fit, B=333, seed=11)
-        real = runner.TASKS_PER_WORKER
-        runner.TASKS_PER_WORKER = 10      # chunks of 3: every worker gets several
+        # chunks of 3, and workers however short the run: every worker gets several
+        saved = runner.TASKS_PER_WORKER, runner.MIN_SHARED_CHUNK, runner.PARALLEL_MIN_SECONDS
+        runner.TASKS_PER_WORKER, runner.MIN_SHARED_CHUNK, runner.PARALLEL_MIN_SECONDS = 10, 1, 0.0
         try:
             par = mb.bootMer(fit, B=50, seed=11, n_jobs=2)
         finally:
-            runner.TASKS_PER_WORKER = real
+            runner.TASKS_PER_WORKER, runner.MIN_SHARED_CHUNK, runner.PARALLEL_MIN_SECONDS = saved
         first = b50.estimates.tobytes()
         report[case["id"]] = {
             "B200": b200.estimates[:50].tobytes() == first,
