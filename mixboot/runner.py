@@ -447,9 +447,11 @@ def _heap_for_chunk():
                 libc.malloc_trim(0)
 
 
-def _dask_task(task, payload, reps, entropy, spawn_key):
+def _dask_task(task, payload, group, entropy, spawn_key):
+    """Chunks ``group`` on a Dask worker: [(reps, output, pid), ...]."""
     with _one_blas_thread(), _heap_for_chunk():
-        return reps, _call(task, payload, reps, entropy, spawn_key), os.getpid()
+        return [(reps, _call(task, payload, reps, entropy, spawn_key), os.getpid())
+                for reps in group]
 
 
 def _cluster_workers(client) -> int:
@@ -461,7 +463,7 @@ def _cluster_workers(client) -> int:
 
 
 def _run_dask(client, job: Job, todo, root, finished) -> None:
-    """Chunks as tasks on a Dask cluster: the payload is scattered once, results stream back.
+    """Chunks on a Dask cluster: the payload is scattered once, results stream back.
 
     A worker that dies mid-task loses nothing: the scheduler runs its tasks again
     elsewhere, and a replicate's numbers do not depend on where it ran.
@@ -470,13 +472,19 @@ def _run_dask(client, job: Job, todo, root, finished) -> None:
         from distributed import as_completed
     except ImportError:  # pragma: no cover - a client cannot exist without it
         raise ImportError("client= needs dask.distributed: pip install 'mixboot[dask]'") from None
+    # A task is a run of consecutive chunks: tasks of a few hundred milliseconds
+    # or more keep the scheduler's per-task cost small; TASKS_PER_WORKER of them
+    # per worker even out the load.
+    n_tasks = min(len(todo), TASKS_PER_WORKER * _cluster_workers(client))
+    groups = [list(g) for g in np.array_split(np.arange(len(todo)), n_tasks)]
     [payload] = client.scatter([job.payload], broadcast=True, hash=False)
-    futures = [client.submit(_dask_task, job.task, payload, reps, root.entropy,
-                             tuple(root.spawn_key), pure=False) for reps in todo]
+    futures = [client.submit(_dask_task, job.task, payload, [todo[i] for i in g],
+                             root.entropy, tuple(root.spawn_key), pure=False) for g in groups]
     completed = False
     try:
         for future in as_completed(futures):
-            finished(*future.result())
+            for done in future.result():
+                finished(*done)
         completed = True
     finally:
         if not completed:
