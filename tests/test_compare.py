@@ -10,7 +10,7 @@ import pytest
 from conftest import load_data
 
 import mixboot as mb
-from mixboot import compare, refit, runner
+from mixboot import refit, runner
 
 from mixboot.compare import lrt, pb_lrt, reduced_model
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import has_shared, load_data, load_reference_fits
 
 import mixboot as mb
-from mixboot import runner
+from mixboot import checkpoint, runner
 from mixboot.refit import refit_responses
 
 HERE = Path(__file__).resolve().parent
@@ -123,7 +123,7 @@ def test_missing_chunks_follow_the_grid_and_skip_what_is_there():
 def test_checkpoint_resume_after_interrupt_equals_straight_run(reaction_fit, tmp_path,
                                                                monkeypatch):
     straight = mb.bootMer(reaction_fit, B=120, seed=3)
-    monkeypatch.setattr(runner, "CHECKPOINT_INTERVAL", 0.0)   # write every chunk at once
+    monkeypatch.setattr(checkpoint, "CHECKPOINT_INTERVAL", 0.0)   # write every chunk at once
     monkeypatch.setattr(runner, "chunk_size", lambda *models: 16)
     calls = {"n": 0}
     real = runner._call
@@ -185,7 +185,7 @@ def test_statistics_are_told_apart(reaction_fit, tmp_path):
 def test_damaged_chunk_file_is_recomputed_and_temp_files_removed(reaction_fit, tmp_path,
                                                                  monkeypatch):
     ck = tmp_path / "ck"
-    monkeypatch.setattr(runner, "CHECKPOINT_INTERVAL", 0.0)
+    monkeypatch.setattr(checkpoint, "CHECKPOINT_INTERVAL", 0.0)
     monkeypatch.setattr(runner, "chunk_size", lambda *models: 25)
     first = mb.bootMer(reaction_fit, B=100, seed=6, checkpoint=ck)
     files = sorted(ck.glob("chunk-*.pkl"))
@@ -286,7 +286,7 @@ def test_short_runs_stay_in_this_process(reaction_fit, monkeypatch):
 def test_a_checkpoint_in_use_is_refused(reaction_fit, tmp_path):
     ck = tmp_path / "ck"
     mb.bootMer(reaction_fit, B=10, seed=1, checkpoint=ck)
-    holder = runner._Checkpoint(ck, {})
+    holder = checkpoint.Checkpoint(ck, {})
     holder._lock()
     try:
         with pytest.raises(RuntimeError, match="in use by another run"):
