@@ -24,10 +24,11 @@ def _read(path: str) -> pd.DataFrame:
 def _interval_table(boot, level: float) -> str:
     perc = boot.confint(method="perc", level=level)
     short = boot.confint(method="shortest", level=level)
-    frame = pd.DataFrame({"estimate": boot.estimate, "boot se": boot.se().to_numpy(),
+    frame = pd.DataFrame({"estimate": boot.reported_estimate().to_numpy(),
+                          "boot se": boot.reported().std(ddof=1).to_numpy(),
                           "perc lower": perc["lower"].to_numpy(), "perc upper": perc["upper"].to_numpy(),
                           "shortest lower": short["lower"].to_numpy(),
-                          "shortest upper": short["upper"].to_numpy()}, index=list(boot.names))
+                          "shortest upper": short["upper"].to_numpy()}, index=list(perc.index))
     return frame.to_string(float_format=lambda x: f"{x:.5g}")
 
 

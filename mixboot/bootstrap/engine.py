@@ -55,6 +55,39 @@ def parameter_table(result, theta: np.ndarray, sigma: np.ndarray, beta: np.ndarr
     return pd.DataFrame(cols)
 
 
+def _reported(result) -> dict:
+    """lme4's ``confint(oldNames = FALSE)`` rows, their ``tbl`` columns and the fit's values.
+
+    Per random term (columns of its covariance, lower triangle column by column):
+    ``sd_<col>|<group>`` on the diagonal, ``cor_<row>.<col>|<group>`` below it;
+    then ``sigma`` and the fixed effects.
+    """
+    spec = result.spec
+    names, columns = [], []
+    seen: dict[str, int] = {}
+    for term in spec.terms:
+        k = seen.get(term.label, 0)
+        seen[term.label] = k + 1
+        grp = term.label if k == 0 else f"{term.label}.{k}"
+        cols = term.colnames
+        for j in range(term.p):
+            for i in range(j, term.p):
+                if i == j:
+                    names.append(f"sd_{cols[i]}|{grp}")
+                    columns.append(f"sd_{grp}_{cols[i]}")
+                else:
+                    names.append(f"cor_{cols[i]}.{cols[j]}|{grp}")
+                    columns.append(f"cor_{grp}_{cols[j]}_{cols[i]}")
+    names += ["sigma", *spec.fe_names]
+    columns += ["sigma", *spec.fe_names]
+    at_fit = parameter_table(result, np.asarray(result.theta, dtype=float)[None],
+                             np.array([result.sigma]), np.asarray(result.beta, dtype=float)[None],
+                             np.array([result.objective]))
+    return {"names": names, "columns": columns,
+            "estimate": [float(at_fit[c].iloc[0]).hex() for c in columns],
+            "theta": list(spec.theta_names)}
+
+
 def _default_statistic_names(result) -> tuple[str, ...]:
     spec = result.spec
     return tuple(spec.fe_names) + ("sigma",) + tuple(spec.theta_names)
@@ -268,6 +301,8 @@ def _assemble(result, outcome: runner.Outcome, names, estimate, tol, use_u,
             "spawn_keys": [list(root.spawn_key) + [i] for i in range(B)],
             "version": __version__, "formula": spec.formula, "REML": result.REML,
             "tol": tol, "use_u": use_u, "nobs": spec.n}
+    if "stat" not in v:
+        meta["reported"] = _reported(result)
     if checkpoint is not None:
         meta["checkpoint"] = {"loaded": outcome.loaded, "computed": outcome.computed}
     boot = BootResult(estimates=estimates, names=tuple(names), estimate=estimate, tbl=tbl,

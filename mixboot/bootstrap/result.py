@@ -455,22 +455,65 @@ class BootResult:
     # -- inference ---------------------------------------------------------
 
     def ci(self, method="perc", level=0.95) -> np.ndarray:
-        """``(p, 2)`` array of interval bounds; see :mod:`mixboot.intervals`.
+        """``(p, 2)`` array of interval bounds over ``estimates``; see :mod:`mixboot.intervals`.
 
         ``"basic"`` and ``"norm"`` need the original estimate and raise
         ``ValueError`` when the result has none.
         """
+        _refuse_bca(method)
         if isinstance(method, str) and method in _NEEDS_ESTIMATE:
             self._require_estimate(f"method={method!r}")
         return bootstrap_interval(self.estimates, method=method, level=level, estimate=self.estimate)
 
-    def confint(self, method="perc", level=0.95) -> pd.DataFrame:
-        """Intervals as a DataFrame indexed by ``names`` with ``lower``/``upper``."""
-        bounds = self.ci(method, level)
-        return pd.DataFrame(
-            {"lower": bounds[:, 0], "upper": bounds[:, 1]},
-            index=pd.Index(self.names, name="statistic"),
-        )
+    def confint(self, method="perc", level=0.95, *, theta=False) -> pd.DataFrame:
+        """Intervals as a DataFrame with ``lower``/``upper``, on the scale people report.
+
+        For a bootstrap with the default statistic the rows are those of lme4's
+        ``confint(oldNames = FALSE)``: each random-effect SD and correlation
+        (``sd_(Intercept)|Subject``, ``cor_Days.(Intercept)|Subject``, ...), then
+        ``sigma`` and the fixed effects; ``theta=True`` adds the relative
+        covariance factors (``theta_...``).  Otherwise (a custom statistic, a
+        result built from bare replicates) the rows are ``names``.
+        """
+        if "reported" not in self.meta:
+            bounds = self.ci(method, level)
+            return pd.DataFrame({"lower": bounds[:, 0], "upper": bounds[:, 1]},
+                                index=pd.Index(self.names, name="statistic"))
+        _refuse_bca(method)
+        samples = self.reported(theta=theta)
+        estimate = self.reported_estimate(theta=theta)
+        bounds = bootstrap_interval(samples.to_numpy(), method=method, level=level,
+                                    estimate=estimate.to_numpy())
+        return pd.DataFrame({"lower": bounds[:, 0], "upper": bounds[:, 1]},
+                            index=pd.Index(samples.columns, name="parameter"))
+
+    def reported(self, *, theta=False) -> pd.DataFrame:
+        """Replicates on the reported scale (the rows of :meth:`confint`), one column each.
+
+        Failed replicates are NaN.  Without the default statistic: ``estimates``.
+        """
+        rep = self.meta.get("reported")
+        if rep is None:
+            return pd.DataFrame(self.estimates, columns=list(self.names))
+        frame = pd.DataFrame({n: self.tbl[c].to_numpy() for n, c in
+                              zip(rep["names"], rep["columns"])})
+        if theta:
+            for j, n in enumerate(self.names):
+                if n in rep["theta"]:
+                    frame[f"theta_{n}"] = self.estimates[:, j]
+        frame.loc[self.diagnostics["error"].notna().to_numpy()] = np.nan
+        return frame
+
+    def reported_estimate(self, *, theta=False) -> pd.Series:
+        """The original fit's values of :meth:`reported`'s columns."""
+        rep = self.meta.get("reported")
+        if rep is None:
+            return pd.Series(self.estimate, index=list(self.names), name="estimate")
+        values = {n: float.fromhex(x) for n, x in zip(rep["names"], rep["estimate"])}
+        if theta:
+            values.update({f"theta_{n}": self.estimate[j] for j, n in enumerate(self.names)
+                           if n in rep["theta"]})
+        return pd.Series(values, name="estimate")
 
     def se(self) -> pd.Series:
         """Bootstrap standard errors (``ddof=1``, NaN replicates ignored)."""
@@ -705,6 +748,15 @@ class BootResult:
             failures=failures,
             meta=header["meta"],
         )
+
+
+def _refuse_bca(method) -> None:
+    if method == "bca":
+        raise ValueError(
+            "method='bca' is not offered: its acceleration needs a jackknife over independent "
+            "observations or the model's score for the statistic, and neither is sound for a "
+            "parametric bootstrap of a mixed model with a custom statistic (observations within "
+            "a group are not independent). Use 'perc', 'shortest', 'basic' or 'norm'.")
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:

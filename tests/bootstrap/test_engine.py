@@ -293,3 +293,48 @@ def test_sparse_path_bits_do_not_depend_on_B(monkeypatch):
                    REML=False)
     np.testing.assert_allclose(mb.bootMer(dense, B=3, seed=9).estimates, a.estimates,
                                rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- reported scale
+def test_confint_rows_are_lme4s_reported_parameters(tmp_path):
+    """confint() rows are lme4's confint(oldNames = FALSE) names, in lme4's order."""
+    from conftest import has_shared, load_data
+    if not has_shared():
+        pytest.skip("../shared is not beside the project root")
+    cases = json.loads(_shared("reference", "lmertest_inference.json").read_text())
+    for case in cases:
+        fit = mb.fit(case["formula"], load_data(case["dataset"]), REML=case["REML"])
+        boot = mb.bootMer(fit, B=30, seed=1)
+        ci = boot.confint()
+        assert list(ci.index) == case["profile_names"], case["id"]
+        est = boot.reported_estimate()
+        assert est["sigma"] == fit.sigma
+        for name in fit.spec.fe_names:
+            assert est[name] == fit.fe_params[name]
+        assert np.all(ci["lower"] <= ci["upper"])
+    back = tmp_path / "b.parquet"
+    boot.save(back)
+    assert mb.BootResult.load(back).confint().equals(boot.confint())
+
+
+def test_confint_values_sd_cor_and_theta_rows(sleep_ml):
+    boot = mb.bootMer(sleep_ml, B=200, seed=3)
+    rep = boot.reported()
+    sd = boot.tbl["sd_Subject_Days"]
+    np.testing.assert_array_equal(rep["sd_Days|Subject"], sd)
+    ci = boot.confint("perc", 0.9)
+    np.testing.assert_allclose(ci.loc["sd_Days|Subject"], np.percentile(sd, [5, 95]))
+    vc = sleep_ml.varcorr
+    slope_sd = float(vc[(vc.grp == "Subject") & (vc.var1 == "Days") & vc.var2.isna()].sdcor.iloc[0])
+    assert boot.reported_estimate()["sd_Days|Subject"] == pytest.approx(slope_sd, rel=1e-12)
+    with_theta = boot.confint(theta=True)
+    assert list(with_theta.index[-3:]) == ["theta_Subject.(Intercept)",
+                                          "theta_Subject.Days.(Intercept)",
+                                          "theta_Subject.Days"]
+    np.testing.assert_array_equal(with_theta.iloc[-3:].to_numpy(), boot.ci()[-3:])
+    with pytest.raises(ValueError, match="'bca' is not offered"):
+        boot.confint("bca")
+    with pytest.raises(ValueError, match="'bca' is not offered"):
+        boot.ci("bca")
+    custom = mb.bootMer(sleep_ml, lambda r: {"slope": r.fe_params["Days"]}, B=20, seed=1)
+    assert list(custom.confint().index) == ["slope"]
