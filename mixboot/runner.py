@@ -319,7 +319,7 @@ def _pool_init(job, parent: int) -> None:
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if isinstance(job, bytes):   # spawned (not forked) workers receive the job pickled
-        from joblib.externals import cloudpickle
+        import cloudpickle
         job = cloudpickle.loads(job)
     _POOL_JOB[:] = [job]
     _blas_controller().limit(limits=1, user_api="blas")
@@ -356,7 +356,7 @@ def _run_processes(job: Job, todo, n_workers: int, root, finished) -> None:
     _blas_controller()      # made once here, so that forked workers need not scan libraries
     initial = job
     if pickled:
-        from joblib.externals import cloudpickle
+        import cloudpickle
         initial = cloudpickle.dumps(job)
     executor = concurrent.futures.ProcessPoolExecutor(
         max_workers=n_workers, mp_context=context, initializer=_pool_init,

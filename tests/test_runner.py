@@ -294,3 +294,20 @@ def test_a_checkpoint_in_use_is_refused(reaction_fit, tmp_path):
     finally:
         holder.lock.close()
     assert mb.bootMer(reaction_fit, B=10, seed=1, checkpoint=ck).meta["checkpoint"]["loaded"] == 10
+
+
+def test_spawned_workers_give_the_same_bits(reaction_fit, monkeypatch):
+    """Where fork is missing (macOS, Windows) workers are spawned and get the job by cloudpickle."""
+    import multiprocessing
+    monkeypatch.setattr(runner, "_pool_context",
+                        lambda: (multiprocessing.get_context("spawn"), True))
+    monkeypatch.setattr(runner, "MIN_SHARED_CHUNK", 1)
+    monkeypatch.setattr(runner, "TASKS_PER_WORKER", 4)
+    monkeypatch.setattr(runner, "PARALLEL_MIN_SECONDS", 0.0)
+    stat = lambda r: {"slope": r.fe_params["Days"], "sigma": r.sigma}  # noqa: E731 - a lambda on purpose
+    seen = []
+    real = runner.run
+    monkeypatch.setattr(runner, "run", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    par = mb.bootMer(reaction_fit, stat, B=60, seed=4, n_jobs=2)
+    assert seen[-1].processes >= 2
+    assert par.estimates.tobytes() == mb.bootMer(reaction_fit, stat, B=60, seed=4).estimates.tobytes()
