@@ -11,6 +11,7 @@ from .model import LinearMixedModel, fit
 from .optimize import ConvergenceWarning
 from .parameters import model
 from .power import PowerCurve, PowerResult, power, power_curve
+from .predict import predict, predict_interval
 from .result import LMMResult
 from .simulate import simulate
 from ._version import __version__
@@ -19,4 +20,5 @@ from .spec import RankDeficiencyWarning
 __all__ = ["BootResult", "ConvergenceWarning", "FormulaError", "LMMResult", "LinearMixedModel",
            "PowerCurve", "PowerResult",
            "RankDeficiencyWarning", "bootMer", "concat", "datasets", "design", "fit", "lrt",
-           "model", "pb_lrt", "power", "power_curve", "simulate", "__version__"]
+           "model", "pb_lrt", "power", "power_curve", "predict", "predict_interval", "simulate",
+           "__version__"]
