@@ -16,7 +16,8 @@ df = mb.datasets.load("scores")   # score, time, treatment, subject
 result = mb.fit("score ~ time + treatment", data=df, groups="subject")
 
 # -- fixed effects: Wald (normal approximation) vs bootstrap percentile ---------
-wald = result.conf_int(level=0.95)
+# (the fit's default intervals use t with Satterthwaite's df; ddf="wald" asks for z)
+wald = mb.fit("score ~ time + treatment", data=df, groups="subject", ddf="wald").conf_int(level=0.95)
 # B=200 keeps the example quick; use 1000 or more for publication-grade
 # percentile intervals.  Returning the pandas Series r.fe_params (rather than
 # an array) makes the bootstrap name its columns after the coefficients.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .optimize import OptSummary, fit_theta
+from .inference import check_ddf
 from .result import build_result
 from .spec import ModelSpec, build_spec, groups_formula
 from .workspace import Workspace
@@ -30,15 +31,24 @@ class LinearMixedModel:
         self.REML = bool(REML)
         self.workspace = Workspace(spec, REML=self.REML)
 
-    def fit(self, *, start=None, optimizer: dict | None = None, warn: bool = True):
-        """Optimize theta for the model's own response and return an LMMResult."""
+    def fit(self, *, start=None, optimizer: dict | None = None, warn: bool = True,
+            ddf: str = "satterthwaite"):
+        """Optimize theta for the model's own response and return an LMMResult.
+
+        ``ddf`` ("satterthwaite", "kenward-roger" (REML only) or "wald") is the
+        reference distribution of the result's t values, p-values, intervals and summary.
+        """
+        ddf = check_ddf(ddf)
+        if ddf == "kenward-roger" and not self.REML:
+            raise ValueError("ddf='kenward-roger' needs a REML fit: use REML=True, or "
+                             "ddf='satterthwaite' for an ML fit")
         spec = self.spec
         theta0 = spec.theta_start if start is None else _check_start(start, spec)
         settings = OptSummary().with_overrides(**(optimizer or {}))
         ws = self.workspace
         opt = fit_theta(lambda th: ws.factorize(th).objective, theta0, spec.lower_bounds,
                         settings, canonical=spec.canonical_theta, newton=ws.dense, warn=warn)
-        return build_result(self, opt.theta, opt)
+        return build_result(self, opt.theta, opt, ddf=ddf)
 
     def __repr__(self) -> str:
         return f"LinearMixedModel({self.spec.formula!r}, REML={self.REML})"
@@ -55,7 +65,7 @@ def _check_start(start, spec: ModelSpec) -> np.ndarray:
 
 
 def fit(formula: str, data, *, REML: bool = True, groups=None, contrasts: dict | None = None,
-        start=None, optimizer: dict | None = None):
+        start=None, optimizer: dict | None = None, ddf: str = "satterthwaite"):
     """Fit a linear mixed model from an lme4 formula by REML (default) or ML.
 
     Parameters
@@ -72,6 +82,11 @@ def fit(formula: str, data, *, REML: bool = True, groups=None, contrasts: dict |
         a BOBYQA fallback where the workspace is dense, else BOBYQA; "newton";
         "LN_BOBYQA"), ``ftol_rel``, and NLopt's ``ftol_abs``, ``xtol_abs``,
         ``initial_step``; ``xtol_zero_abs``; ``maxeval``.
+    ddf : denominator degrees of freedom of the fixed-effect tests in ``pvalues``,
+        ``tvalues``, ``conf_int()`` and ``summary()``: "satterthwaite" (default, t tests
+        as lmerTest's), "kenward-roger" (REML fits only; adjusted standard errors and
+        df as pbkrtest) or "wald" (z tests, normal reference distribution).
+        ``coef_table(ddf)`` and ``anova(ddf)`` give either on any fit.
 
     >>> import mixboot as mb
     >>> r = mb.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data=mb.datasets.load("crossed"))
@@ -80,7 +95,11 @@ def fit(formula: str, data, *, REML: bool = True, groups=None, contrasts: dict |
     """
     if not isinstance(REML, (bool, np.bool_)):
         raise TypeError(f"REML must be True or False, got {REML!r}")
+    ddf = check_ddf(ddf)
+    if ddf == "kenward-roger" and not REML:
+        raise ValueError("ddf='kenward-roger' needs a REML fit: use REML=True, or "
+                         "ddf='satterthwaite' for an ML fit")
     if groups is not None:
         formula = groups_formula(formula, groups)
     spec = build_spec(formula, data, contrasts=contrasts)
-    return LinearMixedModel(spec, REML=REML).fit(start=start, optimizer=optimizer)
+    return LinearMixedModel(spec, REML=REML).fit(start=start, optimizer=optimizer, ddf=ddf)

@@ -6,8 +6,9 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy import special
+from scipy import special, stats
 
+from .inference import KenwardRoger, Satterthwaite, anova_table, check_ddf, coef_table
 from .optimize import OptSummary
 from .simulate import simulate
 from .summary import summary_text
@@ -23,9 +24,11 @@ class LMMResult:
 
     ``theta`` is the relative covariance parameter in lme4's order; ``sigma``
     the residual standard deviation; ``objective`` the REML criterion for REML
-    fits and the deviance for ML fits.  Standard errors, z values and p-values
-    are Wald statistics with the normal reference distribution (lme4 prints no
-    p-values; MixedModels.jl prints these).
+    fits and the deviance for ML fits.  ``ddf`` names the reference distribution
+    of ``tvalues``, ``pvalues``, ``conf_int()`` and ``summary()``: "satterthwaite"
+    (default, as lmerTest: t with Satterthwaite degrees of freedom), "kenward-roger"
+    (REML fits, as pbkrtest) or "wald" (normal, as MixedModels.jl);
+    :meth:`coef_table` and :meth:`anova` take any of them on demand.
     """
 
     model: object = field(repr=False)
@@ -39,6 +42,13 @@ class LMMResult:
     u: tuple = field(repr=False)
     vcov_unscaled: np.ndarray = field(repr=False)
     optsum: OptSummary = field(repr=False)
+    ddf: str = field(default="satterthwaite", repr=False)
+
+    def __post_init__(self):
+        ddf = check_ddf(self.ddf)
+        if ddf == "kenward-roger" and not self.model.REML:
+            raise ValueError("ddf='kenward-roger' needs a REML fit (REML=True)")
+        object.__setattr__(self, "ddf", ddf)
 
     # -- identity ---------------------------------------------------------------
     @property
@@ -96,23 +106,73 @@ class LMMResult:
         return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fe_params.index,
                          name="Std. Error")
 
+    @cached_property
+    def _satterthwaite(self) -> Satterthwaite:
+        """C(varpar), its Jacobian and A = 2 H^-1 for Satterthwaite df (computed once)."""
+        return Satterthwaite.from_result(self)
+
+    @cached_property
+    def _kenward_roger(self) -> KenwardRoger:
+        """pbkrtest's adjusted vcov(beta) and what Kenward-Roger df need (REML fits)."""
+        return KenwardRoger.from_result(self)
+
+    def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
+        """lmerTest's coefficient table: Estimate, Std. Error, df, t value, Pr(>|t|).
+
+        ``ddf``: "satterthwaite"; "kenward-roger" (REML fits: the Std. Error is
+        Kenward-Roger's adjusted one, as lmerTest prints it); or "wald" (columns
+        ``z value``, ``Pr(>|z|)``, df NaN).  The fit's ``ddf`` by default.
+        """
+        ddf = self.ddf if ddf is None else check_ddf(ddf)
+        cache = self.__dict__.setdefault("_coef_tables", {})
+        if ddf not in cache:
+            cache[ddf] = coef_table(self, ddf)
+        return cache[ddf].copy()
+
+    def anova(self, ddf: str | None = None) -> pd.DataFrame:
+        """lmerTest's type III anova table of the fixed terms (the intercept excluded).
+
+        Columns Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F); ``ddf`` as
+        :meth:`coef_table` ("wald": DenDF inf, p from chi-square(NumDF) of NumDF * F).
+        """
+        ddf = self.ddf if ddf is None else check_ddf(ddf)
+        return anova_table(self, ddf)
+
+    @property
+    def df(self) -> pd.Series:
+        """Denominator degrees of freedom of each coefficient's test (NaN for ddf="wald")."""
+        return self.coef_table()["df"].rename("df")
+
     @property
     def tvalues(self) -> pd.Series:
-        return (self.fe_params / self.bse).rename("z value")
+        """Estimate / Std. Error, named "t value" ("z value" for ddf="wald"); for
+        "kenward-roger" the Std. Error is the adjusted one."""
+        if self.ddf == "kenward-roger":
+            return self.coef_table()["t value"]
+        name = "z value" if self.ddf == "wald" else "t value"
+        return (self.fe_params / self.bse).rename(name)
 
     @property
     def pvalues(self) -> pd.Series:
-        """Two-sided Wald z p-values (normal reference distribution)."""
-        return pd.Series(2 * special.ndtr(-np.abs(self.tvalues.to_numpy())),
-                         index=self.fe_params.index, name="Pr(>|z|)")
+        """Two-sided p-values: t with the fit's ddf (Satterthwaite), or normal for "wald"."""
+        table = self.coef_table()
+        return table.iloc[:, -1].rename(table.columns[-1])
 
     def conf_int(self, level: float = 0.95) -> pd.DataFrame:
-        """Wald intervals for the fixed effects: estimate +- z * se."""
+        """Intervals for the fixed effects: estimate +- q * se, q the t quantile with the
+        fit's df (Satterthwaite, Kenward-Roger with its adjusted se) or the normal
+        quantile for ddf="wald"."""
         if not 0 < level < 1:
             raise ValueError(f"level must be between 0 and 1, got {level!r}")
-        z = special.ndtri(0.5 + level / 2)
-        return pd.DataFrame({"lower": self.fe_params - z * self.bse,
-                             "upper": self.fe_params + z * self.bse})
+        se = self.bse
+        if self.ddf == "wald":
+            q = special.ndtri(0.5 + level / 2)
+        else:
+            table = self.coef_table()
+            q = stats.t.ppf(0.5 + level / 2, table["df"].to_numpy())
+            se = table["Std. Error"]        # Kenward-Roger's adjusted one for that ddf
+        return pd.DataFrame({"lower": self.fe_params - q * se,
+                             "upper": self.fe_params + q * se})
 
     # -- variance components --------------------------------------------------------
     def _factors(self):
@@ -206,8 +266,8 @@ class LMMResult:
                 f"nobs {self.nobs}, theta {np.round(self.theta, 4).tolist()}>")
 
 
-def build_result(model, theta: np.ndarray, optsum: OptSummary, y: np.ndarray | None = None
-                 ) -> LMMResult:
+def build_result(model, theta: np.ndarray, optsum: OptSummary, y: np.ndarray | None = None,
+                 ddf: str = "satterthwaite") -> LMMResult:
     """Compute every estimate at ``theta`` for response ``y`` (the model's own by default)."""
     ws = model.workspace
     theta = model.spec.canonical_theta(np.asarray(theta, dtype=float))
@@ -230,4 +290,4 @@ def build_result(model, theta: np.ndarray, optsum: OptSummary, y: np.ndarray | N
     vc.setflags(write=False)
     return LMMResult(model=model, y=y, theta=arr[0], beta=arr[1], sigma=float(sigma[0]),
                      objective=float(fac.objective[0]), logdet_z=logdet_z,
-                     pwrss=float(d[-1] ** 2), u=tuple(u), vcov_unscaled=vc, optsum=optsum)
+                     pwrss=float(d[-1] ** 2), u=tuple(u), vcov_unscaled=vc, optsum=optsum, ddf=ddf)

@@ -24,6 +24,31 @@ def _pval(p: float) -> str:
     return "<2e-16" if p < 2e-16 else f"{p:.3g}"
 
 
+def _fixed_effects(r) -> list[str]:
+    """The coefficient table with the fit's ddf: t tests with df, or Wald z tests."""
+    try:
+        table = r.coef_table()
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        # No df to be had (e.g. a large model from parameters): say so, print Wald z.
+        table = r.coef_table("wald")
+        note = [f"(degrees of freedom unavailable: {exc}; Wald z tests shown)"]
+    else:
+        note = []
+    if "t value" in table.columns:
+        header = ["", "Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]
+        rows = [[name, f"{b:.4f}", f"{se:.4f}", _df(df), f"{t:.2f}", _pval(p)]
+                for name, (b, se, df, t, p) in zip(table.index, table.to_numpy())]
+    else:
+        header = ["", "Estimate", "Std. Error", "z value", "Pr(>|z|)"]
+        rows = [[name, f"{b:.4f}", f"{se:.4f}", f"{z:.2f}", _pval(p)]
+                for name, (b, se, _, z, p) in zip(table.index, table.to_numpy())]
+    return [format_table(rows, header)] + note
+
+
+def _df(df: float) -> str:
+    return "Inf" if np.isinf(df) else f"{df:.2f}"
+
+
 def summary_text(r) -> str:
     kind = "REML" if r.REML else "maximum likelihood"
     crit = "REML criterion" if r.REML else "deviance"
@@ -52,11 +77,11 @@ def summary_text(r) -> str:
                          _fmt(row["sdcor"]), " ".join(corr_cells)])
     out.append(format_table(rows, ["Groups", "Name", "Variance", "Std.Dev.", "Corr"], align_left=2))
     groups = ", ".join(f"{k}, {v}" for k, v in r.ngroups.items())
-    out += [f"Number of obs: {r.nobs}, groups: {groups}", "", "Fixed effects:"]
-    rows = [[name, f"{b:.4f}", f"{se:.4f}", f"{z:.2f}", _pval(p)]
-            for name, b, se, z, p in zip(r.fe_params.index, r.fe_params, r.bse, r.tvalues,
-                                          r.pvalues)]
-    out.append(format_table(rows, ["", "Estimate", "Std. Error", "z value", "Pr(>|z|)"]))
+    method = {"wald": "Wald z tests",
+              "kenward-roger": "t tests with Kenward-Roger's adjusted SE and degrees of freedom"
+              }.get(r.ddf, "t tests with Satterthwaite's degrees of freedom")
+    out += [f"Number of obs: {r.nobs}, groups: {groups}", "", f"Fixed effects ({method}):"]
+    out += _fixed_effects(r)
     if r.spec.dropped:
         out.append(f"Dropped aliased columns: {', '.join(r.spec.dropped)}")
     notes = []

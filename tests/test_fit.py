@@ -161,14 +161,27 @@ def test_result_is_immutable(sleep_fit):
 
 
 def test_conf_int_is_wald(sleep_fit):
-    ci = sleep_fit.conf_int()
-    est, se = sleep_fit.fe_params, sleep_fit.bse
+    wald = mb.fit(SLEEP, load_data("sleepstudy"), REML=True, ddf="wald")
+    ci = wald.conf_int()
+    est, se = wald.fe_params, wald.bse
     np.testing.assert_allclose(ci["lower"], est - 1.959964 * se, rtol=1e-7)
     np.testing.assert_allclose(ci["upper"], est + 1.959964 * se, rtol=1e-7)
-    ci90 = sleep_fit.conf_int(0.9)
+    ci90 = wald.conf_int(0.9)
     np.testing.assert_allclose(ci90["upper"] - est, 1.644854 * se, rtol=1e-6)
     with pytest.raises(ValueError, match="level"):
-        sleep_fit.conf_int(1.5)
+        wald.conf_int(1.5)
+
+
+def test_conf_int_uses_satterthwaite_t(sleep_fit):
+    """The default intervals use t quantiles with each coefficient's Satterthwaite df."""
+    ci = sleep_fit.conf_int()
+    est, se, df = sleep_fit.fe_params, sleep_fit.bse, sleep_fit.coef_table()["df"]
+    q = stats.t.ppf(0.975, df)
+    np.testing.assert_allclose(ci["upper"], est + q * se, rtol=1e-12)
+    np.testing.assert_allclose(ci["lower"], est - q * se, rtol=1e-12)
+    assert np.all(q > 1.96)
+    with pytest.raises(ValueError, match="level"):
+        sleep_fit.conf_int(0)
 
 
 def test_standard_errors_are_sqrt_of_vcov(sleep_fit):
@@ -178,19 +191,33 @@ def test_standard_errors_are_sqrt_of_vcov(sleep_fit):
 
 
 def test_pvalues_are_two_sided_normal(sleep_fit):
-    z = sleep_fit.fe_params / sleep_fit.bse
-    np.testing.assert_allclose(sleep_fit.tvalues, z, rtol=1e-14)
+    wald = mb.fit(SLEEP, load_data("sleepstudy"), REML=True, ddf="wald")
+    z = wald.fe_params / wald.bse
+    np.testing.assert_allclose(wald.tvalues, z, rtol=1e-14)
+    assert wald.tvalues.name == "z value"
     want = [math.erfc(abs(v) / math.sqrt(2)) for v in z]
-    np.testing.assert_allclose(sleep_fit.pvalues, want, rtol=1e-10)
+    np.testing.assert_allclose(wald.pvalues, want, rtol=1e-10)
+
+
+def test_pvalues_are_two_sided_satterthwaite_t(sleep_fit):
+    t = sleep_fit.fe_params / sleep_fit.bse
+    np.testing.assert_allclose(sleep_fit.tvalues, t, rtol=1e-14)
+    assert sleep_fit.tvalues.name == "t value" and sleep_fit.pvalues.name == "Pr(>|t|)"
+    df = sleep_fit.coef_table()["df"]
+    np.testing.assert_allclose(sleep_fit.pvalues, 2 * stats.t.sf(np.abs(t), df), rtol=1e-12)
 
 
 def test_pvalue_of_a_small_effect():
     df = load_data("sleepstudy")
     df["noise"] = np.random.default_rng(4).normal(size=len(df))
     r = mb.fit("Reaction ~ Days + noise + (1|Subject)", df)
-    z = r.tvalues["noise"]
-    assert r.pvalues["noise"] == pytest.approx(2 * stats.norm.cdf(-abs(z)), rel=1e-10)
+    t = r.tvalues["noise"]
+    nu = r.coef_table()["df"]["noise"]
+    assert 100 < nu < 180       # a within-subject covariate: df near n - groups
+    assert r.pvalues["noise"] == pytest.approx(2 * stats.t.sf(abs(t), nu), rel=1e-10)
     assert 0.01 < r.pvalues["noise"] <= 1.0
+    wald = r.coef_table("wald")
+    assert wald.loc["noise", "Pr(>|z|)"] == pytest.approx(2 * stats.norm.cdf(-abs(t)), rel=1e-10)
 
 
 def test_summary_text(sleep_fit):

@@ -98,7 +98,7 @@ def test_result_fields_and_interval(small):
 def test_pvalues_equal_those_of_a_fit(small, three_level):
     """Replicate 0's p-value is the Wald p-value of mb.fit on simulated response 0."""
     y = mb.simulate(small, 1, seed=9)[:, 0]
-    fit = mb.fit(TWO_ARM, small.spec.data.assign(y=y))
+    fit = mb.fit(TWO_ARM, small.spec.data.assign(y=y), ddf="wald")
     res = mb.power(small, "treatment", nsim=1, seed=9)
     np.testing.assert_allclose(res.pvalues[0], fit.pvalues["treatment"], rtol=1e-5)
     # A 3-level factor as a term: the Wald chi-square with 2 df from the fit's vcov.
