@@ -9,16 +9,36 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["main"]
 
 
 def _read(path: str) -> pd.DataFrame:
+    """A CSV file as R's ``read.csv`` reads it.
+
+    Only ``NA`` is a missing value, and an empty cell in a column that is otherwise
+    numeric; in a text column ``None``, ``NaN``, ``null`` and ``""`` are ordinary
+    levels (pandas' own defaults would make them missing).
+    """
     try:
-        return pd.read_csv(path)
+        frame = pd.read_csv(path, keep_default_na=False, na_values=["NA"])
     except FileNotFoundError:
         raise SystemExit(f"mixboot: data file {path!r} not found")
+    for name in frame.columns:
+        col = frame[name]
+        if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            continue
+        present = col[col.notna() & (col.astype(str) != "")]
+        try:
+            numbers = pd.to_numeric(present)
+        except (TypeError, ValueError):
+            continue                               # text: "" stays a level
+        out = pd.Series(np.nan, index=col.index, dtype=float)
+        out[present.index] = numbers.astype(float)
+        frame[name] = out
+    return frame
 
 
 def _interval_table(boot, level: float) -> str:

@@ -1,8 +1,12 @@
 """lme4 formula syntax: split a formula into its fixed part and random-effect terms.
 
 The fixed part and the expression left of each bar are handed to formulaic; this
-module only finds the bar terms ``(expr | g)`` / ``(expr || g)`` and expands the
-grouping side (``a/b`` -> ``a`` and ``b:a``; ``a:b`` an interaction of factors).
+module finds the bar terms ``(expr | g)`` / ``(expr || g)`` and expands the
+grouping side (``a/b`` -> ``a`` and ``b:a``; ``a:b`` an interaction of factors;
+``factor(g)`` is ``g``).  :func:`translate` writes R's expressions as formulaic's
+Python with R's meaning (``I(Days^2)`` a power, ``factor(g)`` / ``as.factor(g)``
+categorical, ``sqrt``, ``abs``, ``as.numeric``, backticked names, ``offset(x)``
+taken out) and keeps R's spelling of each factor for lme4's coefficient names.
 
 >>> parts = parse_formula("Reaction ~ 1 + Days + (1 + Days | Subject)")
 >>> parts.response, parts.fixed, [(t.expr, t.group) for t in parts.random]
@@ -10,10 +14,12 @@ grouping side (``a/b`` -> ``a`` and ``b:a``; ``a:b`` an interaction of factors).
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
-__all__ = ["FormulaError", "RandomTermSpec", "FormulaParts", "parse_formula"]
+__all__ = ["FormulaError", "RandomTermSpec", "FormulaParts", "Translated", "parse_formula",
+           "translate"]
 
 _NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$|^`[^`]+`$")
 
@@ -81,6 +87,10 @@ def _find_bar(inner: str) -> tuple[str, str, bool] | None:
 
 def _clean_name(name: str, where: str) -> str:
     name = name.strip()
+    # A grouping factor is a factor already: (1 | factor(g)) is (1 | g).
+    m = re.fullmatch(r"(?:as\.)?factor\(\s*([^()]+?)\s*\)", name)
+    if m:
+        name = m.group(1)
     if not name or not _NAME.match(name):
         raise FormulaError(f"grouping factor {name!r} in {where!r} is not a column name")
     return name.strip("`")
@@ -175,3 +185,222 @@ def parse_formula(formula: str) -> FormulaParts:
             f"formula {formula!r} has no random-effect term such as (1 | group); "
             "mixboot fits mixed models only")
     return FormulaParts(response=lhs.strip("` "), fixed=fixed, random=tuple(random), text=formula.strip())
+
+
+# --------------------------------------------------------------------------- R expressions
+# The fixed part, the left side of a bar and the response are R expressions.  They
+# are tokenized here and written out twice: as Python code for formulaic (``^`` a
+# power, ``factor(x)`` a ``C(x)``) and as R prints them (lme4's coefficient names).
+
+_TOKEN = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?L?)
+  | (?P<name>[A-Za-z.][A-Za-z0-9._]*|_[A-Za-z0-9._]*)
+  | (?P<bq>`[^`]+`)
+  | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+  | (?P<py>\{[^{}]*\})
+  | (?P<op>%[^%]*%|\*\*|==|!=|<=|>=|&&|\|\||[-+*/^:<>!&|=~(),\[\]])
+""", re.VERBOSE)
+
+# R function -> (Python spelling for formulaic, how it may be used)
+_FUNCTIONS = {
+    "I": "I", "scale": "scale", "center": "center", "poly": "poly", "log": "log",
+    "log10": "log10", "log2": "log2", "exp": "exp", "sqrt": "np.sqrt", "abs": "np.abs",
+    "factor": "C", "as.factor": "C", "C": "C", "as.numeric": "np.float64", "Q": "Q",
+    "offset": "offset",
+}
+# formulaic's own spellings, passed on as they are: C(g, Treatment('b')) and the like.
+_FORMULAIC = {"Treatment", "Sum", "Helmert", "Poly", "Diff", "contr.treatment", "contr.sum",
+              "contr.helmert", "contr.poly", "standardize"}
+_KNOWN = ("I(), scale(), center(), poly(x, k), factor(), as.factor(), as.numeric(), log(), "
+          "log10(), log2(), exp(), sqrt(), abs(), offset(), C(), Q('name') and `backticks`")
+_CONSTANTS = {"TRUE": "True", "FALSE": "False", "pi": "np.pi",
+              "Inf": "np.inf"}
+_R_SPACED = {"+", "-", "*", "==", "!=", "<", ">", "<=", ">=", "&", "|", "&&", "||", "=", "~"}
+_PY_OPS = {"^": "**", "%%": "%", "%/%": "//", "!": "~", "&&": "&", "||": "|"}
+
+
+@dataclass(frozen=True)
+class Translated:
+    """An R expression as Python for formulaic, with the R names of its factors.
+
+    ``names`` maps each factor's Python text (spaces removed) to its name as R
+    prints it; ``variables`` are the data columns it reads; ``offsets`` the R text
+    of ``offset(...)`` terms (only where they were allowed and taken out).
+    """
+
+    python: str
+    names: dict
+    variables: tuple
+    offsets: tuple = ()
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise FormulaError(f"cannot read {text[pos:]!r} in formula part {text!r}")
+        pos = m.end()
+        if m.lastgroup != "ws":
+            out.append((m.lastgroup, m.group()))
+    return out
+
+
+def _closing(toks, i: int, text: str) -> int:
+    """Index of the ')' matching the '(' at ``toks[i]``."""
+    depth = 0
+    for j in range(i, len(toks)):
+        if toks[j] == ("op", "("):
+            depth += 1
+        elif toks[j] == ("op", ")"):
+            depth -= 1
+            if depth == 0:
+                return j
+    raise FormulaError(f"unbalanced '(' in formula part {text!r}")
+
+
+def _r_text(toks) -> str:
+    """The tokens as R's deparse prints them (spaces around + - * ==, none around ^ / :)."""
+    out, prev = [], None
+    for kind, tok in toks:
+        unary = tok in ("-", "+", "!") and (prev is None or (prev[0] == "op" and prev[1] not in (")", "]")))
+        if kind == "op" and tok in _R_SPACED and not unary:
+            out.append(f" {tok} ")
+        elif kind == "op" and tok == ",":
+            out.append(", ")
+        elif kind == "op" and tok.startswith("%") and tok not in ("%%", "%/%"):
+            out.append(f" {tok} ")
+        else:
+            out.append(tok)
+        prev = (kind, tok)
+    return "".join(out).strip()
+
+
+def _py_code(toks, text: str, variables: list, where: str) -> str:
+    """Tokens inside a call: R arithmetic as Python (``^`` -> ``**``), names checked."""
+    out = []
+    for k, (kind, tok) in enumerate(toks):
+        nxt = toks[k + 1] if k + 1 < len(toks) else None
+        if kind == "name" and nxt == ("op", "("):
+            out.append(_function(tok, text))
+        elif kind == "name" and nxt == ("op", "="):
+            out.append(tok)                       # a keyword argument: poly(x, degree = 2)
+        elif kind == "name" and tok.startswith(("contr.", "np.")):
+            out.append(tok)
+        elif kind == "name" and tok in _CONSTANTS:
+            out.append(_CONSTANTS[tok])
+        elif kind == "name" and tok in ("True", "False", "None"):
+            out.append(tok)                       # Python's spelling, from a translated text
+        elif kind == "name":
+            variables.append(tok)
+            out.append(f"Q({tok!r})" if "." in tok else tok)
+        elif kind == "bq":
+            variables.append(tok[1:-1])
+            out.append(f"Q({tok[1:-1]!r})")
+        elif kind == "py":
+            out.append(tok)                       # formulaic's {python} block, as it is
+            variables.extend(_block_names(tok))
+        elif kind == "num":
+            out.append(tok.rstrip("L"))
+        elif kind == "op":
+            out.append(f" {_PY_OPS.get(tok, tok)} " if tok not in "(),[]" else tok + (" " if tok == "," else ""))
+        else:
+            out.append(tok)
+    code = "".join(out)
+    if "Q(" in code:
+        for m in re.finditer(r"Q\((['\"])(.*?)\1\)", code):
+            variables.append(m.group(2))
+    return code
+
+
+def _block_names(block: str) -> list[str]:
+    """Column names read by a formulaic ``{python}`` block: names that are not called,
+    not attributes and not Python's own."""
+    import builtins
+    import keyword
+    names = re.findall(r"(?<![\w.'\"])([A-Za-z_]\w*)(?!\s*[\w(.])", block)
+    return [n for n in names if not keyword.iskeyword(n) and not hasattr(builtins, n)]
+
+
+def _function(name: str, text: str) -> str:
+    if name.startswith("np.") or name in _FORMULAIC:
+        return name
+    if name not in _FUNCTIONS:
+        raise FormulaError(
+            f"unknown function {name!r} in the formula part {text!r}; mixboot understands "
+            f"{_KNOWN}. Compute other transformations in Python as a new column "
+            f"(e.g. data['z'] = np.some_function(data['x'])) and use that column")
+    return _FUNCTIONS[name]
+
+
+@functools.lru_cache(maxsize=256)
+def translate(text: str, *, allow_offset: bool = False) -> Translated:
+    """An R formula part (``1 + I(Days^2) + factor(g)``) as formulaic's Python formula.
+
+    Formula operators (``+ - * / : ^``) stay as they are; each call is one factor
+    whose arguments are R arithmetic.
+
+    >>> t = translate("1 + I(Days^2) + factor(g)")
+    >>> t.python, sorted(t.names.values()), t.variables
+    ('1 + I(Days ** 2) + C(g)', ['I(Days^2)', 'factor(g)'], ('Days', 'g'))
+    """
+    toks = _tokens(text)
+    out: list[str] = []
+    names: dict = {}
+    variables: list = []
+    offsets: list = []
+    i = 0
+    while i < len(toks):
+        kind, tok = toks[i]
+        nxt = toks[i + 1] if i + 1 < len(toks) else None
+        if kind == "name" and nxt == ("op", "("):
+            end = _closing(toks, i + 1, text)
+            call = toks[i:end + 1]
+            rname = _r_text(call)
+            if tok == "offset":
+                prev = out[-1].strip() if out else "+"
+                after = toks[end + 1] if end + 1 < len(toks) else None
+                if not allow_offset or prev not in ("+", "") or after not in (None, ("op", "+"), ("op", "-")):
+                    raise FormulaError(f"offset() must be a term of its own in the fixed part, "
+                                       f"got {text!r}")
+                inner = _py_code(toks[i + 2:end], text, variables, rname)
+                offsets.append((rname, inner))
+                if out:
+                    out.pop()                     # the '+' before the offset
+                elif after == ("op", "+"):
+                    end += 1                      # offset first: drop the '+' after it
+                i = end + 1
+                continue
+            fn = _function(tok, text)
+            args = _py_code(toks[i + 2:end], text, variables, rname)
+            if tok == "Q":
+                variables.extend(t[1:-1] for k, t in toks[i + 2:end] if k == "str")
+            py = f"{fn}({args})"
+            if tok != "C":                        # C(g, contr.sum) keeps its own naming
+                names[re.sub(r"\s+", "", py)] = rname
+            out.append(py)
+            i = end + 1
+            continue
+        if kind == "py":
+            variables.extend(_block_names(tok))
+            out.append(tok)
+        elif kind == "name":
+            variables.append(tok)
+            out.append(f"`{tok}`" if "." in tok else tok)
+        elif kind == "bq":
+            variables.append(tok[1:-1])
+            out.append(tok)
+            if not re.fullmatch(r"[A-Za-z.][A-Za-z0-9._]*", tok[1:-1]):
+                names[re.sub(r"\s+", "", tok[1:-1])] = tok   # R prints `odd name`
+        elif kind == "op" and tok in "+-*/:^~" or tok.startswith("%"):
+            out.append(f" {tok} " if tok != ":" else ":")
+        else:
+            out.append(tok)
+        i += 1
+    python = re.sub(r"\s+", " ", "".join(out)).strip()
+    if offsets and not python:
+        python = "1"
+    python = re.sub(r"^\+\s*", "", python)
+    return Translated(python=python, names=names, variables=tuple(dict.fromkeys(variables)),
+                      offsets=tuple(offsets))

@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
 
-from .formula import FormulaError, FormulaParts, parse_formula
+from .formula import FormulaError, FormulaParts, Translated, parse_formula, translate
 from .terms import ReTerm
 
 __all__ = ["ModelSpec", "build_spec", "groups_formula", "z_columns", "zt_columns"]
@@ -48,6 +48,9 @@ class ModelSpec:
     kept_columns: np.ndarray = field(repr=False)
     frame: "_Columns" = field(repr=False)
     _specs: dict = field(default_factory=dict, repr=False)
+    #: the offset of the linear predictor (``offset(x)`` terms), already taken out of ``y``;
+    #: None without one.  Fitted values and simulations on the response scale add it back.
+    offset: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def data(self) -> pd.DataFrame:
@@ -67,9 +70,19 @@ class ModelSpec:
     def term_specs(self) -> tuple:
         """formulaic ModelSpecs of the random terms' model matrices, in term order."""
         if "terms" not in self._specs:
-            self._specs["terms"] = tuple(_formulaic(t.expr, self.data).model_spec
+            self._specs["terms"] = tuple(_formulaic(translate(t.expr).python, self.data).model_spec
                                          for t in self.terms)
         return self._specs["terms"]
+
+    def offset_of(self, newdata: pd.DataFrame) -> np.ndarray | None:
+        """The model's ``offset(...)`` terms evaluated on ``newdata`` (None without any):
+        what predictions and simulations for new data add to ``X beta + Z b``."""
+        offsets = translate(self.parts.fixed, allow_offset=True).offsets
+        total = None
+        for rname, code in offsets:
+            off = _evaluate(Translated(python=code, names={}, variables=()), newdata, rname)
+            total = off if total is None else total + off
+        return total
 
     @property
     def n(self) -> int:
@@ -195,17 +208,32 @@ def groups_formula(formula: str, groups) -> str:
     return formula + "".join(f" + (1 | {g})" for g in groups)
 
 
-def _lme4_name(name: str, sum_levels: dict) -> str:
-    """formulaic column names -> lme4's: Intercept -> (Intercept), f[T.b] -> fb."""
+def _lme4_name(name: str, sum_levels: dict, rnames: dict | None = None) -> str:
+    """formulaic column names -> lme4's: Intercept -> (Intercept), f[T.b] -> fb.
+
+    ``rnames`` maps a factor's Python text (spaces removed) to its R spelling
+    (``I(Days ** 2)`` -> ``I(Days^2)``, ``C(g)`` from ``factor(g)`` -> ``factor(g)``).
+    """
     if name == "Intercept":
         return "(Intercept)"
+    rnames = rnames or {}
     parts = []
     for piece in name.split(":"):
         m = re.fullmatch(r"(.*)\[(?:T\.)?(.*)\]", piece)
         if m is None:
-            parts.append(piece)
+            rname = rnames.get(re.sub(r"\s+", "", piece), piece)
+            if rname.startswith("I(") and re.search(r"[<>!=]=?|&|\|", rname):
+                rname += "TRUE"                  # a logical I(): R codes it as a factor
+            parts.append(rname)
             continue
         var, level = m.groups()
+        rname = rnames.get(re.sub(r"\s+", "", var))
+        if rname is not None:
+            if re.fullmatch(r"-?\d+\.0", level) and not rname.startswith("poly("):
+                level = level[:-2]               # R prints the level 2, not 2.0
+            level = {"True": "TRUE", "False": "FALSE"}.get(level, level)
+            parts.append(f"{rname}{level}")
+            continue
         cm = re.fullmatch(r"C\(\s*([^,\s]+)\s*(?:,.*)?\)", var)
         base = cm.group(1) if cm else var
         if level.startswith("S.") and base in sum_levels:
@@ -225,7 +253,7 @@ def _apply_contrasts(fixed: str, contrasts: dict, data: pd.DataFrame) -> tuple[s
             raise ValueError(f"contrasts names column {col!r}, which is not in the data")
         if kind not in _CONTRASTS:
             raise ValueError(f"contrasts[{col!r}] must be one of {sorted(_CONTRASTS)}, got {kind!r}")
-        pattern = rf"(?<![\w.]){re.escape(col)}(?![\w.(])"
+        pattern = rf"(?<![\w.])(?<!C\()(?<!Q\(['\"]){re.escape(col)}(?![\w.(])"
         if not re.search(pattern, fixed):
             continue
         fixed = re.sub(pattern, f"C({col}, {_CONTRASTS[kind]})", fixed)
@@ -330,13 +358,24 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
         raise ValueError("data is empty: no rows to fit")
     contrasts = dict(contrasts or {})
     parts = parse_formula(formula)
-    fixed, sum_levels = _apply_contrasts(parts.fixed, contrasts, data)
+    # R expressions -> formulaic's Python (I(Days^2) -> I(Days ** 2), factor(g) -> C(g)).
+    fixed_t = translate(parts.fixed, allow_offset=True)
+    term_t = [translate(t.expr) for t in parts.random]
+    plain_response = parts.response in data.columns
+    resp_t = None if plain_response else translate(parts.response)
+    fixed, sum_levels = _apply_contrasts(fixed_t.python, contrasts, data)
+    rnames = dict(fixed_t.names)
+    for tt in term_t:
+        rnames.update(tt.names)
     try:
-        fixed_vars = _required_variables(fixed)
-        term_vars = [_required_variables(t.expr) for t in parts.random]
+        fixed_vars = _required_variables(fixed) | set(fixed_t.variables)
+        term_vars = [_required_variables(tt.python) for tt in term_t]
+        for expr in (fixed, *(tt.python for tt in term_t)):
+            _parsed(expr)
     except Exception as exc:  # noqa: BLE001 - formulaic's parser errors vary
         raise FormulaError(f"cannot parse formula {formula!r}: {exc}") from exc
-    used = [parts.response, *sorted(fixed_vars)]
+    resp_vars = [parts.response] if plain_response else list(resp_t.variables)
+    used = [*resp_vars, *sorted(fixed_vars)]
     for t, tv in zip(parts.random, term_vars):
         used += sorted(tv) + list(t.group)
     used = list(dict.fromkeys(used))
@@ -347,9 +386,10 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
     # CoW (pandas >= 3): a shallow copy does not see later edits of the caller's frame.
     source = data.copy(deep=False)
     series = {c: source[c] for c in used}
-    resp = series[parts.response]
-    if not (pd.api.types.is_numeric_dtype(resp) or pd.api.types.is_bool_dtype(resp)):
-        raise TypeError(f"response {parts.response!r} must be numeric, got dtype {resp.dtype}")
+    if plain_response:
+        resp = series[parts.response]
+        if not (pd.api.types.is_numeric_dtype(resp) or pd.api.types.is_bool_dtype(resp)):
+            raise TypeError(f"response {parts.response!r} must be numeric, got dtype {resp.dtype}")
     missing_by_col = {c: m for c, m in ((c, _missing(sr)) for c, sr in series.items())
                       if m is not None and m.any()}
     keep_rows = None
@@ -362,9 +402,21 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
         keep_rows = ~na
         series = {c: sr[keep_rows].reset_index(drop=True) for c, sr in series.items()}
     frame = _Columns(series, source, keep_rows, used)
-    y = series[parts.response].to_numpy(dtype=float)
+    if plain_response:
+        y = series[parts.response].to_numpy(dtype=float)
+    else:
+        y = _evaluate(resp_t, frame, f"response {parts.response!r}")
+    offset = None
+    for rname, code in fixed_t.offsets:
+        off = _evaluate(Translated(python=code, names={}, variables=()), frame, rname)
+        offset = off if offset is None else offset + off
     n = len(y)
     _check_response(parts.response, y, constant_ok=not fit_response)
+    if offset is not None:
+        if not np.all(np.isfinite(offset)):
+            raise ValueError("the offset has non-finite values")
+        # An LMM with an offset is the LMM of y - offset; fitted values add it back.
+        y = y - offset
 
     specs = {}
     try:
@@ -372,7 +424,7 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
     except Exception as exc:  # noqa: BLE001
         raise FormulaError(f"cannot build the fixed-effects matrix for {fixed!r}: {exc}") from exc
     X_all = _numeric_matrix(mmx, "fixed-effects matrix")
-    names_all = [_lme4_name(c, sum_levels) for c in mmx.columns]
+    names_all = [_lme4_name(c, sum_levels, rnames) for c in mmx.columns]
     keep = _drop_aliased(X_all, names_all)
     dropped = tuple(nm for i, nm in enumerate(names_all) if i not in set(keep.tolist()))
     if dropped:
@@ -383,11 +435,11 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
     terms, term_specs = [], []
     # Terms often repeat an expression ("1", or the fixed part): build each once.
     built = {fixed: mmx}
-    for t in parts.random:
+    for t, tt in zip(parts.random, term_t):
         try:
-            mmz = built.get(t.expr)
+            mmz = built.get(tt.python)
             if mmz is None:
-                mmz = built[t.expr] = _model_matrix(t.expr, frame)
+                mmz = built[tt.python] = _model_matrix(tt.python, frame)
         except Exception as exc:  # noqa: BLE001
             raise FormulaError(f"cannot build the model matrix of term {t.source!r}: {exc}") from exc
         zraw = _numeric_matrix(mmz, f"model matrix of term {t.source!r}")
@@ -406,7 +458,7 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
                              f"{n} observations: its variances and the residual variance are "
                              "unidentifiable")
         terms.append(ReTerm(label=t.label, group_vars=t.group, expr=t.expr,
-                            colnames=tuple(_lme4_name(c, {}) for c in mmz.columns),
+                            colnames=tuple(_lme4_name(c, {}, rnames) for c in mmz.columns),
                             levels=levels, codes=codes, zraw=zraw))
         term_specs.append(getattr(mmz, "model_spec", None))
     # lme4's order: most levels first; Python's sort is stable, as R's is.
@@ -420,16 +472,41 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
     return ModelSpec(formula=parts.text, parts=parts, response=parts.response, y=y, X=X,
                      fe_names=tuple(names_all[i] for i in keep), dropped=dropped,
                      terms=tuple(terms), contrasts=contrasts, fixed_formula=fixed,
-                     kept_columns=keep, frame=frame, _specs=specs)
+                     kept_columns=keep, frame=frame, _specs=specs, offset=offset)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(expr: str) -> None:
+    """Let formulaic's parser refuse a malformed formula part (``Days **``) up front."""
+    if _plain_names(expr) is None:
+        from formulaic import Formula   # imported when first needed: it is slow to import
+        Formula(expr)
 
 
 @functools.lru_cache(maxsize=256)
 def _required_variables(expr: str) -> frozenset:
+    """The data columns an expression reads, in R's spelling or formulaic's.
+
+    Read from the expression's tokens: formulaic's own ``required_variables``
+    misses the columns of stateful transforms (``scale(x)``, ``poly(x, 2)``) and
+    takes ``a.b`` for a column ``a``.
+    """
     plain = _plain_names(expr)
     if plain is not None:
         return frozenset(plain[1])
-    from formulaic import Formula   # imported when first needed: it is slow to import
-    return frozenset(Formula(expr).required_variables)
+    return frozenset(translate(expr, allow_offset=True).variables)
+
+
+def _evaluate(expr: Translated, frame, what: str) -> np.ndarray:
+    """One numeric column from an R expression of the data (a response, an offset)."""
+    try:
+        mm = _formulaic(f"0 + I({expr.python})", frame)
+    except Exception as exc:  # noqa: BLE001 - formulaic's errors name the column
+        raise FormulaError(f"cannot evaluate {what}: {exc}") from exc
+    arr = np.asarray(mm, dtype=float)
+    if arr.ndim != 2 or arr.shape[1] != 1:
+        raise FormulaError(f"{what} must be one numeric column, got {arr.shape[1]} columns")
+    return arr[:, 0]
 
 
 def _formulaic(expr: str, frame):
@@ -536,7 +613,66 @@ def _simple_terms(expr: str, frame: pd.DataFrame):
     return intercept, names
 
 
+_STATEFUL = re.compile(r"(?<![\w.])(?:scale|center|poly|standardize)\s*\(")
+
+
+def _stateful_variables(expr: str) -> set:
+    """Columns that scale(), center() or poly() in ``expr`` read."""
+    out: set = set()
+    for m in _STATEFUL.finditer(expr):
+        depth, i = 0, m.end() - 1
+        for j in range(i, len(expr)):
+            depth += {"(": 1, ")": -1}.get(expr[j], 0)
+            if depth == 0:
+                out |= set(_required_variables(expr[m.start():j + 1]))
+                break
+    return out
+
+
+def _before_dropping(expr: str, frame: "_Columns"):
+    """The model matrix as R makes it when rows were dropped for missing values.
+
+    R evaluates ``scale(x)`` and ``poly(x, 2)`` on the rows of the data before
+    it drops the rows with a missing value elsewhere (``scale`` over the values of
+    ``x`` that are present), and takes the levels of factors from the rows kept.
+    Returns None where nothing of that applies (or formulaic cannot do it), and
+    the caller builds the matrix on the rows kept.
+    """
+    if frame._keep is None or not _STATEFUL.search(expr):
+        return None
+    source = frame._source[list(frame.columns)]
+    rows = np.ones(len(source), dtype=bool)
+    for c in _stateful_variables(expr):
+        m = _missing(source[c])
+        if m is not None:
+            rows &= ~m
+    data = source.loc[rows].reset_index(drop=True)
+    kept = frame._keep[rows]
+    for c in data.columns:
+        col = data[c]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            used = col[kept].cat.remove_unused_categories().cat.categories
+            data[c] = col.cat.set_categories(used)
+        elif not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
+            data[c] = pd.Categorical(col, categories=pd.Categorical(col[kept].dropna()).categories)
+    try:
+        from formulaic import model_matrix
+        mm = model_matrix(expr, data, ensure_full_rank=True, na_action="ignore")
+    except Exception:  # noqa: BLE001 - left to the usual path, which reports it
+        return None
+    arr = np.asarray(mm, dtype=float)[kept]
+    if arr.shape[0] != int(frame._keep.sum()) or not np.all(np.isfinite(arr)):
+        return None
+    out = _SimpleMatrix(arr, list(mm.columns))
+    out.model_spec = mm.model_spec
+    return out
+
+
 def _model_matrix(expr: str, frame: pd.DataFrame):
+    if isinstance(frame, _Columns):
+        early = _before_dropping(expr, frame)
+        if early is not None:
+            return early
     simple = _simple_terms(expr, frame)
     if simple is None:
         return _formulaic(expr, frame)
