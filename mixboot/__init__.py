@@ -12,13 +12,13 @@ from .optimize import ConvergenceWarning
 from .parameters import model
 from .power import PowerCurve, PowerResult, power, power_curve
 from .predict import predict, predict_interval
-from .result import LMMResult
+from .result import LMMResult, SingularFitWarning
 from .simulate import simulate
 from ._version import __version__
 from .spec import RankDeficiencyWarning
 
 __all__ = ["BootResult", "ConvergenceWarning", "FormulaError", "LMMResult", "LinearMixedModel",
            "PowerCurve", "PowerResult",
-           "RankDeficiencyWarning", "bootMer", "concat", "datasets", "design", "fit", "lrt",
+           "RankDeficiencyWarning", "SingularFitWarning", "bootMer", "concat", "datasets", "design", "fit", "lrt",
            "model", "pb_lrt", "power", "power_curve", "predict", "predict_interval", "simulate",
            "__version__"]

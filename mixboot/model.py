@@ -8,11 +8,13 @@
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .optimize import OptSummary, fit_theta
 from .inference import check_ddf
-from .result import build_result
+from .result import SingularFitWarning, build_result
 from .spec import ModelSpec, build_spec, groups_formula
 from .workspace import Workspace
 
@@ -48,7 +50,12 @@ class LinearMixedModel:
         ws = self.workspace
         opt = fit_theta(lambda th: ws.factorize(th).objective, theta0, spec.lower_bounds,
                         settings, canonical=spec.canonical_theta, newton=ws.dense, warn=warn)
-        return build_result(self, opt.theta, opt, ddf=ddf)
+        result = build_result(self, opt.theta, opt, ddf=ddf)
+        if warn and result.is_singular:
+            warnings.warn("boundary (singular) fit: a random-effect variance is zero or a "
+                          "correlation is +-1; see result.varcorr (lme4: help('isSingular'))",
+                          SingularFitWarning, stacklevel=3)
+        return result
 
     def __repr__(self) -> str:
         return f"LinearMixedModel({self.spec.formula!r}, REML={self.REML})"

@@ -204,7 +204,16 @@ def predict(result, newdata=None, *, re_form=None, allow_new_levels: bool = Fals
         return np.array(result.fittedvalues)
     design = _design(result, newdata, keep, bool(allow_new_levels))
     values = design.X @ result.beta + _zb(design, spec, result.theta, result.u)
-    return _shape_output(values, design, newdata, "fit")
+    return _shape_output(values + _offset(spec, newdata, design), design, newdata, "fit")
+
+
+def _offset(spec, newdata, design: _Design):
+    """The model's offset(...) terms on the design's rows (0 without any), as lme4 adds them."""
+    if spec.offset is None:
+        return 0.0
+    if newdata is None:
+        return spec.offset
+    return np.asarray(spec.offset_of(newdata), dtype=float)[design.ok]
 
 
 # --------------------------------------------------------------------------- intervals
@@ -363,7 +372,8 @@ def predict_interval(result, newdata=None, *, B: int = 1000, seed=None, level: f
     fit_values = np.asarray(fit, dtype=float)
     lower = np.full(fit_values.shape, np.nan)
     upper = np.full(fit_values.shape, np.nan)
-    lower[design.ok], upper[design.ok] = lo, hi
+    offset = _offset(spec, newdata, design)
+    lower[design.ok], upper[design.ok] = lo + offset, hi + offset
     index = newdata.index if newdata is not None else pd.RangeIndex(spec.n)
     frame = pd.DataFrame({"fit": fit_values, "lower": lower, "upper": upper}, index=index)
     frame.attrs.update({"B": int(B), "level": float(level), "kind": kind, "failed": n_failed,

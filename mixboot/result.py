@@ -13,9 +13,14 @@ from .optimize import OptSummary
 from .simulate import simulate
 from .summary import summary_text
 
-__all__ = ["LMMResult", "build_result"]
+__all__ = ["LMMResult", "SingularFitWarning", "build_result"]
 
 SINGULAR_TOL = 1e-4
+
+
+class SingularFitWarning(UserWarning):
+    """The fit is on the boundary: a variance is zero or a correlation is +-1 (lme4's
+    "boundary (singular) fit").  The model is then overparametrized for these data."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,11 +225,14 @@ class LMMResult:
         for term, T, u in zip(self.spec.terms, self._factors(), self.u):
             b = u @ T.T
             zb += np.einsum("ij,ij->i", term.zraw, b[term.codes])
-        return self.spec.X @ self.beta + zb
+        eta = self.spec.X @ self.beta + zb
+        # an offset(...) term was taken out of y before fitting: fitted values add it back
+        return eta if self.spec.offset is None else eta + self.spec.offset
 
     @property
     def resid(self) -> np.ndarray:
-        return self.y - self.fittedvalues
+        y = self.y if self.spec.offset is None else self.y + self.spec.offset
+        return y - self.fittedvalues
 
     # -- likelihood -------------------------------------------------------------------
     @property

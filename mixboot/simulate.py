@@ -150,5 +150,8 @@ def simulate(result, nsim: int = 1, seed=None, *, beta=None, sigma=None, theta=N
     beta, sigma, theta = check_parameters(result, beta, sigma, theta)
     _, children = seed_streams(seed, int(nsim))
     design = None if newdata is None else _design_for(result, newdata)
-    return simulate_block(result.spec, children, beta=beta, sigma=sigma, theta=theta,
-                          u=result.u if use_u else None, design=design)
+    Y = simulate_block(result.spec, children, beta=beta, sigma=sigma, theta=theta,
+                       u=result.u if use_u else None, design=design)
+    # Responses on the data's scale: the model's offset(...) terms go back in.
+    offset = result.spec.offset if newdata is None else result.spec.offset_of(newdata)
+    return Y if offset is None else Y + np.asarray(offset, dtype=float)[:, None]

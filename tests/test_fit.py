@@ -383,3 +383,19 @@ def test_simple_numeric_designs_match_formulaic(fixed):
     mm = model_matrix(fixed, df, ensure_full_rank=True)
     np.testing.assert_array_equal(spec.X, np.asarray(mm, dtype=float))
     assert list(spec.fixed_spec.column_names) == list(mm.columns)   # made on demand
+
+
+def test_singular_fit_warns_once_and_bootstrap_refits_do_not():
+    # every group has the same values: the between-group variance is exactly zero
+    flat = pd.DataFrame({"y": np.tile([1.0, 2.5, 2.0, 4.0], 6), "g": np.repeat(range(6), 4)})
+    with pytest.warns(mb.SingularFitWarning, match="boundary \\(singular\\) fit") as record:
+        fit = mb.fit("y ~ 1 + (1 | g)", flat)
+    assert fit.is_singular
+    assert sum(issubclass(w.category, mb.SingularFitWarning) for w in record) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mb.SingularFitWarning)
+        boot = mb.bootMer(fit, B=40, seed=1)
+    assert boot.n_singular > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mb.SingularFitWarning)
+        assert not mb.fit("Reaction ~ Days + (1 | Subject)", mb.datasets.load("reaction")).is_singular

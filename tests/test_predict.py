@@ -284,3 +284,20 @@ def test_failed_replicates_are_left_out(monkeypatch):
     assert ci.attrs["failed"] == 1
     assert ci.attrs["failures"][0][:2] == (0, "refit")
     assert np.isfinite(ci.to_numpy()).all()
+
+
+def test_offset_goes_back_into_fitted_values_predictions_and_simulations():
+    """offset(10 * Days) fits Days' slope 10 lower; everything on the data's scale agrees."""
+    data = mb.datasets.load("reaction")
+    with_offset = mb.fit("Reaction ~ Days + offset(10 * Days) + (Days | Subject)", data)
+    plain = mb.fit("Reaction ~ Days + (Days | Subject)", data)
+    assert with_offset.fe_params["Days"] == pytest.approx(plain.fe_params["Days"] - 10, abs=1e-5)
+    np.testing.assert_allclose(with_offset.fittedvalues, plain.fittedvalues, rtol=1e-8)
+    np.testing.assert_allclose(with_offset.resid, plain.resid, atol=1e-4)
+    for re_form in (None, "~0"):
+        np.testing.assert_allclose(with_offset.predict(data, re_form=re_form),
+                                   plain.predict(data, re_form=re_form), rtol=1e-8)
+    flat = mb.simulate(with_offset, 1, seed=1, sigma=1e-9, theta=np.zeros(3))[:, 0]
+    np.testing.assert_allclose(flat, plain.predict(data, re_form="~0"), rtol=1e-8)
+    ci = mb.predict_interval(with_offset, data.head(4), B=60, seed=2, re_form="~0")
+    assert np.all((ci["lower"] < ci["fit"]) & (ci["fit"] < ci["upper"]))
