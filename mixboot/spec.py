@@ -461,8 +461,7 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
                             colnames=tuple(_lme4_name(c, {}, rnames) for c in mmz.columns),
                             levels=levels, codes=codes, zraw=zraw))
         term_specs.append(getattr(mmz, "model_spec", None))
-    # lme4's order: most levels first; Python's sort is stable, as R's is.
-    order = sorted(range(len(terms)), key=lambda i: -terms[i].nlevels)
+    order = _lme4_term_order([t.nlevels for t in terms])
     terms = [terms[i] for i in order]
     term_specs = [term_specs[i] for i in order]
     if getattr(mmx, "model_spec", None) is not None:
@@ -495,6 +494,20 @@ def _required_variables(expr: str) -> frozenset:
     if plain is not None:
         return frozenset(plain[1])
     return frozenset(translate(expr, allow_offset=True).variables)
+
+
+def _lme4_term_order(nlevels: list[int]) -> list[int]:
+    """The order lme4 (mkReTrms) gives random terms, from their numbers of levels.
+
+    Terms already in non-increasing order of levels keep the formula's order;
+    otherwise lme4 takes the reverse of a stable increasing sort, so terms with
+    equal levels come out in reverse formula order (``(1 + x || g2) + (1 | g1)``
+    with g1 the larger gives g1, g2.x, g2.(Intercept)).  theta follows this order.
+    """
+    n = len(nlevels)
+    if all(nlevels[i + 1] <= nlevels[i] for i in range(n - 1)):
+        return list(range(n))
+    return sorted(range(n), key=lambda i: nlevels[i])[::-1]
 
 
 def _evaluate(expr: Translated, frame, what: str) -> np.ndarray:

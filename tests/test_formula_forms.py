@@ -167,3 +167,19 @@ def test_response_function_missing_column_is_named():
         mb.fit("log(yy) ~ x + (1 | g)", data)
     with pytest.raises(KeyError, match="'z'"):
         mb.fit("y ~ poly(z, 2) + (1 | g)", data)
+
+
+THETA_ORDER = Path(__file__).resolve().parent / "data" / "theta_order_reference.json"
+
+
+@pytest.mark.parametrize("case", json.loads(THETA_ORDER.read_text()), ids=lambda c: c["formula"])
+def test_theta_follows_lme4s_term_order(case):
+    """lme4 keeps the formula's order when terms already have non-increasing levels, else it
+    reverses a stable increasing sort: `||` parts of one factor can come out reversed."""
+    data = pd.read_csv(THETA_ORDER.parent / "theta_order.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = mb.fit(case["formula"], data, REML=False)
+    assert list(fit.spec.theta_names) == case["theta_names"]
+    assert fit.objective <= case["deviance"] * (1 + 1e-8)
+    np.testing.assert_allclose(fit.theta, case["theta"], atol=2e-4)
