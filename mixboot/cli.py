@@ -289,7 +289,7 @@ def _cmd_power(args) -> int:
     model = mb.model(settings["formula"], data, beta=config["beta"], sigma=config["sigma"],
                      re=config.get("re"), theta=config.get("theta"),
                      REML=config.get("REML", True), contrasts=config.get("contrasts"))
-    defaults = {"nsim": 1000, "alpha": 0.05, "method": "wald", "pb_B": 199}
+    defaults = {"nsim": 1000, "alpha": 0.05, "method": None, "pb_B": 199}
     common = {k: d if settings[k] is None else settings[k] for k, d in defaults.items()}
     common.update(seed=settings["seed"], n_jobs=args.jobs, show_progress=args.progress)
     with _client(args.scheduler) as client:
@@ -324,7 +324,9 @@ def _add_power_options(p):
     p.add_argument("--nsim", type=int, help="simulated data sets (default 1000)")
     p.add_argument("--seed", type=int, help="random seed (default: random)")
     p.add_argument("--alpha", type=float, help="significance level (default 0.05)")
-    p.add_argument("--method", choices=["wald", "lrt", "pb"], help="test (default wald)")
+    p.add_argument("--method", choices=["satterthwaite", "kr", "wald", "lrt", "pb"],
+                   help="test (default satterthwaite: t with Satterthwaite's df, as the "
+                        "fit's p-values)")
     p.add_argument("--pb-B", dest="pb_B", type=int,
                    help="bootstrap responses per data set for --method pb (default 199)")
     p.add_argument("--sizes", type=_sizes, help="power curve: sizes, e.g. 20,30,40")

@@ -65,17 +65,18 @@ def check_ddf(ddf) -> str:
 
 
 # --------------------------------------------------------------------------- the deviance
-def _factorize(ws, thetas: np.ndarray):
-    """Factorizations of the model's own response at each row of thetas (one batch when dense)."""
+def _factorize(ws, thetas: np.ndarray, resp=None):
+    """Factorizations for response ``resp`` (default: the model's own) at each row of thetas
+    (one batch when dense)."""
     if ws.dense:
-        return [ws.factorize(thetas)]
-    return [ws.factorize(th[None, :]) for th in thetas]
+        return [ws.factorize(thetas, resp)]
+    return [ws.factorize(th[None, :], resp) for th in thetas]
 
 
-def _pieces(ws, thetas: np.ndarray):
+def _pieces(ws, thetas: np.ndarray, resp=None):
     """For each theta: the sigma-free part of the deviance, the PWRSS, and vcov_unscaled."""
     d0, r2, vc = [], [], []
-    for fac in _factorize(ws, thetas):
+    for fac in _factorize(ws, thetas, resp):
         if not np.all(fac.ok):
             raise FloatingPointError("the model could not be factorized near its estimates; "
                                      "Satterthwaite degrees of freedom are unavailable")
@@ -142,7 +143,8 @@ class Satterthwaite:
                     t[i] += si * h[i]
                     t[j] += sj * h[j]
                     pts.append(t)
-        d0, r2, vc = _pieces(ws, np.array(pts))
+        # the result's own response: a refit to a simulated y shares the model with the fit
+        d0, r2, vc = _pieces(ws, np.array(pts), ws.responses(np.asarray(result.y, dtype=float)))
         dof = ws.n - ws.p if ws.REML else ws.n
         s2 = sigma ** 2
         f = d0 + r2 / s2      # the theta-dependent part of the deviance at this sigma

@@ -6,18 +6,31 @@ count the rejections.  Replicate i draws from child i of
 ``SeedSequence(seed)`` and replicates are refitted in chunks whose size
 depends only on the model, so the p-values are the same for any ``n_jobs``.
 
-Tests (``method``):
+Tests (``method``; by default the model's or fit's ``ddf``, so that power
+agrees with the p-values its summary shows):
 
-* ``"wald"`` (default): the refit's Wald statistic with a normal reference,
+* ``"satterthwaite"``: the refit's t statistic ``beta_j / se_j`` on
+  Satterthwaite's denominator df, for a term with k columns the F test of those
+  columns (Fai & Cornelius' df), as lmerTest's ``summary``/``anova`` compute them
+  on that refit (:mod:`mixboot.inference`).  The refit uses the model's own
+  criterion (REML or ML).
+* ``"kr"``: the same with Kenward-Roger's adjusted standard error and df
+  (pbkrtest's); REML models only.  For k columns, ``F = b' (L Phi_A L')^-1 b / k``
+  (unscaled, as lmerTest's) on Kenward-Roger's df.
+* ``"wald"``: the refit's Wald statistic with a normal reference,
   ``p = 2 Phi(-|beta_j / se_j|)`` for one coefficient; for a term with k
   columns ``W = b' V^-1 b`` on chi-square(k).  The refit uses the model's own
-  criterion (REML or ML).
+  criterion (REML or ML).  With few groups z is optimistic: its power exceeds
+  that of the t tests users read in the fit's summary.
 * ``"lrt"``: the likelihood-ratio statistic of the model against the model
   without the tested columns, both refitted by ML, on chi-square(k).
 * ``"pb"``: the same statistic with a parametric-bootstrap reference for each
   simulated data set: ``pb_B`` responses are drawn from the reduced model fitted
   to that data set, and ``p = (1 + #{LRT* >= LRT}) / (1 + valid LRT*)``.  This is
   nested simulation, ``nsim * pb_B`` pairs of refits.
+
+The t and F tests compute their df for each refit on its own (a result built for
+that simulated response), so they cost more per replicate than ``"wald"``.
 
 Replicates whose simulation, refit or statistic fails, and refits that do not
 converge, are left out of the estimate and counted (never silently).  Singular
@@ -36,28 +49,36 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-from scipy import special
+from scipy import special, stats
 
 from . import runner
 from ._version import __version__
 from .compare import TIE_TOL, columns_to_drop, reduced_model
 from .design import extend
+from .inference import _EXPECTED_MAX_N, contrast_test
 from .model import LinearMixedModel
+from .optimize import OptSummary
 from .parameters import model
 from .refit import refit_isolated
-from .result import SINGULAR_TOL, LMMResult
+from .result import SINGULAR_TOL, LMMResult, build_result
 from .runner import child_streams
 from .simulate import simulate_block
 
 __all__ = ["power", "power_curve", "PowerResult", "PowerCurve", "tested_columns"]
 
-METHODS = ("wald", "lrt", "pb")
-_METHOD_TITLES = {"wald": "Wald", "lrt": "likelihood-ratio (chi-square)",
-                  "pb": "parametric-bootstrap LR"}
+METHODS = ("satterthwaite", "kr", "wald", "lrt", "pb")
+_METHOD_TITLES = {"satterthwaite": "Satterthwaite t test",
+                  "kr": "Kenward-Roger t test", "wald": "Wald test",
+                  "lrt": "likelihood-ratio (chi-square) test",
+                  "pb": "parametric-bootstrap LR test"}
+# The fit's ddf (mixboot.inference.check_ddf names) -> the power method of that test.
+_DDF_METHODS = {"satterthwaite": "satterthwaite", "kenward-roger": "kr", "wald": "wald"}
+# Methods whose refits use the model's own criterion (the others refit by ML).
+_OWN_CRITERION = ("satterthwaite", "kr", "wald")
 # Outer replicates per chunk for method="pb": each carries pb_B refit pairs.
 _PB_CHUNK = 4
 
@@ -123,10 +144,10 @@ class PowerResult:
 
     def summary(self) -> str:
         groups = ", ".join(f"{g} {k}" for g, k in self.ngroups.items())
-        criterion = "REML" if self.REML and self.method == "wald" else "ML"
+        criterion = "REML" if self.REML and self.method in _OWN_CRITERION else "ML"
         what = (f"coefficient {self.columns[0]!r}" if self.df == 1
                 else f"term {self.test!r} ({self.df} columns)")
-        lines = [f"Power by simulation: {_METHOD_TITLES[self.method]} test of {what}, "
+        lines = [f"Power by simulation: {_test_title(self.method, self.df)} of {what}, "
                  f"alpha = {self.alpha:g}",
                  f"  model: {self.formula}   ({self.nobs} observations; groups: {groups}; "
                  f"refitted by {criterion})"]
@@ -150,6 +171,13 @@ class PowerResult:
         return (f"<PowerResult {self.method} test of {self.test!r}: power {self.power:.4f} "
                 f"[{self.lower:.4f}, {self.upper:.4f}], {self.n_valid}/{self.nsim} valid, "
                 f"alpha {self.alpha:g}>")
+
+
+def _test_title(method: str, df: int) -> str:
+    """"Satterthwaite t test" ("... F test" for a term), "Wald test", ..."""
+    title = _METHOD_TITLES[method]
+    return title.replace(" t test", " F test") if method in ("satterthwaite", "kr") and df > 1 \
+        else title
 
 
 def _varcorr_text(vc: pd.DataFrame) -> str:
@@ -208,14 +236,14 @@ class PowerCurve(pd.DataFrame):
         ax.set_ylim(0, 1)
         ax.set_xlabel(f"number of levels of {self.along}")
         ax.set_ylabel("power")
-        ax.set_title(f"{_METHOD_TITLES[first.method]} test of {first.test!r}, "
+        ax.set_title(f"{_test_title(first.method, first.df)} of {first.test!r}, "
                      f"alpha = {first.alpha:g}, nsim = {first.nsim}")
         ax.legend(loc="lower right")
         return ax
 
     def summary(self) -> str:
         first = self.results[0]
-        head = (f"Power curve along {self.along!r}: {_METHOD_TITLES[first.method]} test of "
+        head = (f"Power curve along {self.along!r}: {_test_title(first.method, first.df)} of "
                 f"{first.test!r}, alpha = {first.alpha:g}, nsim = {first.nsim}, seed {first.seed}")
         body = self.table.to_string(index=False, float_format=lambda x: f"{x:.4f}")
         return head + "\n" + body
@@ -289,6 +317,39 @@ def _wald_pvalues(fits: _Fits, cols: list[int]) -> np.ndarray:
         return special.chdtrc(len(cols), W)
 
 
+def _refit_result(model, fits: _Fits, y: np.ndarray, i: int, ddf: str) -> LMMResult:
+    """The LMMResult of refit ``i`` for response ``y``, as ``mb.fit`` would give it."""
+    optsum = replace(OptSummary(), optimizer="refit", theta=fits.theta[i],
+                     fmin=float(fits.objective[i]), returncode="FTOL_REACHED")
+    return build_result(model, fits.theta[i], optsum, y=y, ddf=ddf)
+
+
+def _ddf_pvalue(result: LMMResult, cols: list[int], method: str) -> float:
+    """lmerTest's p-value for the tested columns of one refit: t (one column) or F.
+
+    One column: ``coef_table(ddf)``'s ``Pr(>|t|)``.  k columns: the F test of
+    ``L beta = 0``, L the k rows of the identity; Satterthwaite as ``anova`` computes
+    it (:func:`mixboot.inference.contrast_test`), Kenward-Roger with the adjusted
+    covariance and pbkrtest's df, F unscaled as lmerTest's.
+    """
+    beta = np.asarray(result.beta, dtype=float)
+    L = np.eye(beta.size)[cols]
+    if method == "satterthwaite":
+        sat = result._satterthwaite
+        if len(cols) == 1:
+            t = beta[cols[0]] / np.sqrt(sat.vcov[cols[0], cols[0]])
+            return float(2.0 * stats.t.sf(abs(t), sat.df_contrast(L[0])))
+        return contrast_test(sat, L, beta)["p"]
+    kr = result._kenward_roger
+    df = kr.df_contrast(L)
+    if len(cols) == 1:
+        t = beta[cols[0]] / np.sqrt(kr.vcov_adj[cols[0], cols[0]])
+        return float(2.0 * stats.t.sf(abs(t), df))
+    b = L @ beta
+    F = float(b @ np.linalg.solve(L @ kr.vcov_adj @ L.T, b)) / len(cols)
+    return float(stats.f.sf(F, len(cols), df))
+
+
 def _lrt(full: _Fits, reduced: _Fits) -> np.ndarray:
     """Deviance difference; tiny negative values (optimizer noise) are set to 0."""
     return np.maximum(reduced.objective - full.objective, 0.0)
@@ -330,6 +391,20 @@ def _power_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
     if ctx.method == "wald":
         p = _wald_pvalues(full, ctx.cols)
         converged = full.converged
+    elif ctx.method in ("satterthwaite", "kr"):
+        # One result per replicate: its df never depend on its batch mates.
+        converged = full.converged
+        p = np.full(n, np.nan)
+        ddf = "kenward-roger" if ctx.method == "kr" else "satterthwaite"
+        for i in map(int, np.flatnonzero(converged & np.isfinite(full.objective))):
+            if i in errors:
+                continue
+            try:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    p[i] = _ddf_pvalue(_refit_result(ctx.full, full, Y[:, i], i, ddf),
+                                       ctx.cols, ctx.method)
+            except Exception as exc:  # noqa: BLE001 - recorded per replicate
+                errors[i] = ("statistic", f"{type(exc).__name__}: {exc}")
     else:
         reduced = _refit(ctx.reduced, ctx.theta, Y, ctx.tol)
         for i, m in reduced.errors.items():
@@ -397,11 +472,27 @@ def _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) \
             or not 0 < alpha < 1:
         raise ValueError(f"alpha must be a number between 0 and 1, got {alpha!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if method is not None and method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)} (None: the fit's ddf), "
+                         f"got {method!r}")
     _check_int(pb_B, "pb_B", 1)
     runner.check_run_options(B=nsim, B_name="nsim", n_jobs=n_jobs, tol=tol,
                              show_progress=show_progress, client=client, checkpoint=checkpoint)
+
+
+def _resolve_method(result: LMMResult, method) -> str:
+    """``method``, or the power method of the fit's ddf; checks "kr" can run."""
+    if method is None:
+        method = _DDF_METHODS[result.ddf]
+    if method == "kr":
+        if not result.REML:
+            raise ValueError("method='kr' (Kenward-Roger) needs a REML model (REML=True); "
+                             "use method='satterthwaite' for an ML model")
+        if result.spec.n > _EXPECTED_MAX_N:
+            raise ValueError(f"method='kr' uses dense {result.spec.n} x {result.spec.n} "
+                             f"matrices (at most {_EXPECTED_MAX_N} observations); use "
+                             "method='satterthwaite'")
+    return method
 
 
 def _ml_models(result: LMMResult, test: str, cols: list[int]):
@@ -414,7 +505,7 @@ def _ml_models(result: LMMResult, test: str, cols: list[int]):
 
 
 def power(model_or_fit, test: str, nsim: int = 1000, alpha: float = 0.05, seed=None, *,
-          n_jobs: int = 1, show_progress: bool = False, method: str = "wald",
+          n_jobs: int = 1, show_progress: bool = False, method: str | None = None,
           pb_B: int = 199, tol: float | None = None, client=None,
           checkpoint=None) -> PowerResult:
     """Estimate the power of a test of a fixed effect by simulation.
@@ -430,8 +521,14 @@ def power(model_or_fit, test: str, nsim: int = 1000, alpha: float = 0.05, seed=N
     seed : int, numpy Generator or None; replicate i uses child i of SeedSequence(seed).
     n_jobs : local worker processes; -1 for all cores.  Results do not depend on it.
     show_progress : a tqdm progress bar.
-    method : ``"wald"`` (refit by the model's criterion), ``"lrt"`` or ``"pb"``
-        (both refit by ML); see the module docstring.
+    method : ``"satterthwaite"`` or ``"kr"`` (t, or F for a term, with
+        Satterthwaite's or Kenward-Roger's denominator df as lmerTest computes them
+        on each refit; ``"kr"`` for REML models only), ``"wald"`` (z or
+        chi-square; these three refit by the model's criterion), ``"lrt"`` or
+        ``"pb"`` (both refit by ML); see the module docstring.  Default: the
+        model's or fit's ``ddf`` ("satterthwaite" unless chosen otherwise;
+        "kenward-roger" maps to ``"kr"``), so power matches the p-values its
+        summary shows.
     pb_B : bootstrap responses per simulated data set for ``method="pb"``.
     tol : relative objective tolerance of the refits (default 1e-12).
     client : a ``dask.distributed.Client``: run on its cluster.
@@ -452,9 +549,10 @@ def power(model_or_fit, test: str, nsim: int = 1000, alpha: float = 0.05, seed=N
     _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol,
                    client, checkpoint)
     result = model_or_fit
+    method = _resolve_method(result, method)
     cols = tested_columns(result.spec, test)
     nsim = int(nsim)
-    if method == "wald":
+    if method in _OWN_CRITERION:
         full, reduced = result.model, None
     else:
         full, reduced = _ml_models(result, test, cols)
@@ -544,8 +642,8 @@ def model_at_size(result: LMMResult, along: str, size: int) -> LMMResult:
 
 def power_curve(model_or_fit, test: str, *, sizes, along: str | None = None, nsim: int = 1000,
                 alpha: float = 0.05, seed=None, n_jobs: int = 1, show_progress: bool = False,
-                method: str = "wald", pb_B: int = 199, tol: float | None = None, client=None,
-                checkpoint=None) -> PowerCurve:
+                method: str | None = None, pb_B: int = 199, tol: float | None = None,
+                client=None, checkpoint=None) -> PowerCurve:
     """Power at several numbers of levels of a grouping factor (e.g. subjects).
 
     For each size the design is resized with :func:`mixboot.design.extend` (new
@@ -569,6 +667,7 @@ def power_curve(model_or_fit, test: str, *, sizes, along: str | None = None, nsi
     """
     _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol,
                    client, checkpoint)
+    method = _resolve_method(model_or_fit, method)
     sizes = _check_sizes(sizes)
     along = _default_along(model_or_fit) if along is None else along
     tested_columns(model_or_fit.spec, test)

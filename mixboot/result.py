@@ -10,6 +10,7 @@ from scipy import special, stats
 
 from .inference import KenwardRoger, Satterthwaite, anova_table, check_ddf, coef_table
 from .optimize import OptSummary
+from .profile import profile_intervals
 from .simulate import simulate
 from .summary import summary_text
 
@@ -163,12 +164,32 @@ class LMMResult:
         table = self.coef_table()
         return table.iloc[:, -1].rename(table.columns[-1])
 
-    def conf_int(self, level: float = 0.95) -> pd.DataFrame:
-        """Intervals for the fixed effects: estimate +- q * se, q the t quantile with the
-        fit's df (Satterthwaite, Kenward-Roger with its adjusted se) or the normal
-        quantile for ddf="wald"."""
+    def conf_int(self, level: float = 0.95, method: str = "wald", **kwargs) -> pd.DataFrame:
+        """Confidence intervals, columns ``lower`` and ``upper``.
+
+        ``method="wald"`` (default): the fixed effects, estimate +- q * se, q the t
+        quantile with the fit's df (Satterthwaite, Kenward-Roger with its adjusted se)
+        or the normal quantile for ddf="wald".
+
+        ``method="profile"``: lme4's ``confint(method = "profile", oldNames = FALSE)``
+        for every parameter (random-effect SDs and correlations, ``sigma``, the fixed
+        effects), from the ML deviance (a REML fit is refitted by ML); see
+        :func:`mixboot.profile.profile_intervals` (keyword ``which``).
+
+        ``method="boot"``: ``mixboot.bootMer(self, **kwargs).confint(level=level)``
+        (pass ``B``, ``seed``, ...), rows named as the profile's.
+        """
         if not 0 < level < 1:
             raise ValueError(f"level must be between 0 and 1, got {level!r}")
+        key = str(method).strip().lower() if isinstance(method, str) else method
+        if key == "profile":
+            return profile_intervals(self, level, **kwargs)
+        if key in ("boot", "bootstrap"):
+            return self.bootMer(**kwargs).confint(level=level)
+        if key != "wald":
+            raise ValueError(f"method must be 'wald', 'profile' or 'boot', got {method!r}")
+        if kwargs:
+            raise TypeError(f"unexpected keyword argument(s) {sorted(kwargs)} for method='wald'")
         se = self.bse
         if self.ddf == "wald":
             q = special.ndtri(0.5 + level / 2)

@@ -299,3 +299,19 @@ def test_factor_fit_anova_with_several_terms():
     assert np.all(np.isfinite(tab.to_numpy()))
     assert np.all(tab["DenDF"] < len(data))
     assert isinstance(tab, pd.DataFrame)
+
+
+def test_df_of_a_refit_use_its_own_response():
+    """A result built for another response of the same model (a bootstrap or power refit)
+    gets that response's df, the same as a fresh fit to it."""
+    from mixboot.refit import refit_responses
+    from mixboot.result import build_result
+    data = mb.datasets.load("crossed")
+    formula = "diameter ~ 1 + (1 | plate) + (1 | sample)"
+    fit = mb.fit(formula, data)
+    y = mb.simulate(fit, 1, seed=3)[:, 0]
+    rb = refit_responses(fit.model, y[:, None], start=fit.theta)
+    refit = build_result(fit.model, rb.theta[0], fit.optsum, y=y)
+    fresh = mb.fit(formula, data.assign(diameter=y), start=fit.theta)
+    np.testing.assert_allclose(refit.coef_table()["df"], fresh.coef_table()["df"], rtol=1e-5)
+    assert not np.allclose(refit.coef_table()["df"], fit.coef_table()["df"], rtol=1e-3)

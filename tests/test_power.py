@@ -58,7 +58,7 @@ def test_wald_power_matches_closed_form():
     P = stats.norm.cdf(delta / se - z) + stats.norm.cdf(-delta / se - z)
     assert abs(P - 0.5080) < 1e-4
     nsim = 4000
-    res = mb.power(model, "treatment", nsim=nsim, seed=20240601)
+    res = mb.power(model, "treatment", nsim=nsim, seed=20240601, method="wald")
     assert res.n_valid == nsim and res.n_failed == 0 and res.n_nonconverged == 0
     assert abs(res.power - P) < 3.5 * np.sqrt(P * (1 - P) / nsim)
     assert res.lower < res.power < res.upper
@@ -74,7 +74,7 @@ def test_clopper_pearson_matches_scipy(k, n):
 
 
 def test_result_fields_and_interval(small):
-    res = mb.power(small, "treatment", nsim=300, seed=3)
+    res = mb.power(small, "treatment", nsim=300, seed=3, method="wald")
     assert res.nsim == 300 and res.pvalues.shape == (300,) and res.alpha == 0.05
     assert res.n_significant == int(np.sum(res.pvalues < 0.05))
     assert res.power == res.n_significant / res.n_valid
@@ -99,7 +99,7 @@ def test_pvalues_equal_those_of_a_fit(small, three_level):
     """Replicate 0's p-value is the Wald p-value of mb.fit on simulated response 0."""
     y = mb.simulate(small, 1, seed=9)[:, 0]
     fit = mb.fit(TWO_ARM, small.spec.data.assign(y=y), ddf="wald")
-    res = mb.power(small, "treatment", nsim=1, seed=9)
+    res = mb.power(small, "treatment", nsim=1, seed=9, method="wald")
     np.testing.assert_allclose(res.pvalues[0], fit.pvalues["treatment"], rtol=1e-5)
     # A 3-level factor as a term: the Wald chi-square with 2 df from the fit's vcov.
     y = mb.simulate(three_level, 1, seed=9)[:, 0]
@@ -107,7 +107,7 @@ def test_pvalues_equal_those_of_a_fit(small, three_level):
     b = fit.fe_params[["condb", "condc"]].to_numpy()
     V = fit.vcov.loc[["condb", "condc"], ["condb", "condc"]].to_numpy()
     p = stats.chi2.sf(b @ np.linalg.solve(V, b), 2)
-    res = mb.power(three_level, "cond", nsim=1, seed=9)
+    res = mb.power(three_level, "cond", nsim=1, seed=9, method="wald")
     assert res.columns == ("condb", "condc") and res.df == 2
     np.testing.assert_allclose(res.pvalues[0], p, rtol=1e-5)
     assert "term 'cond' (2 columns)" in res.summary()
@@ -117,11 +117,11 @@ def test_term_test_holds_its_level_under_the_null(three_level):
     """With no effect of cond the 2-df Wald test rejects about alpha of the time."""
     null = mb.model(three_level.formula, three_level.spec.data, beta=[0.0, 0.0, 0.0],
                     sigma=1.0, theta=three_level.theta)
-    res = mb.power(null, "cond", nsim=1500, seed=4)
+    res = mb.power(null, "cond", nsim=1500, seed=4, method="wald")
     assert abs(res.power - 0.05) < 3.5 * np.sqrt(0.05 * 0.95 / 1500)
     # ... and has power against the alternative, more than either coefficient alone.
-    both = mb.power(three_level, "cond", nsim=400, seed=4).power
-    assert both > mb.power(three_level, "condb", nsim=400, seed=4).power
+    both = mb.power(three_level, "cond", nsim=400, seed=4, method="wald").power
+    assert both > mb.power(three_level, "condb", nsim=400, seed=4, method="wald").power
     assert mb.power(three_level, "cond[T.c]", nsim=400, seed=4).columns == ("condc",)
 
 
@@ -171,7 +171,7 @@ def test_failures_and_nonconvergence_are_excluded_and_counted(small, monkeypatch
 
     monkeypatch.setattr(refit, "refit_responses", flaky)
     with pytest.warns(RuntimeWarning) as record:
-        res = mb.power(small, "treatment", nsim=nsim, seed=8)
+        res = mb.power(small, "treatment", nsim=nsim, seed=8, method="wald")
     messages = " ".join(str(w.message) for w in record)
     assert "failed" in messages and "did not converge" in messages
     assert res.n_failed == raise_at.sum() + nan_at.sum()
@@ -200,7 +200,7 @@ def test_singular_refits_are_counted_and_kept():
 
 def test_lrt_agrees_with_wald_on_a_large_design():
     model = two_arm(120, per_subject=4, effect=0.3)
-    wald = mb.power(model, "treatment", nsim=800, seed=6)
+    wald = mb.power(model, "treatment", nsim=800, seed=6, method="wald")
     lrt = mb.power(model, "treatment", nsim=800, seed=6, method="lrt")
     assert lrt.method == "lrt" and lrt.n_valid == 800
     # Same simulated data sets; for 480 observations the two tests' p-values nearly coincide.
@@ -282,7 +282,8 @@ def test_power_curve_from_a_fit_and_crossed_design(three_level):
     (dict(alpha=1.5), ValueError, "alpha must be a number between 0 and 1"),
     (dict(nsim=0), ValueError, "nsim must be an integer >= 1"),
     (dict(nsim=2.5), ValueError, "nsim must be an integer >= 1"),
-    (dict(method="score"), ValueError, r"method must be one of \['wald', 'lrt', 'pb'\]"),
+    (dict(method="score"), ValueError,
+     r"method must be one of \['satterthwaite', 'kr', 'wald', 'lrt', 'pb'\]"),
     (dict(n_jobs=0), ValueError, "n_jobs must be"),
     (dict(method="pb", pb_B=0), ValueError, "pb_B must be an integer >= 1"),
     (dict(show_progress="yes"), TypeError, "show_progress must be True or False"),
@@ -306,3 +307,100 @@ def test_bad_curve_arguments(small):
         mb.power_curve(small, "treatment", along="nope", sizes=[10], nsim=5)
     with pytest.raises(ValueError, match="names no fixed-effect"):
         mb.power_curve(small, "nope", sizes=[10], nsim=5)
+
+
+# --------------------------------------------------------------------------- t and F tests
+@pytest.mark.parametrize("method, ddf", [("satterthwaite", "satterthwaite"),
+                                         ("kr", "kenward-roger")])
+def test_ddf_pvalues_equal_those_of_a_fit(small, method, ddf):
+    """Replicate j's p-value is coef_table(ddf)'s Pr(>|t|) of mb.fit on simulated response j
+    (the fit started where power's refits start, the assumed theta)."""
+    nsim = 4
+    res = mb.power(small, "treatment", nsim=nsim, seed=9, method=method)
+    assert res.method == method and res.n_valid == nsim
+    Y = mb.simulate(small, nsim, seed=9)
+    for j in range(nsim):
+        fit = mb.fit(TWO_ARM, small.spec.data.assign(y=Y[:, j]), ddf=ddf, start=small.theta)
+        np.testing.assert_allclose(res.pvalues[j], fit.coef_table()["Pr(>|t|)"]["treatment"],
+                                   rtol=1e-6)
+    title = {"satterthwaite": "Satterthwaite t test",
+             "kr": "Kenward-Roger t test"}[method]
+    assert f"{title} of coefficient 'treatment'" in res.summary()
+    assert "refitted by REML" in res.summary()
+
+
+def test_satterthwaite_term_pvalues_equal_anova(three_level):
+    """A 3-level factor as a term: the F test of anova(ddf="satterthwaite") on each refit."""
+    nsim = 3
+    res = mb.power(three_level, "cond", nsim=nsim, seed=9, method="satterthwaite")
+    Y = mb.simulate(three_level, nsim, seed=9)
+    for j in range(nsim):
+        fit = mb.fit(three_level.formula, three_level.spec.data.assign(y=Y[:, j]),
+                     ddf="satterthwaite", start=three_level.theta)
+        np.testing.assert_allclose(res.pvalues[j], fit.anova().loc["cond", "Pr(>F)"], rtol=1e-6)
+    assert "Satterthwaite F test of term 'cond' (2 columns)" in res.summary()
+
+
+def test_kr_term_pvalue_is_the_unscaled_f_test(three_level):
+    """k columns with Kenward-Roger: F = b'(L Phi_A L')^-1 b / k on pbkrtest's df."""
+    res = mb.power(three_level, "cond", nsim=1, seed=9, method="kr")
+    y = mb.simulate(three_level, 1, seed=9)[:, 0]
+    fit = mb.fit(three_level.formula, three_level.spec.data.assign(y=y), ddf="kenward-roger",
+                 start=three_level.theta)
+    kr = fit._kenward_roger
+    L = np.eye(3)[[1, 2]]
+    b = L @ fit.beta
+    F = b @ np.linalg.solve(L @ kr.vcov_adj @ L.T, b) / 2
+    np.testing.assert_allclose(res.pvalues[0], stats.f.sf(F, 2, kr.df_contrast(L)), rtol=1e-6)
+
+
+def test_default_method_follows_ddf(small):
+    assert small.ddf == "satterthwaite"
+    assert mb.power(small, "treatment", nsim=3, seed=1).method == "satterthwaite"
+    y = mb.simulate(small, 1, seed=1)[:, 0]
+    data = small.spec.data.assign(y=y)
+    for ddf, method in (("wald", "wald"), ("kenward-roger", "kr"),
+                        ("satterthwaite", "satterthwaite")):
+        fit = mb.fit(TWO_ARM, data, ddf=ddf)
+        res = mb.power(fit, "treatment", nsim=3, seed=1)
+        assert res.method == method
+        np.testing.assert_array_equal(
+            res.pvalues, mb.power(fit, "treatment", nsim=3, seed=1, method=method).pvalues)
+    curve = mb.power_curve(mb.fit(TWO_ARM, data, ddf="wald"), "treatment", sizes=[10], nsim=3,
+                           seed=1)
+    assert curve.results[0].method == "wald"
+
+
+def test_kr_needs_a_reml_model(small):
+    ml = mb.model(TWO_ARM, small.spec.data, beta=small.beta, sigma=small.sigma,
+                  theta=small.theta, REML=False)
+    with pytest.raises(ValueError, match="method='kr' .*needs a REML model"):
+        mb.power(ml, "treatment", nsim=5, method="kr")
+    # An ML model's default (Satterthwaite) runs, refitted by ML.
+    res = mb.power(ml, "treatment", nsim=5, seed=1)
+    assert res.method == "satterthwaite" and "refitted by ML" in res.summary()
+
+
+def test_satterthwaite_power_is_below_wald_power_with_few_groups():
+    """6 subjects: z ignores the uncertainty of the variance estimates; t on ~4 df does not.
+
+    Same simulated data sets, same estimate and standard error: the t test's p-value is
+    larger in every replicate, so its rejections are a subset of Wald's."""
+    six = two_arm(6, per_subject=5, effect=1.0)
+    wald = mb.power(six, "treatment", nsim=200, seed=1, method="wald")
+    sat = mb.power(six, "treatment", nsim=200, seed=1, method="satterthwaite")
+    assert wald.n_valid == sat.n_valid == 200
+    assert np.all(sat.pvalues >= wald.pvalues)
+    assert sat.power < wald.power - 0.05
+
+
+def test_satterthwaite_agrees_with_wald_on_a_large_design():
+    """120 subjects: Satterthwaite's df are ~118, t and z nearly coincide."""
+    model = two_arm(120, per_subject=4, effect=0.3)
+    wald = mb.power(model, "treatment", nsim=150, seed=6, method="wald")
+    sat = mb.power(model, "treatment", nsim=150, seed=6, method="satterthwaite")
+    se = np.sqrt(wald.power * (1 - wald.power) / 150)
+    assert abs(sat.power - wald.power) < 2 * se
+    # Replicate by replicate the p-values differ by the t vs z tails on ~118 df only.
+    assert np.all(sat.pvalues >= wald.pvalues)
+    np.testing.assert_allclose(sat.pvalues, wald.pvalues, atol=0.005)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .. import runner
 from .._version import __version__
+from ..profile import reported_parameters
 from ..refit import refit_isolated
 from ..result import SINGULAR_TOL, LMMResult, build_result
 from ..simulate import check_parameters, simulate_block
@@ -56,30 +57,19 @@ def parameter_table(result, theta: np.ndarray, sigma: np.ndarray, beta: np.ndarr
 
 
 def _reported(result) -> dict:
-    """lme4's ``confint(oldNames = FALSE)`` rows, their ``tbl`` columns and the fit's values.
-
-    Per random term (columns of its covariance, lower triangle column by column):
-    ``sd_<col>|<group>`` on the diagonal, ``cor_<row>.<col>|<group>`` below it;
-    then ``sigma`` and the fixed effects.
-    """
+    """lme4's ``confint(oldNames = FALSE)`` rows (:func:`mixboot.profile.reported_parameters`),
+    the ``tbl`` column of each, and the fit's values."""
     spec = result.spec
     names, columns = [], []
-    seen: dict[str, int] = {}
-    for term in spec.terms:
-        k = seen.get(term.label, 0)
-        seen[term.label] = k + 1
-        grp = term.label if k == 0 else f"{term.label}.{k}"
-        cols = term.colnames
-        for j in range(term.p):
-            for i in range(j, term.p):
-                if i == j:
-                    names.append(f"sd_{cols[i]}|{grp}")
-                    columns.append(f"sd_{grp}_{cols[i]}")
-                else:
-                    names.append(f"cor_{cols[i]}.{cols[j]}|{grp}")
-                    columns.append(f"cor_{grp}_{cols[j]}_{cols[i]}")
-    names += ["sigma", *spec.fe_names]
-    columns += ["sigma", *spec.fe_names]
+    for par in reported_parameters(spec):
+        names.append(par.name)
+        if par.kind in ("sd", "cor"):
+            grp = par.name.rsplit("|", 1)[1]
+            cols = spec.terms[par.term].colnames
+            columns.append(f"sd_{grp}_{cols[par.i]}" if par.kind == "sd"
+                           else f"cor_{grp}_{cols[par.j]}_{cols[par.i]}")
+        else:
+            columns.append(par.name)
     at_fit = parameter_table(result, np.asarray(result.theta, dtype=float)[None],
                              np.array([result.sigma]), np.asarray(result.beta, dtype=float)[None],
                              np.array([result.objective]))
