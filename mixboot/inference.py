@@ -64,6 +64,12 @@ def check_ddf(ddf) -> str:
     raise ValueError(f"ddf must be one of {list(DDF_METHODS)}, got {ddf!r}")
 
 
+def _divide(a: float, b: float) -> float:
+    """a / b with IEEE semantics (+-inf or nan for b = 0), as R divides."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(a) / np.float64(b))
+
+
 # --------------------------------------------------------------------------- the deviance
 def _factorize(ws, thetas: np.ndarray, resp=None):
     """Factorizations for response ``resp`` (default: the model's own) at each row of thetas
@@ -335,8 +341,12 @@ class KenwardRoger:
         v0, v1, v2 = 1.0 + c1 * B, 1.0 - c2 * B, 1.0 - c3 * B
         if abs(v0) < 1e-10:
             v0 = 0.0
-        rho = (1.0 / q) * ((1.0 - A2 / q) / v1) ** 2 * v0 / v2
-        return float(4.0 + (q + 2.0) / (q * rho - 1.0))
+        # As pbkrtest: (1 - A2/q) / v1 is 1 when both are ~0 (one variance parameter and
+        # a balanced design make them vanish together); other zero divisors give inf.
+        num = 1.0 - A2 / q
+        ratio = 1.0 if abs(num) < 1e-14 and abs(v1) < 1e-14 else _divide(num, v1)
+        rho = (1.0 / q) * ratio ** 2 * _divide(v0, v2)
+        return float(4.0 + _divide(q + 2.0, q * rho - 1.0))
 
     def df_coefficients(self) -> np.ndarray:
         return np.array([self.df_contrast(np.eye(self.vcov.shape[0])[i])

@@ -1,6 +1,7 @@
 """Satterthwaite degrees of freedom, coefficient tables and type III anova against lmerTest."""
 from __future__ import annotations
 
+import warnings
 import dataclasses
 import json
 
@@ -315,3 +316,17 @@ def test_df_of_a_refit_use_its_own_response():
     fresh = mb.fit(formula, data.assign(diameter=y), start=fit.theta)
     np.testing.assert_allclose(refit.coef_table()["df"], fresh.coef_table()["df"], rtol=1e-5)
     assert not np.allclose(refit.coef_table()["df"], fit.coef_table()["df"], rtol=1e-3)
+
+
+def test_kenward_roger_on_a_balanced_one_way_design_has_no_zero_division():
+    """One variance parameter in a balanced design: pbkrtest's 0/0 ratio is 1, df = groups - 2."""
+    d = mb.design.nested(groups=6, per_group=5, between={"treatment": [0.0, 1.0]},
+                         group="subject")
+    m = mb.model("y ~ treatment + (1 | subject)", d, beta={"(Intercept)": 0, "treatment": 0.8},
+                 sigma=1.0, re={"subject": 0.7})
+    Y = mb.simulate(m, 30, seed=8)
+    for j in range(30):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = mb.fit("y ~ treatment + (1 | subject)", d.assign(y=Y[:, j]), ddf="kenward-roger")
+        np.testing.assert_allclose(r.coef_table()["df"], [4.0, 4.0], rtol=1e-8)
