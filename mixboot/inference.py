@@ -20,7 +20,8 @@ A model from parameters (``mb.model``) has no observed response, so its A comes
 from the expected information instead (dense, for up to 6000 observations).
 
 :class:`KenwardRoger` follows pbkrtest for REML fits: an adjusted covariance of
-beta and the Kenward-Roger df (for coefficient tests; not for anova).
+beta and the Kenward-Roger df (coefficient t tests; F tests of terms use the unscaled F
+with the adjusted covariance on the Kenward-Roger df, as lmerTest's anova).
 
 Type III hypotheses for :func:`anova_table` are built as lmerTest builds them: in
 the treatment-coded design, each term's columns made orthogonal (over the
@@ -419,9 +420,7 @@ def coef_table(result, ddf: str) -> pd.DataFrame:
 def anova_table(result, ddf: str) -> pd.DataFrame:
     """lmerTest's type III anova table of the fixed terms (not the intercept)."""
     ddf = check_ddf(ddf)
-    if ddf == "kenward-roger":
-        raise ValueError("anova with ddf='kenward-roger' is not implemented; use "
-                         "'satterthwaite' (or coef_table('kenward-roger') for 1-df tests)")
+    kr = result._kenward_roger if ddf == "kenward-roger" else None
     columns = ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]
     contrasts = type3_contrasts(result.spec)
     beta = np.asarray(result.beta, dtype=float)
@@ -438,6 +437,14 @@ def anova_table(result, ddf: str) -> pd.DataFrame:
             F = float(np.sum((PtL @ beta) ** 2 / w[keep]) / keep.sum())
             res = {"F": F, "NumDF": int(keep.sum()), "DenDF": np.inf,
                    "p": float(stats.chi2.sf(F * keep.sum(), keep.sum()))}
+        elif kr is not None:
+            # as lmerTest: the unscaled F with Kenward-Roger's adjusted covariance, on the
+            # Kenward-Roger denominator df
+            Lb = L @ beta
+            q = L.shape[0]
+            F = float(Lb @ np.linalg.solve(L @ kr.vcov_adj @ L.T, Lb)) / q
+            den = kr.df_contrast(L)
+            res = {"F": F, "NumDF": q, "DenDF": den, "p": float(stats.f.sf(F, q, den))}
         else:
             res = contrast_test(result._satterthwaite, L, beta)
         ms = res["F"] * result.sigma ** 2

@@ -215,8 +215,7 @@ def test_kenward_roger_as_the_fits_ddf():
     q = stats.t.ppf(0.975, table["df"])
     np.testing.assert_allclose(ci["upper"], table["Estimate"] + q * table["Std. Error"], rtol=1e-12)
     assert "Kenward-Roger" in r.summary()
-    with pytest.raises(ValueError, match="kenward-roger"):
-        r.anova()
+    assert r.anova().loc["Days", "DenDF"] == pytest.approx(r.coef_table().loc["Days", "df"])
     assert list(r.anova("satterthwaite").index) == ["Days"]
 
 
@@ -330,3 +329,15 @@ def test_kenward_roger_on_a_balanced_one_way_design_has_no_zero_division():
             warnings.simplefilter("ignore")
             r = mb.fit("y ~ treatment + (1 | subject)", d.assign(y=Y[:, j]), ddf="kenward-roger")
         np.testing.assert_allclose(r.coef_table()["df"], [4.0, 4.0], rtol=1e-8)
+
+
+def test_kenward_roger_anova_agrees_with_its_coefficient_test():
+    """A 1-df term: F is t^2 of the Kenward-Roger coefficient test, on the same df and p."""
+    data = mb.datasets.load("reaction")
+    fit = mb.fit("Reaction ~ 1 + Days + (1 + Days | Subject)", data, ddf="kenward-roger")
+    row = fit.anova().loc["Days"]
+    coef = fit.coef_table().loc["Days"]
+    assert row["F value"] == pytest.approx(coef["t value"] ** 2, rel=1e-10)
+    assert row["DenDF"] == pytest.approx(coef["df"], rel=1e-10)
+    assert row["Pr(>F)"] == pytest.approx(coef["Pr(>|t|)"], rel=1e-8)
+    assert row["NumDF"] == 1
