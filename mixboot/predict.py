@@ -36,7 +36,7 @@ from ._version import __version__
 from .formula import parse_formula
 from .refit import refit_isolated
 from .result import LMMResult
-from .simulate import _design_for, simulate_block
+from .simulate import _design_for, fixed_matrix, simulate_block
 from .spec import _required_variables
 
 __all__ = ["predict", "predict_interval"]
@@ -92,17 +92,6 @@ def _complete_rows(spec, newdata: pd.DataFrame, keep: tuple[int, ...]) -> np.nda
     return ok
 
 
-def _fixed_matrix(spec, newdata: pd.DataFrame) -> np.ndarray:
-    """X of ``newdata`` under the fitted coding, without the grouping columns
-    (population-level predictions need none)."""
-    try:
-        Xall = np.asarray(spec.fixed_spec.get_model_matrix(newdata, na_action="raise"),
-                          dtype=float)
-    except Exception as exc:  # noqa: BLE001 - formulaic's errors name the column
-        raise ValueError(f"cannot build the fixed-effects matrix for newdata: {exc}") from exc
-    return Xall[:, spec.kept_columns]
-
-
 def _new_level_check(spec, terms, keep, allow_new_levels: bool) -> None:
     for k in keep:
         old, new = spec.terms[k], terms[k]
@@ -137,7 +126,7 @@ def _design(result, newdata, keep, allow_new_levels: bool) -> _Design:
     ok = _complete_rows(spec, newdata, keep)
     rows = newdata.loc[ok] if not ok.all() else newdata
     if not keep:
-        return _Design(_fixed_matrix(spec, rows), [], keep, [], ok)
+        return _Design(fixed_matrix(spec, rows), [], keep, [], ok)
     X, terms = _design_for(result, rows)
     _new_level_check(spec, terms, keep, allow_new_levels)
     return _Design(X, [terms[k] for k in keep], keep, [spec.terms[k].nlevels for k in keep], ok)

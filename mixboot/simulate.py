@@ -102,16 +102,21 @@ def simulate_block(spec, children, *, beta, sigma, theta, u=None, design=None):
     return (X @ beta)[:, None] + z_columns(terms, B, n) + sigma * E
 
 
+def fixed_matrix(spec, newdata: pd.DataFrame) -> np.ndarray:
+    """X of ``newdata`` under the fitted coding (no grouping columns needed)."""
+    try:
+        Xall = np.asarray(spec.fixed_spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
+    except Exception as exc:  # noqa: BLE001 - formulaic's errors name the column
+        raise ValueError(f"cannot build the fixed-effects matrix for newdata: {exc}") from exc
+    return Xall[:, spec.kept_columns]
+
+
 def _design_for(result, newdata: pd.DataFrame):
     """X and random terms of ``newdata`` under the fitted coding; new levels appended."""
     spec = result.spec
     if not isinstance(newdata, pd.DataFrame):
         raise TypeError("newdata must be a pandas DataFrame")
-    try:
-        Xall = np.asarray(spec.fixed_spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
-    except Exception as exc:  # noqa: BLE001 - formulaic's errors name the column
-        raise ValueError(f"cannot build the fixed-effects matrix for newdata: {exc}") from exc
-    X = Xall[:, spec.kept_columns]
+    X = fixed_matrix(spec, newdata)
     terms = []
     for term, tspec in zip(spec.terms, spec.term_specs):
         missing = [g for g in term.group_vars if g not in newdata.columns]
