@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from .optimize import OptSummary, fit_theta
+from .glmm import fit_glmm
 from .inference import check_ddf
 from .result import SingularFitWarning, build_result
 from .spec import ModelSpec, build_spec, groups_formula
@@ -72,8 +73,10 @@ def _check_start(start, spec: ModelSpec) -> np.ndarray:
 
 
 def fit(formula: str, data, *, REML: bool = True, groups=None, contrasts: dict | None = None,
-        start=None, optimizer: dict | None = None, ddf: str = "satterthwaite"):
-    """Fit a linear mixed model from an lme4 formula by REML (default) or ML.
+        start=None, optimizer: dict | None = None, ddf: str = "satterthwaite", family=None,
+        link: str | None = None, weights=None, offset=None, nAGQ: int = 1):
+    """Fit a linear mixed model from an lme4 formula by REML (default) or ML; with
+    ``family``, a generalized linear mixed model as lme4's ``glmer``.
 
     Parameters
     ----------
@@ -94,12 +97,33 @@ def fit(formula: str, data, *, REML: bool = True, groups=None, contrasts: dict |
         as lmerTest's), "kenward-roger" (REML fits only; adjusted standard errors and
         df as pbkrtest) or "wald" (z tests, normal reference distribution).
         ``coef_table(ddf)`` and ``anova(ddf)`` give either on any fit.
+    family : None (a linear mixed model) or "binomial", "bernoulli", "poisson" (or a
+        family from :mod:`mixboot.family`) for a GLMM fit by maximum likelihood
+        (``REML`` and ``ddf`` do not apply; tests are Wald z as glmer's).  Binomial
+        responses: 0/1, bool, a two-level factor (first level = failure),
+        ``cbind(successes, failures)``, or proportions with ``weights`` = trials.
+    link : the link function ("logit", "probit", "cloglog" for binomial; "log" for
+        Poisson); the canonical one by default.
+    weights : GLMMs: prior weights (binomial: number of trials), a column name or array.
+    offset : a column name or array added to the linear predictor (as ``offset(x)``).
+    nAGQ : GLMMs: 1 (Laplace, default), 0 (faster, beta estimated inside PIRLS) or
+        2-25 (adaptive Gauss-Hermite quadrature; one scalar random-effect term only).
 
     >>> import mixboot as mb
     >>> r = mb.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data=mb.datasets.load("crossed"))
     >>> round(r.sigma, 3)
     0.585
     """
+    if family is not None and not (isinstance(family, str) and family == "gaussian"):
+        return fit_glmm(formula, data, family=family, link=link, weights=weights, offset=offset,
+                        nAGQ=nAGQ, groups=groups, contrasts=contrasts, start=start,
+                        optimizer=optimizer)
+    if weights is not None:
+        raise ValueError("weights= are prior weights of a GLMM (give family=); a linear mixed "
+                         "model with case weights is not supported")
+    if nAGQ != 1:
+        raise ValueError("nAGQ applies to GLMMs (give family=); a linear mixed model's "
+                         "likelihood is exact")
     if not isinstance(REML, (bool, np.bool_)):
         raise TypeError(f"REML must be True or False, got {REML!r}")
     ddf = check_ddf(ddf)
@@ -108,5 +132,5 @@ def fit(formula: str, data, *, REML: bool = True, groups=None, contrasts: dict |
                          "ddf='satterthwaite' for an ML fit")
     if groups is not None:
         formula = groups_formula(formula, groups)
-    spec = build_spec(formula, data, contrasts=contrasts)
+    spec = build_spec(formula, data, contrasts=contrasts, offset=offset)
     return LinearMixedModel(spec, REML=REML).fit(start=start, optimizer=optimizer, ddf=ddf)

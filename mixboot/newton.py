@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["newton_batch", "stencil", "zero_small_batch"]
+__all__ = ["fd_derivatives", "newton_batch", "stencil", "zero_small_batch"]
 
 FD_STEP = 1e-4
 MAX_ITER = 60
@@ -191,3 +191,12 @@ def zero_small_batch(evaluate, theta, lower, tol, f=None):
         theta[rows[better]] = trial[better]
         f[rows[better]] = ft[better]
     return theta, f
+
+
+def fd_derivatives(evaluate, x: np.ndarray):
+    """Criterion, gradient and Hessian by central finite differences at each row of x (B, k).
+
+    The same stencil and steps as the Newton iterations; ``evaluate(points, which)``.
+    """
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    return _Stencils(evaluate, x.shape[1])(x, np.arange(x.shape[0]))

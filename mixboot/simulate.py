@@ -21,7 +21,7 @@ from .runner import seed_streams
 from .spec import z_columns
 from .terms import ReTerm
 
-__all__ = ["simulate", "simulate_block", "check_parameters"]
+__all__ = ["simulate", "simulate_block", "simulate_glmm_block", "check_parameters"]
 
 
 def check_parameters(result, beta=None, sigma=None, theta=None):
@@ -41,6 +41,10 @@ def check_parameters(result, beta=None, sigma=None, theta=None):
         beta = np.asarray(beta, dtype=float).ravel()
         if beta.shape != (spec.p,):
             raise ValueError(f"beta must have {spec.p} values {list(spec.fe_names)}, got {beta.size}")
+    if getattr(result, "family", None) is not None:
+        if sigma is not None:
+            raise ValueError("sigma does not apply to a GLMM (its scale is fixed at 1)")
+        sigma = 1.0
     sigma = float(result.sigma if sigma is None else sigma)
     if not np.isfinite(sigma) or sigma <= 0:
         raise ValueError(f"sigma must be a positive number, got {sigma!r}")
@@ -102,6 +106,35 @@ def simulate_block(spec, children, *, beta, sigma, theta, u=None, design=None):
     return (X @ beta)[:, None] + z_columns(terms, B, n) + sigma * E
 
 
+def simulate_glmm_block(spec, family, children, *, beta, theta, u=None, design=None,
+                        trials=None, offset=None):
+    """GLMM responses (n, len(children)) for the given streams, on the fitted scale.
+
+    eta* = offset + X beta + Z Lambda z with z ~ N(0, I) (or z = u, lme4's use.u),
+    then y* from the family at mu = linkinv(eta*): proportions of ``trials`` for
+    binomial, counts for Poisson.  A stream draws z (q values) first, then the
+    response in observation order.
+    """
+    X, terms = (spec.X, spec.terms) if design is None else design
+    n = X.shape[0]
+    q = sum(t.q for t in terms)
+    trials = np.ones(n) if trials is None else np.asarray(trials, dtype=float)
+    fixed = X @ beta + (0.0 if offset is None else np.asarray(offset, dtype=float))
+    Y = np.empty((n, len(children)))
+    for j, child in enumerate(children):
+        rng = np.random.Generator(np.random.PCG64(child))
+        z = rng.standard_normal(q)
+        if u is not None:
+            off = 0
+            for term, u_term in zip(terms, u):
+                z[off:off + u_term.size] = u_term.reshape(-1)
+                off += term.q
+        b = _spherical_to_b(terms, spec.theta_slices, theta, z[:, None])
+        eta = fixed + z_columns(terms, b, n)[:, 0]
+        Y[:, j] = family.simulate(rng, family.link.linkinv(eta), trials)
+    return Y
+
+
 def fixed_matrix(spec, newdata: pd.DataFrame) -> np.ndarray:
     """X of ``newdata`` under the fitted coding (no grouping columns needed)."""
     try:
@@ -142,8 +175,12 @@ def _design_for(result, newdata: pd.DataFrame):
 
 
 def simulate(result, nsim: int = 1, seed=None, *, beta=None, sigma=None, theta=None,
-             use_u: bool = False, newdata=None) -> np.ndarray:
+             use_u: bool = False, newdata=None, trials=None) -> np.ndarray:
     """Simulate ``nsim`` responses from a fitted model; returns an (n, nsim) array.
+
+    For a GLMM the responses are on the fitted scale: proportions of the trials
+    for binomial models (0/1 for Bernoulli), counts for Poisson; ``trials``
+    gives the binomial trials of ``newdata`` rows (1 by default).
 
     ``beta``, ``sigma``, ``theta`` replace the estimates (beta may be a dict by
     coefficient name).  ``use_u=True`` conditions on the fitted random effects
@@ -155,6 +192,16 @@ def simulate(result, nsim: int = 1, seed=None, *, beta=None, sigma=None, theta=N
     beta, sigma, theta = check_parameters(result, beta, sigma, theta)
     _, children = seed_streams(seed, int(nsim))
     design = None if newdata is None else _design_for(result, newdata)
+    family = getattr(result, "family", None)
+    if family is not None:
+        if newdata is None:
+            trials, offset = result.spec.trials, result.spec.offset
+        else:
+            trials = None if trials is None else np.asarray(trials, dtype=float)
+            offset = result.spec.offset_of(newdata)
+        return simulate_glmm_block(result.spec, family, children, beta=beta, theta=theta,
+                                   u=result.u if use_u else None, design=design, trials=trials,
+                                   offset=offset)
     Y = simulate_block(result.spec, children, beta=beta, sigma=sigma, theta=theta,
                        u=result.u if use_u else None, design=design)
     # Responses on the data's scale: the model's offset(...) terms go back in.

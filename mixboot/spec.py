@@ -18,6 +18,7 @@ import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
 
+from .family import prepare_response
 from .formula import FormulaError, FormulaParts, Translated, parse_formula, translate
 from .terms import ReTerm
 
@@ -51,6 +52,10 @@ class ModelSpec:
     #: the offset of the linear predictor (``offset(x)`` terms), already taken out of ``y``;
     #: None without one.  Fitted values and simulations on the response scale add it back.
     offset: np.ndarray | None = field(default=None, repr=False)
+    #: GLMMs: prior weights (binomial: trials times any case weights) and trial
+    #: counts; ``y`` then holds proportions (binomial) or counts (Poisson).  None for an LMM.
+    prior_weights: np.ndarray | None = field(default=None, repr=False)
+    trials: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def data(self) -> pd.DataFrame:
@@ -140,7 +145,9 @@ class ModelSpec:
     def fingerprint(self) -> str:
         """A hash of the formula and the numbers the fit sees; parts of a bootstrap must share it."""
         h = hashlib.sha256(self.formula.encode())
-        for arr in (self.y, self.X):
+        for arr in (self.y, self.X, self.prior_weights, self.offset):
+            if arr is None:
+                continue
             h.update(np.ascontiguousarray(arr).tobytes())
         for t in self.terms:
             h.update(t.label.encode())
@@ -343,11 +350,19 @@ def _drop_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
     return keep
 
 
-def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True) -> ModelSpec:
+def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True, family=None,
+               weights=None, offset=None) -> ModelSpec:
     """The frozen specification of ``formula`` on ``data``.
 
     ``fit_response=False`` for a model that only simulates (``mb.model``): its
     response column is a placeholder, so a constant one is not an error.
+
+    ``family`` (a :class:`mixboot.family.Family`) makes a GLMM's specification:
+    the response may be lme4's ``cbind(successes, failures)``, a two-level
+    factor or bool; ``weights`` (a column name or array) are prior weights
+    (binomial: trials); an offset stays in the linear predictor; a grouping
+    factor may have a level per observation (as glmer allows).  ``offset`` (a
+    column name or array) adds to any ``offset(...)`` term of the formula.
     """
     if not isinstance(data, pd.DataFrame):
         try:
@@ -361,8 +376,12 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
     # R expressions -> formulaic's Python (I(Days^2) -> I(Days ** 2), factor(g) -> C(g)).
     fixed_t = translate(parts.fixed, allow_offset=True)
     term_t = [translate(t.expr) for t in parts.random]
-    plain_response = parts.response in data.columns
-    resp_t = None if plain_response else translate(parts.response)
+    cbind = _cbind_parts(parts.response) if family is not None else None
+    plain_response = cbind is None and parts.response in data.columns
+    if cbind is not None:
+        resp_t = [None if e in data.columns else translate(f"I({e})") for e in cbind]
+    else:
+        resp_t = None if plain_response else translate(parts.response)
     fixed, sum_levels = _apply_contrasts(fixed_t.python, contrasts, data)
     rnames = dict(fixed_t.names)
     for tt in term_t:
@@ -374,8 +393,12 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
             _parsed(expr)
     except Exception as exc:  # noqa: BLE001 - formulaic's parser errors vary
         raise FormulaError(f"cannot parse formula {formula!r}: {exc}") from exc
-    resp_vars = [parts.response] if plain_response else list(resp_t.variables)
-    used = [*resp_vars, *sorted(fixed_vars)]
+    if cbind is not None:
+        resp_vars = [v for e, t in zip(cbind, resp_t) for v in ([e] if t is None else t.variables)]
+    else:
+        resp_vars = [parts.response] if plain_response else list(resp_t.variables)
+    extra = [a for a in (weights, offset) if isinstance(a, str)]
+    used = [*resp_vars, *sorted(fixed_vars), *extra]
     for t, tv in zip(parts.random, term_vars):
         used += sorted(tv) + list(t.group)
     used = list(dict.fromkeys(used))
@@ -386,7 +409,7 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
     # CoW (pandas >= 3): a shallow copy does not see later edits of the caller's frame.
     source = data.copy(deep=False)
     series = {c: source[c] for c in used}
-    if plain_response:
+    if plain_response and family is None:
         resp = series[parts.response]
         if not (pd.api.types.is_numeric_dtype(resp) or pd.api.types.is_bool_dtype(resp)):
             raise TypeError(f"response {parts.response!r} must be numeric, got dtype {resp.dtype}")
@@ -402,21 +425,28 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
         keep_rows = ~na
         series = {c: sr[keep_rows].reset_index(drop=True) for c, sr in series.items()}
     frame = _Columns(series, source, keep_rows, used)
-    if plain_response:
+    prior_weights = trials = None
+    if family is not None:
+        y, prior_weights, trials = _glmm_response(parts.response, cbind, resp_t, frame, family,
+                                                  _by_row(weights, series, keep_rows, "weights"))
+    elif plain_response:
         y = series[parts.response].to_numpy(dtype=float)
     else:
         y = _evaluate(resp_t, frame, f"response {parts.response!r}")
-    offset = None
+    off_arg = _by_row(offset, series, keep_rows, "offset")
+    offset = None if off_arg is None else np.asarray(off_arg, dtype=float)
     for rname, code in fixed_t.offsets:
         off = _evaluate(Translated(python=code, names={}, variables=()), frame, rname)
         offset = off if offset is None else offset + off
     n = len(y)
-    _check_response(parts.response, y, constant_ok=not fit_response)
+    if family is None:
+        _check_response(parts.response, y, constant_ok=not fit_response)
     if offset is not None:
-        if not np.all(np.isfinite(offset)):
-            raise ValueError("the offset has non-finite values")
-        # An LMM with an offset is the LMM of y - offset; fitted values add it back.
-        y = y - offset
+        if offset.shape != (n,) or not np.all(np.isfinite(offset)):
+            raise ValueError(f"the offset must be {n} finite values, one per row")
+        if family is None:
+            # An LMM with an offset is the LMM of y - offset; fitted values add it back.
+            y = y - offset
 
     specs = {}
     try:
@@ -449,11 +479,11 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
         if len(levels) < 2:
             raise ValueError(f"grouping factor {t.label!r} of term {t.source!r} has {len(levels)} "
                              "level; it needs at least 2")
-        if len(levels) >= n:
+        if len(levels) >= n and family is None:
             raise ValueError(f"grouping factor {t.label!r} of term {t.source!r} has {len(levels)} "
                              f"levels for {n} observations: the number of levels must be less "
                              "than the number of observations")
-        if len(levels) * zraw.shape[1] >= n:
+        if len(levels) * zraw.shape[1] >= n and family is None:
             raise ValueError(f"term {t.source!r} has {len(levels) * zraw.shape[1]} random effects for "
                              f"{n} observations: its variances and the residual variance are "
                              "unidentifiable")
@@ -471,7 +501,54 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True)
     return ModelSpec(formula=parts.text, parts=parts, response=parts.response, y=y, X=X,
                      fe_names=tuple(names_all[i] for i in keep), dropped=dropped,
                      terms=tuple(terms), contrasts=contrasts, fixed_formula=fixed,
-                     kept_columns=keep, frame=frame, _specs=specs, offset=offset)
+                     kept_columns=keep, frame=frame, _specs=specs, offset=offset,
+                     prior_weights=prior_weights, trials=trials)
+
+
+def _cbind_parts(response: str) -> tuple[str, str] | None:
+    """The two arguments of lme4's ``cbind(successes, failures)`` response, or None."""
+    text = response.strip()
+    if not (text.startswith("cbind(") and text.endswith(")")):
+        return None
+    inner, depth, cut = text[len("cbind("):-1], 0, None
+    for i, ch in enumerate(inner):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            if cut is not None:
+                cut = -1
+                break
+            cut = i
+    if cut is None or cut < 0:
+        raise FormulaError(f"cbind() in the response {response!r} needs exactly two arguments: "
+                           "cbind(successes, failures)")
+    return inner[:cut].strip(), inner[cut + 1:].strip()
+
+
+def _by_row(value, series: dict, keep_rows, what: str):
+    """A per-row argument (column name or array) on the rows the model keeps."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return series[value].to_numpy()
+    arr = np.asarray(value)
+    n_all = len(keep_rows) if keep_rows is not None else None
+    if keep_rows is not None and arr.shape == (n_all,):
+        arr = arr[keep_rows]
+    return arr
+
+
+def _glmm_response(name: str, cbind, resp_t, frame, family, weights):
+    """Proportions (binomial) or counts, prior weights and trials of a GLMM's response."""
+    if cbind is not None:
+        cols = [frame[e].to_numpy(dtype=float) if t is None else
+                _evaluate(t, frame, f"response {name!r}") for e, t in zip(cbind, resp_t)]
+        if family.name != "binomial":
+            raise ValueError(f"a cbind(successes, failures) response needs family='binomial', "
+                             f"not {family.name!r}")
+        return prepare_response(family, cols[0], failures=cols[1], weights=weights, name=name)
+    raw = frame[name] if resp_t is None else _evaluate(resp_t, frame, f"response {name!r}")
+    return prepare_response(family, raw, weights=weights, name=name)
 
 
 @functools.lru_cache(maxsize=256)

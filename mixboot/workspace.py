@@ -33,7 +33,7 @@ import scipy.sparse as sp
 
 from .spec import ModelSpec, zt_columns
 
-__all__ = ["Workspace", "Responses", "Factorization"]
+__all__ = ["Workspace", "Responses", "Factorization", "term1_blocks", "scale_tail", "tail_block"]
 
 _LOG2PI = np.log(2.0 * np.pi)
 # Above this many entries of R per (theta, response) pair, use the sparse single path.
@@ -143,89 +143,13 @@ class Workspace:
 
     # -- theta -> factor pieces -------------------------------------------------
     def _term1(self, theta: np.ndarray):
-        """C_j, log|C_j| summed, and P_j = T1 C_j^-1 T1' for a batch of theta."""
-        if self.p1 == 2:
-            return self._term1_pairs(theta[:, self.theta_slices[0]])
-        T1 = self.t1.factor(theta[:, self.theta_slices[0]])          # (B, p1, p1)
-        if self.p1 == 1:
-            t2 = T1[:, 0, 0] ** 2
-            c = t2[:, None] * self.A11[None, :, 0, 0] + 1.0             # (B, l1)
-            logdet = np.log(c).sum(axis=1)
-            P = (t2[:, None] / c)[:, :, None, None]
-            C = c[:, :, None, None]
-            return C, logdet, P
-        T1t = np.swapaxes(T1, -1, -2)[:, None]
-        C = small_matmul(small_matmul(T1t, self.A11[None]), T1[:, None])
-        C[..., np.arange(self.p1), np.arange(self.p1)] += 1.0
-        Lc = np.linalg.cholesky(C)
-        logdet = 2.0 * np.log(np.diagonal(Lc, axis1=-2, axis2=-1)).sum(axis=(1, 2))
-        # P = T1 C^-1 T1' = W'W with W = Lc^-1 T1'
-        W = np.linalg.solve(Lc, np.broadcast_to(np.swapaxes(T1, -1, -2)[:, None], C.shape))
-        P = np.swapaxes(W, -1, -2) @ W
-        return C, logdet, P
-
-    def _term1_pairs(self, th: np.ndarray):
-        """_term1 for 2-wide blocks in closed form: T = [[t0, 0], [t1, t2]] per theta.
-
-        C = T' A T + I and P = T C^-1 T', written out element by element: a few
-        dozen vectorized operations on (B, l1) arrays instead of 4-d products.
-        """
-        t0, t1, t2 = th[:, 0:1], th[:, 1:2], th[:, 2:3]
-        A = self.A11
-        a00, a01, a11 = A[None, :, 0, 0], A[None, :, 0, 1], A[None, :, 1, 1]
-        ta = t0 * a01 + t1 * a11                                  # (A T)[1, 0] / row mix
-        c00 = t0 * (t0 * a00 + t1 * a01) + t1 * ta + 1.0
-        c01 = t2 * ta
-        c11 = (t2 * t2) * a11 + 1.0
-        det = c00 * c11 - c01 * c01
-        i00, i01, i11 = c11 / det, -c01 / det, c00 / det
-        B, l1 = det.shape
-        C = np.empty((B, l1, 2, 2))
-        C[..., 0, 0], C[..., 1, 1] = c00, c11
-        C[..., 0, 1] = C[..., 1, 0] = c01
-        P = np.empty((B, l1, 2, 2))
-        P[..., 0, 0] = (t0 * t0) * i00
-        P[..., 0, 1] = P[..., 1, 0] = t0 * (t1 * i00 + t2 * i01)
-        P[..., 1, 1] = t1 * (t1 * i00 + 2.0 * t2 * i01) + (t2 * t2) * i11
-        return C, np.log(det).sum(axis=1), P
+        return term1_blocks(self.t1, theta[:, self.theta_slices[0]], self.A11[None])
 
     def _scale_tail(self, S: np.ndarray, theta: np.ndarray) -> None:
-        """S <- Lt' S Lt in place, Lt = blockdiag(Lambda_rest, I_p, 1)."""
-        B = S.shape[0]
-        off = 0
-        for term, sl in zip(self.rest, self.theta_slices[1:]):
-            q, p, lk = term.q, term.p, term.nlevels
-            T = term.factor(theta[:, sl])
-            if p == 1:
-                s = T[:, 0, 0]
-                S[:, off:off + q, :] *= s[:, None, None]
-                S[:, :, off:off + q] *= s[:, None, None]
-            else:
-                rows = S[:, off:off + q, :].reshape(B, lk, p, -1)
-                Tt = np.swapaxes(T, -1, -2)[:, None]
-                S[:, off:off + q, :] = small_matmul(Tt, rows).reshape(B, q, -1)
-                cols = S[:, :, off:off + q].reshape(B, -1, lk, p)
-                S[:, :, off:off + q] = small_matmul(cols, T[:, None]).reshape(B, -1, q)
-            off += q
-        idx = np.arange(self.qr)
-        S[:, idx, idx] += 1.0
+        scale_tail(S, theta, self.rest, self.theta_slices[1:], self.qr)
 
     def _tail_dense(self, P: np.ndarray, resp: Responses) -> np.ndarray:
-        B = P.shape[0]
-        R = np.empty((B, self.m, self.l1, self.p1))
-        R[:, :self.m0] = self.F
-        R[:, self.m0] = resp.z1y
-        if self.p1 == 1:
-            G = R * P[:, None, :, 0, 0, None]
-        else:
-            G = small_matmul(R[..., None, :], P[:, None])[..., 0, :]
-        M = G.reshape(B, self.m, self.q1) @ R.reshape(B, self.m, self.q1).transpose(0, 2, 1)
-        S = -M
-        S[:, :self.m0, :self.m0] += self.A22
-        S[:, :self.m0, self.m0] += resp.taily
-        S[:, self.m0, :self.m0] += resp.taily
-        S[:, self.m0, self.m0] += resp.yty
-        return S
+        return tail_block(self.F, self.A22, P, resp)
 
     def _tail_sparse(self, P: np.ndarray, resp: Responses) -> np.ndarray:
         if resp.B != 1 or P.shape[0] != 1:
@@ -325,6 +249,106 @@ class Workspace:
         out = np.swapaxes(inv, -1, -2) @ inv
         out[~ok] = np.nan
         return out
+
+
+def term1_blocks(t1, th: np.ndarray, A11: np.ndarray):
+    """C_j = T1' A11_j T1 + I, sum_j log|C_j| and P_j = T1 C_j^-1 T1' for a batch of theta.
+
+    ``th``: (B, n_theta of the first term); ``A11``: (1 or B, l1, p1, p1), the
+    first term's block-diagonal cross-product (weighted per problem for a GLMM).
+    """
+    p1 = t1.p
+    if p1 == 2:
+        return _term1_pairs(th, A11)
+    T1 = t1.factor(th)                                            # (B, p1, p1)
+    if p1 == 1:
+        t2 = T1[:, 0, 0] ** 2
+        c = t2[:, None] * A11[:, :, 0, 0] + 1.0                   # (B, l1)
+        logdet = np.log(c).sum(axis=1)
+        P = (t2[:, None] / c)[:, :, None, None]
+        C = c[:, :, None, None]
+        return C, logdet, P
+    T1t = np.swapaxes(T1, -1, -2)[:, None]
+    C = small_matmul(small_matmul(T1t, A11), T1[:, None])
+    C[..., np.arange(p1), np.arange(p1)] += 1.0
+    Lc = np.linalg.cholesky(C)
+    logdet = 2.0 * np.log(np.diagonal(Lc, axis1=-2, axis2=-1)).sum(axis=(1, 2))
+    # P = T1 C^-1 T1' = W'W with W = Lc^-1 T1'
+    W = np.linalg.solve(Lc, np.broadcast_to(np.swapaxes(T1, -1, -2)[:, None], C.shape))
+    P = np.swapaxes(W, -1, -2) @ W
+    return C, logdet, P
+
+
+def _term1_pairs(th: np.ndarray, A: np.ndarray):
+    """term1_blocks for 2-wide blocks in closed form: T = [[t0, 0], [t1, t2]] per theta.
+
+    C = T' A T + I and P = T C^-1 T', written out element by element: a few
+    dozen vectorized operations on (B, l1) arrays instead of 4-d products.
+    """
+    t0, t1, t2 = th[:, 0:1], th[:, 1:2], th[:, 2:3]
+    a00, a01, a11 = A[:, :, 0, 0], A[:, :, 0, 1], A[:, :, 1, 1]
+    ta = t0 * a01 + t1 * a11                                  # (A T)[1, 0] / row mix
+    c00 = t0 * (t0 * a00 + t1 * a01) + t1 * ta + 1.0
+    c01 = t2 * ta
+    c11 = (t2 * t2) * a11 + 1.0
+    det = c00 * c11 - c01 * c01
+    i00, i01, i11 = c11 / det, -c01 / det, c00 / det
+    B, l1 = det.shape
+    C = np.empty((B, l1, 2, 2))
+    C[..., 0, 0], C[..., 1, 1] = c00, c11
+    C[..., 0, 1] = C[..., 1, 0] = c01
+    P = np.empty((B, l1, 2, 2))
+    P[..., 0, 0] = (t0 * t0) * i00
+    P[..., 0, 1] = P[..., 1, 0] = t0 * (t1 * i00 + t2 * i01)
+    P[..., 1, 1] = t1 * (t1 * i00 + 2.0 * t2 * i01) + (t2 * t2) * i11
+    return C, np.log(det).sum(axis=1), P
+
+
+def scale_tail(S: np.ndarray, theta: np.ndarray, rest, slices, qr: int) -> None:
+    """S <- Lt' S Lt in place, Lt = blockdiag(Lambda_rest, I), then + I on the rest's diagonal."""
+    B = S.shape[0]
+    off = 0
+    for term, sl in zip(rest, slices):
+        q, p, lk = term.q, term.p, term.nlevels
+        T = term.factor(theta[:, sl])
+        if p == 1:
+            s = T[:, 0, 0]
+            S[:, off:off + q, :] *= s[:, None, None]
+            S[:, :, off:off + q] *= s[:, None, None]
+        else:
+            rows = S[:, off:off + q, :].reshape(B, lk, p, -1)
+            Tt = np.swapaxes(T, -1, -2)[:, None]
+            S[:, off:off + q, :] = small_matmul(Tt, rows).reshape(B, q, -1)
+            cols = S[:, :, off:off + q].reshape(B, -1, lk, p)
+            S[:, :, off:off + q] = small_matmul(cols, T[:, None]).reshape(B, -1, q)
+        off += q
+    idx = np.arange(qr)
+    S[:, idx, idx] += 1.0
+
+
+def tail_block(F: np.ndarray, A22: np.ndarray, P: np.ndarray, resp: Responses) -> np.ndarray:
+    """The tail [T'T - R P R'] with the response row and column appended, per problem.
+
+    ``F``: (m0, l1, p1) or (B, m0, l1, p1), the tail's cross-product with the first
+    term; ``A22``: (m0, m0) or (B, m0, m0); ``resp``: B responses.
+    """
+    B = P.shape[0]
+    m0, l1, p1 = F.shape[-3:]
+    m = m0 + 1
+    R = np.empty((B, m, l1, p1))
+    R[:, :m0] = F
+    R[:, m0] = resp.z1y
+    if p1 == 1:
+        G = R * P[:, None, :, 0, 0, None]
+    else:
+        G = small_matmul(R[..., None, :], P[:, None])[..., 0, :]
+    M = G.reshape(B, m, l1 * p1) @ R.reshape(B, m, l1 * p1).transpose(0, 2, 1)
+    S = -M
+    S[:, :m0, :m0] += A22
+    S[:, :m0, m0] += resp.taily
+    S[:, m0, :m0] += resp.taily
+    S[:, m0, m0] += resp.yty
+    return S
 
 
 def small_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -6,6 +6,9 @@ intercepts.  ``rt``: 40 subjects x 20 items, a two-condition within design.
 They were simulated by ``scripts/make_datasets.py``.  ``scores`` is ``reaction``
 in the column names of the user guide (score, time, subject) plus a between-
 subject 0/1 ``treatment`` given to alternate subjects (it has no true effect).
+``cbpp``: contagious bovine pleuropneumonia in 15 herds over 4 periods (Lesnoff
+et al. 2004, as in lme4): ``incidence`` new cases of ``size`` animals, for
+binomial GLMMs; herd, period and obs are read as text.
 
 >>> from mixboot import datasets
 >>> datasets.load("reaction").shape
@@ -19,7 +22,8 @@ import pandas as pd
 
 __all__ = ["load", "names"]
 
-_FILES = ("reaction", "crossed", "rt")
+_FILES = ("reaction", "crossed", "rt", "cbpp")
+_TEXT = {"cbpp": {"herd": str, "period": str, "obs": str}}
 _NAMES = _FILES + ("scores",)
 
 
@@ -34,7 +38,7 @@ def load(name: str) -> pd.DataFrame:
     if name == "scores":
         return _scores()
     with resources.files(__name__).joinpath(f"{name}.csv").open("r") as fh:
-        return pd.read_csv(fh)
+        return pd.read_csv(fh, dtype=_TEXT.get(name))
 
 
 def _scores() -> pd.DataFrame:

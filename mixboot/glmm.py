@@ -1,0 +1,192 @@
+"""Generalized linear mixed models: specification + PIRLS workspace; fits as glmer.
+
+The fit follows glmer's two stages:
+
+1. theta alone, with beta estimated by PIRLS alongside the random effects
+   (glmer's ``nAGQ = 0`` criterion; this is the whole fit for ``nAGQ=0``);
+2. for ``nAGQ >= 1``, theta and beta together on the Laplace criterion
+   (``nAGQ = 1``) or on adaptive Gauss-Hermite quadrature (``nAGQ > 1``, one
+   scalar random-effect term), started from stage 1.
+
+Both stages use the optimizer policy of every fit (:func:`mixboot.optimize.minimize_batch`):
+batched finite-difference Newton steps, BOBYQA where Newton stalls.  Every
+evaluation starts PIRLS from the same point (stage 1: the GLM's coefficients and
+u = 0; stage 2: stage 1's modes), so the criterion is a function of its
+arguments alone and a refit's numbers never depend on its batch mates.
+
+>>> import mixboot as mb
+>>> cbpp = mb.datasets.load("cbpp")
+>>> r = mb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", data=cbpp,
+...            family="binomial")
+>>> round(r.objective, 2), round(float(r.theta[0]), 3)
+(184.05, 0.642)
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import replace
+
+import numpy as np
+
+from .family import Family, get_family
+from .newton import fd_derivatives
+from .optimize import ConvergenceWarning, OptSummary, minimize_batch
+from .glmm_result import build_glmm_result
+from .pirls import GlmmWorkspace, PirlsState, agq_correction
+from .spec import ModelSpec, build_spec, groups_formula
+
+__all__ = ["GeneralizedLinearMixedModel", "fit_glmm", "MAX_AGQ"]
+
+MAX_AGQ = 25
+
+
+class GeneralizedLinearMixedModel:
+    """Specification, family and PIRLS workspace of one GLMM; holds no estimates."""
+
+    def __init__(self, spec: ModelSpec, family: Family, *, nAGQ: int = 1):
+        self.spec, self.family = spec, family
+        self.nAGQ = check_nagq(nAGQ, spec)
+        self.workspace = GlmmWorkspace(spec, family, prior_weights=spec.prior_weights,
+                                       trials=spec.trials, offset=spec.offset)
+        ws = self.workspace
+        eta0 = family.link.linkfun(family.mustart(spec.y, spec.prior_weights))
+        glm = ws.pirls(np.zeros((1, spec.n_theta)), np.zeros((1, spec.p)), spec.y[None],
+                       joint=True, eta0=eta0[None])
+        if not glm.converged[0]:
+            raise ValueError("the generalized linear model without random effects did not "
+                             "converge (PIRLS): check the response and predictors")
+        #: the GLM's coefficients: where every stage-1 evaluation starts
+        self.beta_glm = glm.beta[0]
+        # -2 log p(y | y): the criterion in deviance form plus this is -2 log-likelihood
+        mu = family.link.linkinv(glm.eta[0])
+        self.c0 = float(family.aic(spec.y, mu, spec.prior_weights, spec.trials)
+                        - family.dev_resids(spec.y, mu, spec.prior_weights).sum())
+
+    # -- the criteria ---------------------------------------------------------------
+    @property
+    def n_theta(self) -> int:
+        return self.spec.n_theta
+
+    def stage1(self, theta: np.ndarray, Y: np.ndarray) -> PirlsState:
+        """PIRLS over (u, beta) at each theta (B, k) for responses Y (B, n)."""
+        B = theta.shape[0]
+        return self.workspace.pirls(theta, np.broadcast_to(self.beta_glm, (B, self.spec.p)), Y,
+                                    joint=True)
+
+    def stage2(self, x: np.ndarray, Y: np.ndarray, u0: np.ndarray) -> tuple[PirlsState,
+                                                                             np.ndarray]:
+        """PIRLS over u at each (theta, beta) row of x; returns the state and the criterion."""
+        k = self.n_theta
+        theta, beta = x[:, :k], x[:, k:]
+        st = self.workspace.pirls(theta, beta, Y, joint=False, u0=u0)
+        crit = st.laplace
+        if self.nAGQ > 1:
+            crit = crit + agq_correction(self.workspace, st, theta, Y, self.nAGQ)
+            crit = np.where(np.isfinite(crit), crit, np.inf)
+        return st, crit
+
+    def lower(self, stage: int) -> np.ndarray:
+        lower = self.spec.lower_bounds
+        return lower if stage == 1 else np.concatenate([lower, np.full(self.spec.p, -np.inf)])
+
+    def canonical(self, x: np.ndarray) -> np.ndarray:
+        k = self.n_theta
+        out = np.array(x, dtype=float)
+        out[..., :k] = self.spec.canonical_theta(out[..., :k])
+        return out
+
+    # -- optimization -----------------------------------------------------------------
+    def optimize(self, Y: np.ndarray, *, theta0: np.ndarray, x0: np.ndarray | None,
+                 settings: OptSummary, stages: tuple = (1, 2)):
+        """Fit B responses Y (B, n): stage 1 from theta0 (B, k), stage 2 from its result
+        (or from x0 (B, k + p) when stage 1 is skipped).  Returns (x, fmin, converged,
+        evaluations, method, u): x holds theta then beta."""
+        Y = np.atleast_2d(Y)
+        B = Y.shape[0]
+        k = self.n_theta
+        evals = np.zeros(B, dtype=np.int64)
+        conv = np.ones(B, dtype=bool)
+        u = np.zeros((B, self.workspace.q))
+        method = None
+        if 1 in stages:
+            def eval1(theta, which):
+                return self.stage1(theta, Y[which]).laplace
+
+            opt = minimize_batch(eval1, theta0, self.lower(1), settings,
+                                 canonical=self.spec.canonical_theta)
+            st = self.stage1(opt.theta, Y)
+            x = np.concatenate([opt.theta, st.beta], axis=1)
+            u = st.u
+            fmin, conv, evals, method = opt.fmin, opt.converged & st.converged, opt.evaluations, \
+                opt.method
+        else:
+            x = np.array(x0, dtype=float)
+        if self.nAGQ >= 1 and 2 in stages:
+            u_start = u
+
+            def eval2(xx, which):
+                return self.stage2(xx, Y[which], u_start[which])[1]
+
+            opt = minimize_batch(eval2, x, self.lower(2), settings, canonical=self.canonical)
+            x, fmin = opt.theta, opt.fmin
+            conv = conv & opt.converged
+            evals = evals + opt.evaluations
+            method = opt.method
+            u = self.stage2(x, Y, u_start)[0].u
+        return x, fmin, conv, evals, method, u
+
+    def fit(self, *, start=None, optimizer: dict | None = None, warn: bool = True):
+        """Fit the model to its own response and return a :class:`GLMMResult`."""
+        spec = self.spec
+        settings = OptSummary().with_overrides(**(optimizer or {}))
+        theta0 = spec.theta_start if start is None else _check_theta(start, spec)
+        t0 = time.perf_counter()
+        x, fmin, conv, evals, method, u = self.optimize(spec.y[None], theta0=theta0[None],
+                                                        x0=None, settings=settings)
+        optsum = replace(settings, optimizer=method[0], theta_start=theta0, theta=x[0, :self.n_theta],
+                         fmin=float(fmin[0]), evaluations=int(evals[0]),
+                         returncode="FTOL_REACHED" if conv[0] else "FAILURE",
+                         elapsed=time.perf_counter() - t0)
+        if warn and not conv[0]:
+            warnings.warn(f"the GLMM fit did not converge ({method[0]}, {int(evals[0])} "
+                          "evaluations); estimates may not be at the optimum", ConvergenceWarning,
+                          stacklevel=3)
+        return build_glmm_result(self, x[0], u[0], optsum)
+
+    def __repr__(self) -> str:
+        return (f"GeneralizedLinearMixedModel({self.spec.formula!r}, family={self.family.name}"
+                f"({self.family.link.name}), nAGQ={self.nAGQ})")
+
+
+def check_nagq(nAGQ, spec: ModelSpec) -> int:
+    if isinstance(nAGQ, bool) or not isinstance(nAGQ, (int, np.integer)) or not 0 <= nAGQ <= MAX_AGQ:
+        raise ValueError(f"nAGQ must be an integer from 0 to {MAX_AGQ}, got {nAGQ!r}")
+    if nAGQ > 1 and (len(spec.terms) != 1 or spec.terms[0].p != 1):
+        raise ValueError(f"nAGQ={nAGQ} (adaptive Gauss-Hermite quadrature) needs a single scalar "
+                         f"random-effect term such as (1 | g); this model has "
+                         f"{[t.expr + ' | ' + t.label for t in spec.terms]}: use nAGQ=1 (Laplace)")
+    return int(nAGQ)
+
+
+def _check_theta(start, spec: ModelSpec) -> np.ndarray:
+    start = np.asarray(start, dtype=float).ravel()
+    if start.shape != (spec.n_theta,):
+        raise ValueError(f"start must have {spec.n_theta} theta values {spec.theta_names}, "
+                         f"got {start.size}")
+    if np.any(start < spec.lower_bounds):
+        raise ValueError("start has negative values on the diagonal of a relative covariance "
+                         "factor")
+    return start
+
+
+def fit_glmm(formula: str, data, *, family, link=None, weights=None, offset=None, nAGQ: int = 1,
+             groups=None, contrasts: dict | None = None, start=None,
+             optimizer: dict | None = None):
+    """Fit a GLMM (glmer's Laplace approximation by default); see :func:`mixboot.fit`."""
+    fam = get_family(family, link)
+    if groups is not None:
+        formula = groups_formula(formula, groups)
+    spec = build_spec(formula, data, contrasts=contrasts, family=fam, weights=weights,
+                      offset=offset)
+    return GeneralizedLinearMixedModel(spec, fam, nAGQ=nAGQ).fit(start=start, optimizer=optimizer)

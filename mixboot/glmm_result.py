@@ -1,0 +1,282 @@
+"""The immutable result of a GLMM fit, built whole by :func:`build_glmm_result`."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .newton import fd_derivatives
+from .optimize import OptSummary
+from .simulate import simulate
+from .summary import format_table
+
+__all__ = ["GLMMResult", "build_glmm_result"]
+
+SINGULAR_TOL = 1e-4
+
+
+@dataclass(frozen=True, eq=False)
+class GLMMResult:
+    """Estimates of a generalized linear mixed model (glmer's quantities).
+
+    ``objective`` is -2 log-likelihood by the Laplace approximation (``nAGQ=1``),
+    adaptive Gauss-Hermite quadrature (``nAGQ > 1``; the full -2 log-likelihood,
+    whereas glmer leaves out a constant that depends only on the data) or the
+    ``nAGQ=0`` criterion.  ``theta`` is the relative covariance factor with the
+    scale fixed at 1, in lme4's order.  ``bse`` and ``vcov``: from the
+    finite-difference Hessian of the criterion over (theta, beta) for ``nAGQ >= 1``
+    (glmer's default), from the penalized information given theta (``vcov_method``
+    "rx") for ``nAGQ=0`` or where that Hessian is not positive definite.
+    """
+
+    model: object = field(repr=False)
+    theta: np.ndarray
+    beta: np.ndarray
+    u: tuple = field(repr=False)
+    eta: np.ndarray = field(repr=False)
+    objective: float
+    vcov_matrix: np.ndarray = field(repr=False)
+    vcov_method: str = field(repr=False)
+    optsum: OptSummary = field(repr=False)
+
+    # -- identity ---------------------------------------------------------------
+    @property
+    def spec(self):
+        return self.model.spec
+
+    @property
+    def family(self):
+        return self.model.family
+
+    @property
+    def nAGQ(self) -> int:
+        return self.model.nAGQ
+
+    @property
+    def formula(self) -> str:
+        return self.spec.formula
+
+    @property
+    def nobs(self) -> int:
+        return self.spec.n
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        return self.spec.ngroups
+
+    @property
+    def y(self) -> np.ndarray:
+        """The response as fitted: proportions (binomial) or counts (Poisson)."""
+        return self.spec.y
+
+    @property
+    def converged(self) -> bool:
+        return self.optsum.converged
+
+    @property
+    def is_singular(self) -> bool:
+        """lme4's isSingular: a bounded theta element below 1e-4."""
+        return bool(np.any(self.theta[self.spec.lower_bounds == 0] < SINGULAR_TOL))
+
+    # -- fixed effects ------------------------------------------------------------
+    @cached_property
+    def fe_params(self) -> pd.Series:
+        return pd.Series(self.beta, index=list(self.spec.fe_names), name="Estimate")
+
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        names = list(self.spec.fe_names)
+        return pd.DataFrame(self.vcov_matrix, index=names, columns=names)
+
+    @cached_property
+    def bse(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov_matrix)), index=self.fe_params.index,
+                         name="Std. Error")
+
+    @property
+    def tvalues(self) -> pd.Series:
+        """Wald z values (glmer's "z value")."""
+        return (self.fe_params / self.bse).rename("z value")
+
+    @property
+    def pvalues(self) -> pd.Series:
+        """Two-sided Wald z p-values, as glmer's summary."""
+        return pd.Series(2 * stats.norm.sf(np.abs(self.tvalues)), index=self.fe_params.index,
+                         name="Pr(>|z|)")
+
+    def coef_table(self) -> pd.DataFrame:
+        return pd.DataFrame({"Estimate": self.fe_params, "Std. Error": self.bse,
+                             "z value": self.tvalues, "Pr(>|z|)": self.pvalues})
+
+    def conf_int(self, level: float = 0.95) -> pd.DataFrame:
+        """Wald intervals for the fixed effects on the link scale."""
+        if not 0 < level < 1:
+            raise ValueError(f"level must be between 0 and 1, got {level!r}")
+        q = stats.norm.ppf(0.5 + level / 2)
+        return pd.DataFrame({"lower": self.fe_params - q * self.bse,
+                             "upper": self.fe_params + q * self.bse})
+
+    # -- random effects -------------------------------------------------------------
+    def _factors(self):
+        return [t.factor(self.theta[s]) for t, s in zip(self.spec.terms, self.spec.theta_slices)]
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        """lme4's as.data.frame(VarCorr()): grp, var1, var2, vcov, sdcor (no residual row)."""
+        rows = []
+        for term, T in zip(self.spec.terms, self._factors()):
+            cov = T @ T.T
+            sd = np.sqrt(np.diag(cov))
+            for i, name in enumerate(term.colnames):
+                rows.append((term.label, name, None, cov[i, i], sd[i]))
+            for j in range(term.p):
+                for i in range(j + 1, term.p):
+                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+                    rows.append((term.label, term.colnames[j], term.colnames[i], cov[i, j], corr))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    @cached_property
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes b per grouping factor (levels x coefficients), link scale."""
+        out: dict[str, pd.DataFrame] = {}
+        for term, T, u in zip(self.spec.terms, self._factors(), self.u):
+            frame = pd.DataFrame(u @ T.T, index=pd.Index(term.levels, name=term.label),
+                                 columns=list(term.colnames))
+            prev = out.get(term.label)
+            out[term.label] = frame if prev is None else pd.concat(
+                [prev, frame.rename(columns={c: f"{c}_{term.expr}" for c in frame.columns
+                                             if c in prev.columns})], axis=1)
+        return out
+
+    @cached_property
+    def fittedvalues(self) -> np.ndarray:
+        """Fitted means on the response scale (proportions for binomial)."""
+        return self.family.link.linkinv(self.eta)
+
+    @property
+    def resid(self) -> np.ndarray:
+        """Response residuals y - mu."""
+        return self.y - self.fittedvalues
+
+    def predict(self, newdata=None, *, type: str = "link", re_form=None,
+                allow_new_levels: bool = False) -> np.ndarray:
+        """Predictions on the link (default, as lme4) or response scale."""
+        if type not in ("link", "response"):
+            raise ValueError(f"type must be 'link' or 'response', got {type!r}")
+        from .predict import linear_predictor
+
+        eta = (self.eta if newdata is None and re_form is None
+               else linear_predictor(self, newdata, re_form=re_form,
+                                     allow_new_levels=allow_new_levels))
+        return self.family.link.linkinv(eta) if type == "response" else eta
+
+    # -- likelihood -------------------------------------------------------------------
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.objective
+
+    @property
+    def deviance(self) -> float:
+        """-2 log-likelihood (the "deviance" column of glmer's summary)."""
+        return self.objective
+
+    @property
+    def n_params(self) -> int:
+        return self.spec.p + self.spec.n_theta
+
+    @property
+    def aic(self) -> float:
+        return self.objective + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return self.objective + self.n_params * np.log(self.nobs)
+
+    @property
+    def df_resid(self) -> int:
+        return self.nobs - self.n_params
+
+    simulate = simulate        # mixboot.simulate with this fit as ``result``
+
+    # -- printing -----------------------------------------------------------------------
+    def summary(self) -> str:
+        fam = self.family
+        how = {0: "the nAGQ = 0 approximation", 1: "Laplace approximation"}.get(
+            self.nAGQ, f"adaptive Gauss-Hermite quadrature, nAGQ = {self.nAGQ}")
+        out = [f"Generalized linear mixed model fit by maximum likelihood ({how}) [mixboot]",
+               f" Family: {fam.name}  ( {fam.link.name} )",
+               f"Formula: {self.formula}", "",
+               format_table([[f"{self.aic:.1f}", f"{self.bic:.1f}", f"{self.loglik:.1f}",
+                              f"{self.deviance:.1f}", str(self.df_resid)]],
+                            ["AIC", "BIC", "logLik", "deviance", "df.resid"], align_left=0),
+               "", "Random effects:"]
+        rows = []
+        vc = self.varcorr
+        for grp, sub in vc.groupby("grp", sort=False):
+            var = sub[sub["var2"].isna()]
+            for i, (_, row) in enumerate(var.iterrows()):
+                rows.append([grp if i == 0 else "", row["var1"], f"{row['vcov']:.4g}",
+                             f"{row['sdcor']:.4g}"])
+        out.append(format_table(rows, ["Groups", "Name", "Variance", "Std.Dev."], align_left=2))
+        groups = ", ".join(f"{k}, {v}" for k, v in self.ngroups.items())
+        out += [f"Number of obs: {self.nobs}, groups:  {groups}", "", "Fixed effects:"]
+        tab = self.coef_table()
+        out.append(format_table([[n, f"{b:.4f}", f"{se:.4f}", f"{z:.2f}",
+                                  "<2e-16" if p < 2e-16 else f"{p:.3g}"]
+                                 for n, (b, se, z, p) in zip(tab.index, tab.to_numpy())],
+                                ["", "Estimate", "Std. Error", "z value", "Pr(>|z|)"]))
+        if self.is_singular:
+            out += ["", "boundary (singular) fit: see is_singular"]
+        if not self.converged:
+            out += ["", f"optimizer did not converge: {self.optsum.returncode}"]
+        return "\n".join(out)
+
+    def __repr__(self) -> str:
+        return (f"<GLMMResult {self.formula!r} {self.family.name}({self.family.link.name}), "
+                f"nAGQ={self.nAGQ}: objective {self.objective:.4f}, nobs {self.nobs}, "
+                f"theta {np.round(self.theta, 4).tolist()}>")
+
+
+def build_glmm_result(model, x: np.ndarray, u: np.ndarray, optsum: OptSummary) -> GLMMResult:
+    """Every estimate at x = (theta, beta) with modes near ``u``, for the model's own response."""
+    spec, ws = model.spec, model.workspace
+    k = spec.n_theta
+    x = model.canonical(np.asarray(x, dtype=float))
+    theta, beta = x[:k], x[k:]
+    y = spec.y[None]
+    if model.nAGQ == 0:
+        st = model.stage1(theta[None], y)
+        beta = st.beta[0]
+        crit = st.laplace
+    else:
+        st, crit = model.stage2(np.concatenate([theta, beta])[None], y, u[None])
+    objective = float(crit[0]) + model.c0
+    vcov, method = None, "rx"
+    if model.nAGQ >= 1:
+        xx = np.concatenate([theta, beta])[None]
+        _, _, H = fd_derivatives(lambda pts, which: model.stage2(pts, y[which * 0],
+                                                                 st.u[which * 0])[1], xx)
+        H = 0.5 * (H[0] + H[0].T)
+        try:
+            np.linalg.cholesky(H)
+            vcov = 2.0 * np.linalg.inv(H)[k:, k:]
+            method = "hessian"
+        except np.linalg.LinAlgError:
+            warnings.warn("the Hessian of the criterion is not positive definite: standard "
+                          "errors from the penalized information given theta (lme4's "
+                          "use.hessian = FALSE)", UserWarning, stacklevel=3)
+    if vcov is None:
+        vcov = ws.vcov_rx(theta, st.eta[0])
+    uu, off = [], 0
+    for t in spec.terms:
+        uu.append(np.array(st.u[0, off:off + t.q].reshape(t.nlevels, t.p)))
+        off += t.q
+    for a in (theta, beta, vcov, *uu):
+        a.setflags(write=False)
+    return GLMMResult(model=model, theta=theta, beta=np.array(beta), u=tuple(uu),
+                      eta=st.eta[0].copy(), objective=objective, vcov_matrix=vcov,
+                      vcov_method=method, optsum=optsum)

@@ -1,0 +1,415 @@
+"""The numeric workspace of a generalized linear mixed model: batched PIRLS and
+the Laplace / adaptive Gauss-Hermite deviance.
+
+Notation (lme4): eta = offset + X beta + Z Lambda u, mu = linkinv(eta), u ~ N(0, I).
+For given theta (and beta, or with beta estimated alongside u) the conditional
+modes u* minimize the penalized deviance
+
+    pwrss(u) = sum_i d_i(y_i, mu_i) + |u|^2          (d_i: the family's unit deviances),
+
+found by penalized iteratively reweighted least squares (Fisher scoring): at the
+current eta, with weights w = prior * mu_eta^2 / V(mu) and working response
+z = eta - offset + (y - mu) / mu_eta, solve the penalized weighted least-squares
+problem of an LMM,
+
+    (Lambda' Z' W Z Lambda + I) u + Lambda' Z' W X beta = Lambda' Z' W (z - [X beta]),
+
+with the blocked Cholesky kernels of :mod:`mixboot.workspace` (the first term's
+block-diagonal part, then a dense tail).  A step that raises pwrss is halved.
+The Laplace approximation to -2 log-likelihood, up to a constant, is
+
+    D(theta, beta) = pwrss(u*) + log |Lambda' Z' W Z Lambda + I|,
+
+with W at u*.  With one scalar random-effect term the integral factorizes by
+group and adaptive Gauss-Hermite quadrature refines it (:func:`agq_deviance`).
+
+Everything is batched over problems: B (theta, beta, response) triples in one
+pass, each problem's arithmetic on its own rows only (per-problem bincounts and
+stacked products), so a problem's numbers never depend on its batch mates.  A
+problem that has converged is frozen by masks, not removed from the batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .family import Family
+from .workspace import (Responses, _batched_cholesky, _solve_upper_batched, scale_tail,
+                        tail_block, term1_blocks)
+
+__all__ = ["GlmmWorkspace", "PirlsState"]
+
+#: PIRLS stops when no element of u (or beta) moves by more than this in a step;
+#: the state after that step is the answer (Fisher scoring converges fast near
+#: the mode, so the criterion is then accurate to rounding).
+PIRLS_TOL = 1e-10
+PIRLS_MAX_ITER = 60
+MAX_HALVINGS = 12
+
+
+@dataclass(frozen=True)
+class PirlsState:
+    """Conditional modes and the Laplace pieces for a batch of problems."""
+
+    u: np.ndarray          # (B, q) spherical random effects, terms in spec order
+    beta: np.ndarray       # (B, p)
+    eta: np.ndarray        # (B, n) linear predictor (offset included)
+    devres: np.ndarray     # (B,) sum of unit deviances at u
+    usq: np.ndarray        # (B,) |u|^2
+    logdet: np.ndarray     # (B,) log |Lambda'Z'WZ Lambda + I|
+    C: np.ndarray          # (B, l1, p1, p1) first-term blocks of that matrix
+    L: np.ndarray          # (B, m, m) tail Cholesky factor (response row last)
+    converged: np.ndarray  # (B,) bool
+    iterations: np.ndarray  # (B,) int
+
+    @property
+    def laplace(self) -> np.ndarray:
+        """The Laplace criterion pwrss + log-determinant (inf where PIRLS failed)."""
+        d = self.devres + self.usq + self.logdet
+        return np.where(self.converged & np.isfinite(d), d, np.inf)
+
+
+class _Block:
+    """Columns of one random-effects term (or of X: one 'level', p columns)."""
+
+    def __init__(self, codes: np.ndarray, zraw: np.ndarray, nlevels: int):
+        self.codes = np.asarray(codes, dtype=np.int64)
+        self.zraw = np.asarray(zraw, dtype=float)
+        self.nlevels = int(nlevels)
+        self.p = self.zraw.shape[1]
+        self.q = self.p * self.nlevels
+
+
+class _CellSums:
+    """Per problem, sums of v_i * a_i b_i' over the observations of each cell (level of
+    block a, level of block b), placed into a flat output at fixed positions.
+
+    The observations are sorted by cell once; a call gathers the per-observation
+    values in that order and adds each cell's run with ``np.add.reduceat``, row by
+    row, so a problem's sums never depend on the other problems in the batch.
+    ``place(ca, cb)`` gives the flat output positions (cells, p_a * p_b) of the
+    cells' entries.
+    """
+
+    def __init__(self, a: _Block, b: _Block, place):
+        key = a.codes * b.nlevels + b.codes
+        self.perm = np.argsort(key, kind="stable")
+        sk = key[self.perm]
+        self.starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
+        cells = sk[self.starts]
+        self.pos = place(cells // b.nlevels, cells % b.nlevels)
+        prod = (a.zraw[:, :, None] * b.zraw[:, None, :]).reshape(a.zraw.shape[0], -1)
+        self.prod = prod[self.perm]
+        self.ones = bool(np.all(self.prod == 1.0))
+
+    def add_to(self, out: np.ndarray, v: np.ndarray) -> None:
+        """out[:, pos] += cell sums of v (B, n) times the products."""
+        vs = v[:, self.perm]
+        if self.ones:
+            sums = np.add.reduceat(vs, self.starts, axis=1)[:, :, None]
+        else:
+            sums = np.add.reduceat(vs[:, :, None] * self.prod[None], self.starts, axis=1)
+        out[:, self.pos] += sums
+
+
+def _block_place(pa: int, pb: int, row0: int, col0: int, width: int):
+    """Positions in a row-major (rows, width) array of block (row0 + ca pa + i, col0 + cb pb + j)."""
+    def place(ca, cb):
+        rows = row0 + ca[:, None] * pa + np.arange(pa)[None, :]
+        cols = col0 + cb[:, None] * pb + np.arange(pb)[None, :]
+        return (rows[:, :, None] * width + cols[:, None, :]).reshape(ca.size, pa * pb)
+    return place
+
+
+class GlmmWorkspace:
+    """The fixed structure of one GLMM (terms, X, family); PIRLS for batches.
+
+    ``y`` is a proportion for binomial families (successes / trials) and
+    ``prior_weights`` the trials times any case weights, as R's ``glm``.
+    """
+
+    def __init__(self, spec, family: Family, *, prior_weights: np.ndarray, trials: np.ndarray,
+                 offset: np.ndarray | None):
+        self.spec, self.family = spec, family
+        self.n, self.p = spec.n, spec.p
+        self.X = np.ascontiguousarray(spec.X)
+        self.Xt = np.ascontiguousarray(self.X.T)
+        self.prior_weights = np.asarray(prior_weights, dtype=float)
+        self.trials = np.asarray(trials, dtype=float)
+        self.offset = np.zeros(self.n) if offset is None else np.asarray(offset, dtype=float)
+        terms = spec.terms
+        self.terms = terms
+        self.t1, self.rest = terms[0], terms[1:]
+        self.theta_slices = spec.theta_slices
+        self.l1, self.p1, self.q1 = self.t1.nlevels, self.t1.p, self.t1.q
+        self.qr = sum(t.q for t in self.rest)
+        self.q = self.q1 + self.qr
+        self.blocks = [_Block(t.codes, t.zraw, t.nlevels) for t in terms]
+        self.xblock = _Block(np.zeros(self.n, dtype=np.int64), self.X, 1)
+        self.unit = _Block(np.zeros(self.n, dtype=np.int64), np.ones((self.n, 1)), 1)
+        b1, p1 = self.blocks[0], self.p1
+        # the first term's diagonal blocks, flat in (l1, p1, p1)
+        self.sums11 = _CellSums(b1, b1, lambda ca, cb: (ca[:, None] * p1 * p1
+                                                         + np.arange(p1 * p1)[None, :]))
+        self.sums1y = _CellSums(b1, self.unit, _block_place(p1, 1, 0, 0, 1))
+        self._tails = {}
+
+    # -- the tail's cross-products: rest terms, then X when beta is solved for ----
+    def _tail_sums(self, joint: bool):
+        key = bool(joint)
+        if key not in self._tails:
+            tail = list(self.blocks[1:]) + ([self.xblock] if joint else [])
+            offs = [int(o) for o in np.cumsum([0] + [b.q for b in tail])]
+            m0 = offs[-1]
+            with_1, within, with_y = [], [], []
+            for k, bk in enumerate(tail):
+                with_1.append(_CellSums(bk, self.blocks[0],
+                                        _block_place(bk.p, self.p1, offs[k], 0, self.q1)))
+                if bk is not self.xblock:       # X'Wz and X'WX: stacked products per problem
+                    with_y.append(_CellSums(bk, self.unit, _block_place(bk.p, 1, offs[k], 0, 1)))
+                for j, bj in enumerate(tail[:k + 1]):
+                    if bj is self.xblock:
+                        continue
+                    within.append(_CellSums(bk, bj, _block_place(bk.p, bj.p, offs[k], offs[j],
+                                                                 m0)))
+            self._tails[key] = (m0, with_1, within, with_y)
+        return self._tails[key]
+
+    def _system(self, w: np.ndarray, zt: np.ndarray, joint: bool):
+        """Weighted cross-products of [Z1, tail] and of the working response, per problem."""
+        B = w.shape[0]
+        m0, with_1, within, with_y = self._tail_sums(joint)
+        A11 = np.zeros((B, self.l1 * self.p1 * self.p1))
+        self.sums11.add_to(A11, w)
+        F = np.zeros((B, m0 * self.q1))
+        for cs in with_1:
+            cs.add_to(F, w)
+        A22 = np.zeros((B, m0 * m0))
+        for cs in within:
+            cs.add_to(A22, w)
+        A22 = A22.reshape(B, m0, m0)
+        wz = w * zt
+        taily = np.zeros((B, m0))
+        for cs in with_y:
+            cs.add_to(taily, wz)
+        if joint:
+            xo = m0 - self.p
+            A22[:, xo:, xo:] = np.matmul(self.Xt[None], w[:, :, None] * self.X[None])
+            taily[:, xo:] = np.matmul(self.Xt[None], wz[:, :, None])[:, :, 0]
+        # mirror the lower triangle (blocks were formed for k >= j)
+        A22 = np.tril(A22) + np.swapaxes(np.tril(A22, -1), -1, -2)
+        z1y = np.zeros((B, self.q1))
+        self.sums1y.add_to(z1y, wz)
+        yty = (wz * zt).sum(axis=1)
+        return (A11.reshape(B, self.l1, self.p1, self.p1), F.reshape(B, m0, self.l1, self.p1),
+                A22, Responses(z1y.reshape(B, self.l1, self.p1), taily, yty))
+
+    # -- linear predictor -----------------------------------------------------
+    def b_from_u(self, u: np.ndarray, theta: np.ndarray) -> list[np.ndarray]:
+        """Per term b = Lambda u: list of (B, l_k, p_k)."""
+        out, off = [], 0
+        for t, sl in zip(self.terms, self.theta_slices):
+            uk = u[:, off:off + t.q].reshape(-1, t.nlevels, t.p)
+            T = t.factor(theta[:, sl])
+            out.append(np.matmul(uk, np.swapaxes(T, -1, -2)))
+            off += t.q
+        return out
+
+    def eta(self, u: np.ndarray, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        eta = np.matmul(self.X[None], beta[:, :, None])[:, :, 0] + self.offset
+        for t, b in zip(self.terms, self.b_from_u(u, theta)):
+            eta = eta + (t.zraw[None] * b[:, t.codes]).sum(axis=2)
+        return eta
+
+    # -- PIRLS ------------------------------------------------------------------
+    def pirls(self, theta: np.ndarray, beta: np.ndarray, Y: np.ndarray, *, joint: bool,
+              u0: np.ndarray | None = None, eta0: np.ndarray | None = None) -> PirlsState:
+        """Conditional modes for a batch: theta (B, k), beta (B, p), Y (B, n).
+
+        ``joint``: solve for beta along with u (lme4's nAGQ=0 step; ``beta`` is
+        then only where the first step's linear predictor comes from, unless
+        ``eta0`` is given).  ``u0``: starting modes (B, q), zeros by default.
+        """
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        B = theta.shape[0]
+        beta = np.array(np.broadcast_to(beta, (B, self.p)), dtype=float)
+        Y = np.broadcast_to(np.asarray(Y, dtype=float), (B, self.n))
+        u = np.zeros((B, self.q)) if u0 is None else np.array(np.broadcast_to(u0, (B, self.q)))
+        fam, link = self.family, self.family.link
+        pw = self.prior_weights
+
+        def state(u, beta):
+            eta = self.eta(u, theta, beta)
+            mu = link.linkinv(eta)
+            dev = fam.dev_resids(Y, mu, pw).sum(axis=1)
+            return eta, mu, dev, (u * u).sum(axis=1)
+
+        eta, mu, dev, usq = state(u, beta)
+        if eta0 is not None:
+            # the first weights from a given linear predictor (GLM-style start)
+            eta_w = np.array(np.broadcast_to(eta0, (B, self.n)))
+            pw_rss = np.full(B, np.inf)
+        else:
+            eta_w = eta
+            pw_rss = dev + usq
+        active = np.ones(B, dtype=bool)
+        converged = np.zeros(B, dtype=bool)
+        iters = np.zeros(B, dtype=np.int64)
+        logdet = np.full(B, np.inf)
+        C = np.zeros((B, self.l1, self.p1, self.p1))
+        L = None
+        last_step = np.full(B, np.inf)
+        for _ in range(PIRLS_MAX_ITER):
+            mu_w = link.linkinv(eta_w)
+            me = link.mu_eta(eta_w)
+            w = pw * me * me / fam.variance(mu_w)
+            zt = eta_w - self.offset + (Y - mu_w) / me
+            if not joint:
+                zt = zt - np.matmul(self.X[None], beta[:, :, None])[:, :, 0]
+            A11, F, A22, resp = self._system(w, zt, joint)
+            Cb, logdet1, P = term1_blocks(self.t1, theta[:, self.theta_slices[0]], A11)
+            S = tail_block(F, A22, P, resp)
+            scale_tail(S, theta, self.rest, self.theta_slices[1:], self.qr)
+            Lb, ok = _batched_cholesky(S)
+            if L is None:
+                L = np.full_like(Lb, np.nan)
+            d = np.diagonal(Lb, axis1=-2, axis2=-1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ld = logdet1 + 2.0 * np.log(d[:, :self.qr]).sum(axis=1)
+            # The weights were taken at the current u (after the first step): the
+            # log-determinant and factor belong to it.  Frozen problems keep theirs.
+            logdet[active], C[active], L[active] = ld[active], Cb[active], Lb[active]
+            active &= ok
+            done = active & (last_step <= PIRLS_TOL)
+            converged |= done
+            active &= ~done
+            if not active.any():
+                break
+            u_new, beta_new = self._solve(theta, Cb, Lb, F, resp, joint, beta)
+            step_u, step_b = u_new - u, beta_new - beta
+            size = np.maximum(np.abs(step_u).max(axis=1, initial=0.0),
+                              np.abs(step_b).max(axis=1, initial=0.0))
+            # step halving on pwrss, per problem: the first fraction 1, 1/2, 1/4, ...
+            # that does not raise it is taken
+            factor = np.ones(B)
+            taken = ~active
+            for _h in range(MAX_HALVINGS + 1):
+                ut = u + factor[:, None] * step_u
+                bt = beta + factor[:, None] * step_b
+                eta_t, mu_t, dev_t, usq_t = state(ut, bt)
+                crit = dev_t + usq_t
+                sel = ~taken & np.isfinite(crit) & (crit <= pw_rss * (1 + 1e-12) + 1e-12)
+                u[sel], beta[sel], eta[sel] = ut[sel], bt[sel], eta_t[sel]
+                dev[sel], usq[sel] = dev_t[sel], usq_t[sel]
+                last_step[sel] = factor[sel] * size[sel]
+                taken |= sel
+                if taken.all():
+                    break
+                factor = np.where(taken, factor, 0.5 * factor)
+            # no fraction helped: at the mode already when the step was negligible
+            stuck = active & ~taken
+            converged |= stuck & (size <= 1e-6)
+            active &= ~stuck
+            pw_rss = np.where(active, dev + usq, pw_rss)
+            eta_w = np.where(active[:, None], eta, eta_w)
+            iters += active
+        return PirlsState(u=u, beta=beta, eta=eta, devres=dev, usq=usq, logdet=logdet, C=C, L=L,
+                          converged=converged & np.isfinite(logdet), iterations=iters)
+
+    def vcov_rx(self, theta: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        """(R_X' R_X)^-1 at the weights of ``eta`` for ONE theta: lme4's ``unsc()``.
+
+        The beta block of the inverse of the penalized information given theta
+        (beta and u solved together, theta held fixed).
+        """
+        link, fam = self.family.link, self.family
+        me = link.mu_eta(eta)
+        w = (self.prior_weights * me * me / fam.variance(link.linkinv(eta)))[None]
+        A11, F, A22, resp = self._system(w, np.zeros_like(w), True)
+        theta = np.atleast_2d(theta)
+        _, _, P = term1_blocks(self.t1, theta[:, self.theta_slices[0]], A11)
+        S = tail_block(F, A22, P, resp)
+        scale_tail(S, theta, self.rest, self.theta_slices[1:], self.qr)
+        m0 = S.shape[-1] - 1
+        LXX = np.linalg.cholesky(S[0, :m0, :m0])[self.qr:, self.qr:]
+        inv = np.linalg.inv(LXX)
+        return inv.T @ inv
+
+    def _solve(self, theta, C, L, F, resp, joint: bool, beta):
+        """u (and beta when ``joint``) from the factor of the weighted system, per problem."""
+        B = theta.shape[0]
+        qr, m0 = self.qr, L.shape[-1] - 1
+        if joint:
+            LXX = L[:, qr:m0, qr:m0]
+            cX = L[:, m0, qr:m0]
+            beta = _solve_upper_batched(np.swapaxes(LXX, -1, -2), cX)
+            crest = L[:, m0, :qr] - np.matmul(np.swapaxes(L[:, qr:m0, :qr], -1, -2),
+                                              beta[:, :, None])[:, :, 0]
+        else:
+            crest = L[:, m0, :qr]
+        if qr:
+            ur = _solve_upper_batched(np.swapaxes(L[:, :qr, :qr], -1, -2), crest)
+        else:
+            ur = np.zeros((B, 0))
+        # w = [Lambda_rest u_rest, beta (joint)]: the tail's coefficients
+        parts, off = [], 0
+        for t, sl in zip(self.rest, self.theta_slices[1:]):
+            uk = ur[:, off:off + t.q].reshape(B, t.nlevels, t.p)
+            T = t.factor(theta[:, sl])
+            parts.append(np.matmul(uk, np.swapaxes(T, -1, -2)).reshape(B, -1))
+            off += t.q
+        if joint:
+            parts.append(beta)
+        wcoef = np.concatenate(parts, axis=1) if parts else np.zeros((B, 0))
+        Fw = np.matmul(wcoef[:, None, :], F.reshape(B, m0, self.q1))[:, 0, :].reshape(
+            B, self.l1, self.p1)
+        T1 = self.t1.factor(theta[:, self.theta_slices[0]])
+        rhs = np.matmul(resp.z1y - Fw, T1)                                  # T1'(z1y - F'w)
+        u1 = np.linalg.solve(C, rhs[..., None])[..., 0]
+        return np.concatenate([u1.reshape(B, -1), ur], axis=1), beta
+
+
+def gauss_hermite(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of k-point Gauss-Hermite quadrature for the standard normal (sum 1)."""
+    z, w = np.polynomial.hermite_e.hermegauss(k)
+    return z, w / w.sum()
+
+
+def agq_correction(ws: GlmmWorkspace, state: PirlsState, theta: np.ndarray, Y: np.ndarray,
+                   nodes: int) -> np.ndarray:
+    """What adaptive Gauss-Hermite quadrature adds to the Laplace criterion (B,).
+
+    One scalar random-effect term: the likelihood is a product over its levels j
+    of one-dimensional integrals.  Around the mode u*_j with scale s_j = 1/L_jj,
+
+        -2 log int = log L_jj^2 + a*_j - 2 log sum_k w_k exp(-(a_jk - a*_j) / 2),
+        a_jk = d_j(u*_j + s_j z_k) + (u*_j + s_j z_k)^2 - z_k^2,
+
+    (d_j: the level's summed unit deviances; a*_j: the same at the mode), so the
+    correction is the last term summed over levels; with one node it is zero.
+    """
+    t1 = ws.t1
+    B = state.u.shape[0]
+    z, w = gauss_hermite(nodes)
+    fam, pw = ws.family, ws.prior_weights
+    lam = theta[:, ws.theta_slices[0]][:, 0]                                 # (B,)
+    s = 1.0 / np.sqrt(state.C[:, :, 0, 0])                                     # (B, l1)
+    dz = lam[:, None] * t1.zraw[None, :, 0] * s[:, t1.codes]                 # d eta / d z
+    Y = np.broadcast_to(Y, state.eta.shape)
+
+    level = _CellSums(_Block(t1.codes, np.ones((ws.n, 1)), ws.l1), ws.unit,
+                      _block_place(1, 1, 0, 0, 1))
+
+    def by_level(dev):                                                         # (B, n) -> (B, l1)
+        out = np.zeros((B, ws.l1))
+        level.add_to(out, dev)
+        return out
+
+    at_mode = by_level(fam.dev_resids(Y, fam.link.linkinv(state.eta), pw)) + state.u ** 2
+    total = np.zeros((B, ws.l1))
+    for zk, wk in zip(z, w):
+        dev = by_level(fam.dev_resids(Y, fam.link.linkinv(state.eta + zk * dz), pw))
+        uk = state.u + s * zk
+        total += wk * np.exp(-0.5 * (dev + uk * uk - zk * zk - at_mode))
+    return -2.0 * np.log(total).sum(axis=1)
