@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from .glmm_result import build_glmm_result
 from .pirls import GlmmWorkspace, PirlsState, agq_correction
 from .spec import ModelSpec, build_spec, groups_formula
 
-__all__ = ["GeneralizedLinearMixedModel", "fit_glmm", "MAX_AGQ"]
+__all__ = ["GeneralizedLinearMixedModel", "Refits", "fit_glmm", "MAX_AGQ"]
 
 MAX_AGQ = 25
 
@@ -58,10 +58,16 @@ class GeneralizedLinearMixedModel:
                              "converge (PIRLS): check the response and predictors")
         #: the GLM's coefficients: where every stage-1 evaluation starts
         self.beta_glm = glm.beta[0]
-        # -2 log p(y | y): the criterion in deviance form plus this is -2 log-likelihood
-        mu = family.link.linkinv(glm.eta[0])
-        self.c0 = float(family.aic(spec.y, mu, spec.prior_weights, spec.trials)
-                        - family.dev_resids(spec.y, mu, spec.prior_weights).sum())
+        self.c0 = float(self.saturated(spec.y[None])[0])
+
+    def saturated(self, Y: np.ndarray) -> np.ndarray:
+        """-2 log p(y | mu = y) for each row of Y (B, n): the criterion in deviance form
+        plus this is -2 log-likelihood (it depends on y only)."""
+        fam, pw, trials = self.family, self.spec.prior_weights, self.spec.trials
+        Y = np.atleast_2d(Y)
+        mu = np.clip(Y, 1e-3, 1 - 1e-3) if fam.name == "binomial" else Y + 0.5
+        return np.array([fam.aic(y, m, pw, trials) - fam.dev_resids(y, m, pw).sum()
+                         for y, m in zip(Y, mu)])
 
     # -- the criteria ---------------------------------------------------------------
     @property
@@ -136,6 +142,26 @@ class GeneralizedLinearMixedModel:
             u = self.stage2(x, Y, u_start)[0].u
         return x, fmin, conv, evals, method, u
 
+    def refit(self, Y: np.ndarray, *, start: np.ndarray, settings: OptSummary | None = None
+              ) -> "Refits":
+        """Refit responses Y (B, n) from ``start`` = (theta, beta) of a fit, as lme4's
+        ``refit``: one stage (over theta with beta from PIRLS for ``nAGQ=0``, over
+        (theta, beta) otherwise), each replicate on its own."""
+        Y = np.atleast_2d(np.asarray(Y, dtype=float))
+        B, k = Y.shape[0], self.n_theta
+        settings = settings or OptSummary()
+        start = np.broadcast_to(np.asarray(start, dtype=float), (B, k + self.spec.p))
+        if self.nAGQ == 0:
+            x, fmin, conv, evals, _, u = self.optimize(Y, theta0=start[:, :k], x0=None,
+                                                       settings=settings, stages=(1,))
+        else:
+            # stage 2 from the fit's estimates, PIRLS started from u = 0
+            x, fmin, conv, evals, _, u = self.optimize(Y, theta0=None, x0=start,
+                                                       settings=settings, stages=(2,))
+        objective = fmin + self.saturated(Y)
+        return Refits(theta=x[:, :k], beta=x[:, k:], objective=objective, u=u,
+                      converged=conv & np.isfinite(objective), evaluations=evals)
+
     def fit(self, *, start=None, optimizer: dict | None = None, warn: bool = True):
         """Fit the model to its own response and return a :class:`GLMMResult`."""
         spec = self.spec
@@ -157,6 +183,18 @@ class GeneralizedLinearMixedModel:
     def __repr__(self) -> str:
         return (f"GeneralizedLinearMixedModel({self.spec.formula!r}, family={self.family.name}"
                 f"({self.family.link.name}), nAGQ={self.nAGQ})")
+
+
+@dataclass(frozen=True)
+class Refits:
+    """Estimates of B refits (:meth:`GeneralizedLinearMixedModel.refit`)."""
+
+    theta: np.ndarray        # (B, n_theta)
+    beta: np.ndarray         # (B, p)
+    objective: np.ndarray    # (B,) -2 log-likelihood
+    u: np.ndarray            # (B, q) spherical modes
+    converged: np.ndarray    # (B,)
+    evaluations: np.ndarray  # (B,)
 
 
 def check_nagq(nAGQ, spec: ModelSpec) -> int:
