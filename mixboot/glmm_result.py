@@ -11,6 +11,7 @@ from scipy import stats
 
 from .newton import fd_derivatives
 from .optimize import OptSummary
+from .predict import predict
 from .simulate import simulate
 from .summary import format_table
 
@@ -42,6 +43,8 @@ class GLMMResult:
     vcov_matrix: np.ndarray = field(repr=False)
     vcov_method: str = field(repr=False)
     optsum: OptSummary = field(repr=False)
+    #: the response fitted when it is not the model's own (a bootstrap replicate)
+    response: np.ndarray | None = field(default=None, repr=False)
 
     # -- identity ---------------------------------------------------------------
     @property
@@ -71,11 +74,17 @@ class GLMMResult:
     @property
     def y(self) -> np.ndarray:
         """The response as fitted: proportions (binomial) or counts (Poisson)."""
-        return self.spec.y
+        return self.spec.y if self.response is None else self.response
+
+    @property
+    def from_parameters(self) -> bool:
+        """True for a model built from chosen parameters by ``mb.model`` (not fitted)."""
+        return self.optsum.returncode == "FROM_PARAMETERS"
 
     @property
     def converged(self) -> bool:
-        return self.optsum.converged
+        """The optimizer met its criteria (True for a model from parameters)."""
+        return self.optsum.converged or self.from_parameters
 
     @property
     def is_singular(self) -> bool:
@@ -164,15 +173,19 @@ class GLMMResult:
 
     def predict(self, newdata=None, *, type: str = "link", re_form=None,
                 allow_new_levels: bool = False) -> np.ndarray:
-        """Predictions on the link (default, as lme4) or response scale."""
+        """Predictions on the link (default, as lme4) or response scale; ``newdata``,
+        ``re_form`` and ``allow_new_levels`` as :func:`mixboot.predict`."""
         if type not in ("link", "response"):
             raise ValueError(f"type must be 'link' or 'response', got {type!r}")
-        from .predict import linear_predictor
-
-        eta = (self.eta if newdata is None and re_form is None
-               else linear_predictor(self, newdata, re_form=re_form,
-                                     allow_new_levels=allow_new_levels))
-        return self.family.link.linkinv(eta) if type == "response" else eta
+        if newdata is None and re_form is None:
+            eta = np.array(self.eta)
+        else:
+            # lme4's predict on the link scale: X beta + Z b (+ offset) for the rows
+            eta = predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
+        if type == "link":
+            return eta
+        mu = self.family.link.linkinv(np.asarray(eta, dtype=float))
+        return pd.Series(mu, index=eta.index, name=eta.name) if isinstance(eta, pd.Series) else mu
 
     # -- likelihood -------------------------------------------------------------------
     @property
@@ -241,22 +254,28 @@ class GLMMResult:
                 f"theta {np.round(self.theta, 4).tolist()}>")
 
 
-def build_glmm_result(model, x: np.ndarray, u: np.ndarray, optsum: OptSummary) -> GLMMResult:
-    """Every estimate at x = (theta, beta) with modes near ``u``, for the model's own response."""
+def build_glmm_result(model, x: np.ndarray, u: np.ndarray, optsum: OptSummary, *,
+                      y: np.ndarray | None = None, hessian: bool = True) -> GLMMResult:
+    """Every estimate at x = (theta, beta) with modes near ``u``, for response ``y``
+    (the model's own by default).  ``hessian=False`` skips the finite-difference
+    Hessian (the costly part): ``vcov`` then comes from the penalized information
+    given theta (``vcov_method`` "rx"), as for ``nAGQ=0``."""
     spec, ws = model.spec, model.workspace
     k = spec.n_theta
     x = model.canonical(np.asarray(x, dtype=float))
     theta, beta = x[:k], x[k:]
-    y = spec.y[None]
+    response = None if y is None else np.asarray(y, dtype=float)
+    y = (spec.y if response is None else response)[None]
     if model.nAGQ == 0:
         st = model.stage1(theta[None], y)
         beta = st.beta[0]
         crit = st.laplace
     else:
         st, crit = model.stage2(np.concatenate([theta, beta])[None], y, u[None])
-    objective = float(crit[0]) + model.c0
+    objective = float(crit[0]) + (model.c0 if response is None else
+                                  float(model.saturated(y)[0]))
     vcov, method = None, "rx"
-    if model.nAGQ >= 1:
+    if model.nAGQ >= 1 and hessian:
         xx = np.concatenate([theta, beta])[None]
         _, _, H = fd_derivatives(lambda pts, which: model.stage2(pts, y[which * 0],
                                                                  st.u[which * 0])[1], xx)
@@ -277,6 +296,9 @@ def build_glmm_result(model, x: np.ndarray, u: np.ndarray, optsum: OptSummary) -
         off += t.q
     for a in (theta, beta, vcov, *uu):
         a.setflags(write=False)
+    if response is not None:
+        response = response.copy()
+        response.setflags(write=False)
     return GLMMResult(model=model, theta=theta, beta=np.array(beta), u=tuple(uu),
                       eta=st.eta[0].copy(), objective=objective, vcov_matrix=vcov,
-                      vcov_method=method, optsum=optsum)
+                      vcov_method=method, optsum=optsum, response=response)

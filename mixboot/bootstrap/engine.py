@@ -19,23 +19,33 @@ import pandas as pd
 
 from .. import runner
 from .._version import __version__
+from ..glmm_result import GLMMResult, build_glmm_result
+from ..optimize import OptSummary
 from ..profile import reported_parameters
 from ..refit import refit_isolated
 from ..result import SINGULAR_TOL, LMMResult, build_result
-from ..simulate import check_parameters, simulate_block
+from ..simulate import check_parameters, simulate_block, simulate_glmm_block
 from .result import BootResult
 
 __all__ = ["bootMer", "parameter_table", "statistic_vector"]
 
 ON_ERROR = ("record", "raise")
-def parameter_table(result, theta: np.ndarray, sigma: np.ndarray, beta: np.ndarray,
+
+
+def parameter_table(result, theta: np.ndarray, sigma: np.ndarray | None, beta: np.ndarray,
                     objective: np.ndarray) -> pd.DataFrame:
-    """MixedModels.jl-style table: objective, beta, sigma, sd and correlation per term, theta."""
+    """MixedModels.jl-style table: objective, beta, sigma, sd and correlation per term, theta.
+
+    ``sigma=None`` for a GLMM: no sigma column, and the SDs are theta's (scale 1).
+    """
     spec = result.spec
     cols = {"objective": objective}
     for j, name in enumerate(spec.fe_names):
         cols[name] = beta[:, j]
-    cols["sigma"] = sigma
+    if sigma is not None:
+        cols["sigma"] = sigma
+    else:
+        sigma = 1.0
     seen: dict[str, int] = {}
     for term, sl in zip(spec.terms, spec.theta_slices):
         k = seen.get(term.label, 0)
@@ -60,8 +70,11 @@ def _reported(result) -> dict:
     """lme4's ``confint(oldNames = FALSE)`` rows (:func:`mixboot.profile.reported_parameters`),
     the ``tbl`` column of each, and the fit's values."""
     spec = result.spec
+    glmm = isinstance(result, GLMMResult)
     names, columns = [], []
     for par in reported_parameters(spec):
+        if glmm and par.kind == "sigma":
+            continue
         names.append(par.name)
         if par.kind in ("sd", "cor"):
             grp = par.name.rsplit("|", 1)[1]
@@ -71,7 +84,8 @@ def _reported(result) -> dict:
         else:
             columns.append(par.name)
     at_fit = parameter_table(result, np.asarray(result.theta, dtype=float)[None],
-                             np.array([result.sigma]), np.asarray(result.beta, dtype=float)[None],
+                             None if glmm else np.array([result.sigma]),
+                             np.asarray(result.beta, dtype=float)[None],
                              np.array([result.objective]))
     return {"names": names, "columns": columns,
             "estimate": [float(at_fit[c].iloc[0]).hex() for c in columns],
@@ -79,8 +93,10 @@ def _reported(result) -> dict:
 
 
 def _default_statistic_names(result) -> tuple[str, ...]:
+    """lme4's ``c(fixef(x), sigma(x), getME(x, "theta"))``; a GLMM has no sigma."""
     spec = result.spec
-    return tuple(spec.fe_names) + ("sigma",) + tuple(spec.theta_names)
+    sigma = () if isinstance(result, GLMMResult) else ("sigma",)
+    return tuple(spec.fe_names) + sigma + tuple(spec.theta_names)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -146,13 +162,15 @@ def _callable_identity(f) -> str:
 def _boot_chunk(payload, reps: np.ndarray, children) -> dict:
     """Simulate and refit replicates ``reps``; per-replicate arrays and failures."""
     result, params, statistic, width, tol, on_error = payload
-    beta0, sigma0, theta0, use_u = params
+    glmm = isinstance(result, GLMMResult)
     n = len(reps)
     spec = result.spec
     out = {"theta": np.full((n, spec.n_theta), np.nan), "beta": np.full((n, spec.p), np.nan),
-           "sigma": np.full(n, np.nan), "objective": np.full(n, np.nan),
-           "converged": np.zeros(n, dtype=bool), "evaluations": np.zeros(n, dtype=np.int64),
-           "failed": np.zeros(n, dtype=bool), "failures": []}
+           "objective": np.full(n, np.nan), "converged": np.zeros(n, dtype=bool),
+           "evaluations": np.zeros(n, dtype=np.int64), "failed": np.zeros(n, dtype=bool),
+           "failures": []}
+    if not glmm:
+        out["sigma"] = np.full(n, np.nan)
     if statistic is not None:
         out["stat"] = np.full((n, width), np.nan)
 
@@ -163,24 +181,28 @@ def _boot_chunk(payload, reps: np.ndarray, children) -> dict:
         out["failures"].append((int(reps[i]), stage, f"{type(exc).__name__}: {exc}"))
 
     try:
-        Y = simulate_block(result.spec, children, beta=beta0, sigma=sigma0, theta=theta0,
-                           u=result.u if use_u else None)
+        Y = _simulate(result, params, children)
     except Exception as exc:  # noqa: BLE001 - recorded per replicate, run goes on
         for i in range(n):
             fail(i, "simulate", exc)
         return out
-    for idx, rb in refit_isolated(result.model, Y, start=result.theta, tol=tol,
-                                  fail=lambda i, exc: fail(i, "refit", exc),
-                                  raise_errors=on_error == "raise"):
+    refits = _glmm_refits if glmm else _lmm_refits
+    u = np.full((n, result.model.workspace.q), np.nan) if glmm else None
+    for idx, rb in refits(result, Y, tol, lambda i, exc: fail(i, "refit", exc),
+                          on_error == "raise"):
         out["theta"][idx], out["beta"][idx] = rb.theta, rb.beta
-        out["sigma"][idx], out["objective"][idx] = rb.sigma, rb.objective
+        out["objective"][idx] = rb.objective
         out["converged"][idx], out["evaluations"][idx] = rb.converged, rb.evaluations
+        if glmm:
+            u[idx] = rb.u
+        else:
+            out["sigma"][idx] = rb.sigma
     if statistic is not None:
         for i in range(n):
             if out["failed"][i] or not np.isfinite(out["objective"][i]):
                 continue
             try:
-                r = build_result(result.model, out["theta"][i], result.optsum, y=Y[:, i])
+                r = _replicate_result(result, out, u, i, Y[:, i])
                 values, _ = statistic_vector(statistic(r))
                 if values.size != width:
                     raise ValueError(f"statistic returned {values.size} values, expected {width}")
@@ -188,6 +210,55 @@ def _boot_chunk(payload, reps: np.ndarray, children) -> dict:
             except Exception as exc:  # noqa: BLE001
                 fail(i, "statistic", exc)
     return out
+
+
+def _simulate(result, params, children) -> np.ndarray:
+    """Responses (n, len(children)) of the fitted model, one stream per replicate."""
+    beta, sigma, theta, use_u = params
+    u = result.u if use_u else None
+    if isinstance(result, GLMMResult):
+        return simulate_glmm_block(result.spec, result.family, children, beta=beta, theta=theta,
+                                   u=u, trials=result.spec.trials, offset=result.spec.offset)
+    return simulate_block(result.spec, children, beta=beta, sigma=sigma, theta=theta, u=u)
+
+
+def _lmm_refits(result, Y, tol, fail, raise_errors):
+    return refit_isolated(result.model, Y, start=result.theta, tol=tol, fail=fail,
+                          raise_errors=raise_errors)
+
+
+def _glmm_refits(result, Y, tol, fail, raise_errors):
+    """lme4's refit of each column of Y from the fit's (theta, beta); all columns at once,
+    column by column if that raises (a column whose own refit raises goes to ``fail``)."""
+    model = result.model
+    start = np.concatenate([result.theta, result.beta])
+    settings = None if tol is None else OptSummary(ftol_rel=float(tol))
+    Yt = Y.T
+    try:
+        return [(np.arange(Yt.shape[0]), model.refit(Yt, start=start, settings=settings))]
+    except Exception:  # noqa: BLE001 - isolate the failing replicate(s) one by one
+        if raise_errors:
+            raise
+    batches = []
+    for i in range(Yt.shape[0]):
+        try:
+            batches.append((np.array([i]), model.refit(Yt[i:i + 1], start=start,
+                                                       settings=settings)))
+        except Exception as exc:  # noqa: BLE001
+            fail(i, exc)
+    return batches
+
+
+def _replicate_result(result, out: dict, u, i: int, y: np.ndarray):
+    """The fit of replicate i as the statistic sees it: the fit's own result type."""
+    if not isinstance(result, GLMMResult):
+        return build_result(result.model, out["theta"][i], result.optsum, y=y)
+    with warnings.catch_warnings():
+        # a replicate whose Hessian is not positive definite says so in vcov_method
+        warnings.simplefilter("ignore", UserWarning)
+        return build_glmm_result(result.model, np.concatenate([out["theta"][i], out["beta"][i]]),
+                                 u[i], result.optsum, y=y,
+                                 hessian=result.vcov_method == "hessian")
 
 
 # --------------------------------------------------------------------------- bootMer
@@ -199,9 +270,10 @@ def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool
 
     Parameters
     ----------
-    result : a fitted LMMResult.
-    statistic : callable (LMMResult) -> a number, list, 1-D array, Series or dict
-        of numbers; default ``[fe_params..., sigma, theta...]``.  It is tried on
+    result : a fitted LMMResult or GLMMResult.
+    statistic : callable (the fit's result type) -> a number, list, 1-D array, Series
+        or dict of numbers; default ``[fe_params..., sigma, theta...]`` (a GLMM:
+        ``[fe_params..., theta...]``, lme4's ``c(fixef(x), getME(x, "theta"))``).  It is tried on
         ``result`` first: a statistic that returns anything else fails at once.
         A Series' index or a dict's keys name the columns.
     B : number of replicates.
@@ -213,7 +285,8 @@ def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool
         call after an interruption computes only what is missing; a larger B
         extends the run; ``seed=None`` takes the checkpoint's seed.
     use_u : simulate conditionally on the fitted random effects (lme4's use.u).
-    beta, sigma, theta : simulate under these parameter values instead of the estimates.
+    beta, sigma, theta : simulate under these parameter values instead of the estimates
+        (a GLMM has no sigma).
     tol : relative objective tolerance of the refits (MixedModels.jl's ftol_rel);
         e.g. 1e-8 for faster, slightly less precise refits.  Default 1e-12.
     on_error : "record" (default): a replicate whose simulation, refit or statistic
@@ -222,14 +295,20 @@ def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool
     The numbers of replicate i depend only on the model, the seed, i and these
     options: not on B, n_jobs, the backend or where a checkpointed run resumed.
 
+    A GLMM replicate draws its response with :func:`mixboot.simulate.simulate_glmm_block`
+    and is refitted as lme4's ``refit``: theta and beta together from the fit's
+    estimates (theta alone for ``nAGQ=0``).
+
     >>> import mixboot as mb
     >>> r = mb.fit("Reaction ~ Days + (Days | Subject)", data=mb.datasets.load("reaction"), REML=False)
     >>> boot = mb.bootMer(r, B=100, seed=42)
     >>> boot.estimates.shape
     (100, 6)
     """
-    if not isinstance(result, LMMResult):
-        raise TypeError(f"result must be a fitted LMMResult, got {type(result).__name__}")
+    if not isinstance(result, (LMMResult, GLMMResult)):
+        raise TypeError(f"result must be a fitted LMMResult or GLMMResult, got "
+                        f"{type(result).__name__}")
+    glmm = isinstance(result, GLMMResult)
     runner.check_run_options(B=B, n_jobs=n_jobs, tol=tol, show_progress=show_progress,
                              client=client, checkpoint=checkpoint)
     if on_error not in ON_ERROR:
@@ -244,33 +323,54 @@ def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool
         estimate, names = statistic_vector(statistic(result), "statistic (on the original fit)")
         width = estimate.size
     payload = (result, params, statistic, width, tol, on_error)
-    identity = {"workflow": "bootMer", "model": result.spec.fingerprint, "REML": result.REML,
+    identity = {"workflow": "bootMer", "model": result.spec.fingerprint, **_model_kind(result),
                 "statistic": None if statistic is None else _callable_identity(statistic),
                 "width": width, "use_u": bool(use_u), "tol": tol,
                 "parameters": [float(v).hex() for v in np.concatenate(
                     [params[0], [params[1]], params[2]])],
                 "version": __version__}
     job = runner.Job(task=_boot_chunk, payload=payload, B=int(B),
-                     chunk=runner.chunk_size(result.model), desc="bootMer", identity=identity)
+                     chunk=_glmm_chunk_size(result.model) if glmm else
+                     runner.chunk_size(result.model), desc="bootMer", identity=identity)
     outcome = runner.run(job, seed, n_jobs=n_jobs, client=client, checkpoint=checkpoint,
                          show_progress=show_progress)
     return _assemble(result, outcome, names, estimate, tol, bool(use_u), checkpoint)
+
+
+def _model_kind(result) -> dict:
+    """What besides the specification makes the model: REML, or a GLMM's family and nAGQ."""
+    if isinstance(result, GLMMResult):
+        return {"REML": False, "family": result.family.name, "link": result.family.link.name,
+                "nAGQ": result.nAGQ}
+    return {"REML": result.REML}
+
+
+def _glmm_chunk_size(model) -> int:
+    """Replicates per chunk of GLMM refits: PIRLS holds about 20 n-vectors and the
+    penalized system's blocks per replicate, bounded by :data:`runner.CHUNK_BYTES`."""
+    ws = model.workspace
+    per_rep = 8 * (ws.n * 20 + ws.q1 * ws.p1 * 8 + (ws.qr + ws.p + 1) ** 2 * 8)
+    return int(np.clip(runner.CHUNK_BYTES // per_rep, 1, runner.MAX_CHUNK))
 
 
 def _assemble(result, outcome: runner.Outcome, names, estimate, tol, use_u,
               checkpoint) -> BootResult:
     spec = result.spec
     v = outcome.values
-    B = len(v["sigma"])
-    theta, beta, sigma, objective = v["theta"], v["beta"], v["sigma"], v["objective"]
+    B = len(v["objective"])
+    theta, beta, sigma, objective = v["theta"], v["beta"], v.get("sigma"), v["objective"]
     failed = v["failed"]
     if "stat" in v:
         estimates = v["stat"].copy()
         names = names or tuple(f"stat{i}" for i in range(estimates.shape[1]))
     else:
         names = _default_statistic_names(result)
-        estimates = np.column_stack([beta, sigma, theta])
-        estimate = np.concatenate([result.beta, [result.sigma], result.theta])
+        if sigma is None:   # a GLMM: the scale is fixed at 1
+            estimates = np.column_stack([beta, theta])
+            estimate = np.concatenate([result.beta, result.theta])
+        else:
+            estimates = np.column_stack([beta, sigma, theta])
+            estimate = np.concatenate([result.beta, [result.sigma], result.theta])
     estimates[failed] = np.nan
     stat_nan = np.where(failed, 0, np.isnan(estimates).sum(axis=1)).astype(np.int64)
     singular = np.any(theta[:, spec.lower_bounds == 0] < SINGULAR_TOL, axis=1)
@@ -289,7 +389,7 @@ def _assemble(result, outcome: runner.Outcome, names, estimate, tol, use_u,
     root = outcome.seed
     meta = {"fingerprint": spec.fingerprint, "seed_entropy": int(root.entropy),
             "spawn_keys": [list(root.spawn_key) + [i] for i in range(B)],
-            "version": __version__, "formula": spec.formula, "REML": result.REML,
+            "version": __version__, "formula": spec.formula, **_model_kind(result),
             "tol": tol, "use_u": use_u, "nobs": spec.n}
     if "stat" not in v:
         meta["reported"] = _reported(result)
@@ -314,3 +414,4 @@ def _assemble(result, outcome: runner.Outcome, names, estimate, tol, use_u,
 
 # The fit's method is this function under another name (no second signature).
 LMMResult.bootMer = bootMer
+GLMMResult.bootMer = bootMer
