@@ -30,11 +30,15 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from .family import get_family
 from .formula import parse_formula
+from .glmm import GeneralizedLinearMixedModel
+from .glmm_result import GLMMResult
 from .model import LinearMixedModel
 from .optimize import OptSummary
 from .result import LMMResult
-from .simulate import check_parameters
+from .runner import seed_streams
+from .simulate import check_parameters, simulate_glmm_block
 from .spec import build_spec, groups_formula
 
 __all__ = ["model", "FROM_PARAMETERS"]
@@ -43,8 +47,13 @@ FROM_PARAMETERS = "FROM_PARAMETERS"
 _PSD_TOL = 1e-10
 
 
-def model(formula: str, data, *, beta, sigma: float, re=None, theta=None, REML: bool = True,
-          groups=None, contrasts: dict | None = None):
+#: the data column that carries ``trials=`` given as numbers (so that resized designs keep them)
+TRIALS_COLUMN = ".trials"
+
+
+def model(formula: str, data, *, beta, sigma: float | None = None, re=None, theta=None,
+          REML: bool = True, groups=None, contrasts: dict | None = None, family=None,
+          link=None, trials=None, offset=None, nAGQ: int = 1):
     """An unfitted model with the given parameters, usable wherever a fit is.
 
     Parameters
@@ -61,11 +70,54 @@ def model(formula: str, data, *, beta, sigma: float, re=None, theta=None, REML: 
         ``||`` makes) cannot be correlated.
     theta : alternatively, lme4's theta (relative covariance factors).
     REML : criterion used when this model is refitted (bootstrap, power).
+    family, link : a GLMM (``"binomial"``, ``"bernoulli"``, ``"poisson"``, as
+        ``mb.fit``): ``beta`` is then on the link scale, ``re`` gives the SDs and
+        correlations of the random effects on the link scale (theta is Sigma's
+        factor itself: the scale is fixed at 1) and there is no ``sigma``.
+        Returns a :class:`~mixboot.glmm_result.GLMMResult` whose ``from_parameters``
+        is True.
+    trials : binomial GLMMs: trials per observation (a number, an array or a
+        column name; default 1, Bernoulli), unless the response is a
+        ``cbind(successes, failures)`` whose columns are in ``data``.
+    offset : GLMMs: an offset of the linear predictor (array or column name).
+    nAGQ : GLMMs: the criterion used when this model is refitted (1: Laplace).
+
+    >>> import mixboot as mb
+    >>> d = mb.design.crossed(subjects=10, items=8, within={"cond": ["a", "b"]})
+    >>> g = mb.model("y ~ cond + (1 | subject) + (1 | item)", d, family="bernoulli",
+    ...              beta={"(Intercept)": 0.0, "condb": 0.5},
+    ...              re={"subject": 1.0, "item": 0.5})
+    >>> g.from_parameters, g.family.name, g.theta.tolist()
+    (True, 'binomial', [1.0, 0.5])
     """
+    _check_re_theta(re, theta)
+    if family is not None:
+        if sigma is not None:
+            raise ValueError("sigma does not apply to a GLMM (its scale is fixed at 1): leave it "
+                             "out and give the random effects' SDs on the link scale in re=")
+        if REML is not True:
+            raise ValueError("REML does not apply to a GLMM (fitted by maximum likelihood)")
+        return _glmm_model(formula, data, beta=beta, re=re, theta=theta, groups=groups,
+                           contrasts=contrasts, family=family, link=link, trials=trials,
+                           offset=offset, nAGQ=nAGQ)
+    for name, value in (("link", link), ("trials", trials), ("offset", offset)):
+        if value is not None:
+            raise ValueError(f"{name}= applies to GLMMs: give family= too")
+    if sigma is None:
+        raise TypeError("model() needs sigma= (the residual SD) for a linear mixed model, or "
+                        "family= for a GLMM")
+    return _lmm_model(formula, data, beta=beta, sigma=sigma, re=re, theta=theta, REML=REML,
+                      groups=groups, contrasts=contrasts)
+
+
+def _check_re_theta(re, theta) -> None:
     if (re is None) == (theta is None):
         raise ValueError("give the random effects either as re={...} (SDs and correlations) "
                          "or as theta=[...], not both" if re is not None else
                          "random effects are missing: give re={...} or theta=[...]")
+
+
+def _lmm_model(formula, data, *, beta, sigma, re, theta, REML, groups, contrasts):
     if groups is not None:
         formula = groups_formula(formula, groups)
     data = _with_response(formula, data)
@@ -76,10 +128,51 @@ def model(formula: str, data, *, beta, sigma: float, re=None, theta=None, REML: 
         theta = theta_from_re(spec, re, sigma)
     template = _Template(spec)
     beta, sigma, theta = check_parameters(template, beta, sigma, theta)
+    _check_theta_bounds(spec, theta)
+    return _result_from_parameters(lmm, beta, sigma, theta)
+
+
+def _glmm_model(formula, data, *, beta, re, theta, groups, contrasts, family, link, trials,
+                offset, nAGQ):
+    fam = get_family(family, link)
+    if groups is not None:
+        formula = groups_formula(formula, groups)
+    data = _with_response(formula, data)
+    if trials is not None:
+        if fam.name != "binomial":
+            raise ValueError(f"trials= applies to binomial GLMMs, not {fam.name}")
+        if not isinstance(trials, str):
+            data = data.assign(**{TRIALS_COLUMN: np.broadcast_to(
+                np.asarray(trials, dtype=float), (len(data),))})
+            trials = TRIALS_COLUMN
+    placeholder = build_spec(formula, data, contrasts=contrasts, family=fam, weights=trials,
+                             offset=offset)
+    theta = theta_from_re(placeholder, re, 1.0) if re is not None else theta
+    beta, _, theta = check_parameters(_Template(placeholder), beta, 1.0, theta)
+    _check_theta_bounds(placeholder, theta)
+    theta = placeholder.canonical_theta(theta)
+    # The response column is a placeholder; the model's own response (where a fit
+    # or a GLM start would read it) is one draw from the model, on a fixed stream.
+    _, streams = seed_streams(0, 1)
+    y = simulate_glmm_block(placeholder, fam, streams, beta=beta, theta=theta,
+                            trials=placeholder.trials, offset=placeholder.offset)[:, 0]
+    spec = replace(placeholder, y=y)
+    glmm = GeneralizedLinearMixedModel(spec, fam, nAGQ=nAGQ)
+    eta = glmm.workspace.eta(np.zeros((1, glmm.workspace.q)), theta[None], beta[None])[0]
+    u = tuple(np.zeros((t.nlevels, t.p)) for t in spec.terms)
+    vc = glmm.workspace.vcov_rx(theta, eta)
+    for a in (theta, beta, vc, eta, *u):
+        a.setflags(write=False)
+    optsum = replace(OptSummary(), optimizer="none", theta_start=theta, theta=theta,
+                     returncode=FROM_PARAMETERS)
+    return GLMMResult(model=glmm, theta=theta, beta=beta, u=u, eta=eta, objective=np.nan,
+                      vcov_matrix=vc, vcov_method="rx", optsum=optsum)
+
+
+def _check_theta_bounds(spec, theta) -> None:
     if np.any(theta[spec.lower_bounds == 0] < 0):
         raise ValueError("theta has negative values on the diagonal of a relative covariance "
                          f"factor ({list(spec.theta_names)})")
-    return _result_from_parameters(lmm, beta, sigma, theta)
 
 
 def theta_from_re(spec, re, sigma: float) -> np.ndarray:

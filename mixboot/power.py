@@ -32,6 +32,17 @@ agrees with the p-values its summary shows):
 The t and F tests compute their df for each refit on its own (a result built for
 that simulated response), so they cost more per replicate than ``"wald"``.
 
+GLMMs (a model from ``mb.model(..., family=...)`` or a ``glmer``-style fit):
+responses are simulated on the fitted scale and refitted by maximum likelihood
+(the model's ``nAGQ``) from the assumed (theta, beta), as lme4's ``refit``.
+The default method is ``"wald"``, the z test of glmer's summary; ``"lrt"`` and
+``"pb"`` as above; ``"satterthwaite"`` and ``"kr"`` are for linear mixed models
+only.  The Wald standard errors of a GLMM refit come from the penalized
+information given theta, ``(R_X' R_X)^-1`` at the refit's weights (lme4's
+``use.hessian = FALSE``), not from the finite-difference Hessian over (theta,
+beta) that the fit's summary uses: a Hessian per replicate would cost more than
+the refit.  The two agree closely unless theta is poorly determined.
+
 Replicates whose simulation, refit or statistic fails, and refits that do not
 converge, are left out of the estimate and counted (never silently).  Singular
 refits (a variance at its boundary) are kept, as simr keeps them, and counted.
@@ -57,16 +68,17 @@ from scipy import special, stats
 
 from . import runner
 from ._version import __version__
-from .compare import TIE_TOL, columns_to_drop, reduced_model
+from .compare import (TIE_TOL, chunk_size, columns_to_drop, is_glmm, reduced_model,
+                      refit_columns, simulate_responses)
 from .design import extend
 from .inference import _EXPECTED_MAX_N, contrast_test
+from .glmm_result import GLMMResult
 from .model import LinearMixedModel
 from .optimize import OptSummary
-from .parameters import model
-from .refit import refit_isolated
+from .parameters import TRIALS_COLUMN, model
 from .result import SINGULAR_TOL, LMMResult, build_result
 from .runner import child_streams
-from .simulate import simulate_block
+from .workspace import scale_tail, tail_block, term1_blocks
 
 __all__ = ["power", "power_curve", "PowerResult", "PowerCurve", "tested_columns"]
 
@@ -104,7 +116,8 @@ class PowerResult:
     for the excluded ones (failed or not converged; see ``failures``).
     Singular refits are included in the estimate; ``n_singular`` counts them.
     ``seed`` is the entropy of the root seed sequence: passing it back as
-    ``seed=`` repeats the run.
+    ``seed=`` repeats the run.  For a GLMM, ``family`` names family and link
+    ("binomial(logit)"), ``beta`` is on the link scale and ``sigma`` is NaN.
     """
 
     power: float
@@ -135,6 +148,7 @@ class PowerResult:
     converged: np.ndarray = field(repr=False)
     singular: np.ndarray = field(repr=False)
     failures: pd.DataFrame = field(repr=False)
+    family: str | None = field(default=None, repr=False)
 
     def confint(self, level: float = 0.95) -> tuple[float, float]:
         """Clopper-Pearson interval for the power at another level."""
@@ -151,6 +165,8 @@ class PowerResult:
                  f"alpha = {self.alpha:g}",
                  f"  model: {self.formula}   ({self.nobs} observations; groups: {groups}; "
                  f"refitted by {criterion})"]
+        if self.family is not None:
+            lines[-1] = lines[-1].replace("; refitted by", f"; {self.family}; refitted by")
         if self.method == "pb":
             lines[-1] += f"; {self.pb_B} bootstrap responses per data set"
         beta = ", ".join(f"{k} = {v:.4g}" for k, v in self.beta.items())
@@ -283,7 +299,9 @@ class _Fits:
     errors: dict
 
 
-def _refit(model, start: np.ndarray, Y: np.ndarray, tol) -> _Fits:
+def _refit(model, start: np.ndarray, Y: np.ndarray, tol, *, vcov: bool = False) -> _Fits:
+    """Refits of Y's columns from ``start`` (:func:`mixboot.compare.refit_start`'s form);
+    ``vcov``: a GLMM's Wald covariances too (an LMM's come with every refit)."""
     spec = model.spec
     B, k, p = Y.shape[1], spec.n_theta, spec.p
     out = _Fits(theta=np.full((B, k), np.nan), beta=np.full((B, p), np.nan),
@@ -294,10 +312,40 @@ def _refit(model, start: np.ndarray, Y: np.ndarray, tol) -> _Fits:
     def fail(i, exc):
         out.errors[i] = f"{type(exc).__name__}: {exc}"
 
-    for idx, rb in refit_isolated(model, Y, start=start, tol=tol, fail=fail):
+    for idx, rb in refit_columns(model, Y, start=start, tol=tol, fail=fail,
+                                 vcov=_glmm_vcov if vcov else None):
         out.theta[idx], out.beta[idx], out.sigma[idx] = rb.theta, rb.beta, rb.sigma
         out.objective[idx], out.converged[idx] = rb.objective, rb.converged
         out.vcov_unscaled[idx] = rb.vcov_unscaled
+    return out
+
+
+def _glmm_vcov(model, refits) -> np.ndarray:
+    """(R_X' R_X)^-1 of each GLMM refit (B, p, p): the beta block of the inverse of the
+    penalized information given theta, at the weights of the refit's modes.
+
+    lme4's ``unsc()`` and :meth:`mixboot.pirls.GlmmWorkspace.vcov_rx` (one theta), for
+    a batch: every step is per replicate, so a replicate's numbers do not depend on
+    its batch mates.  NaN where the refit's information is not positive definite.
+    """
+    ws, fam = model.workspace, model.family
+    theta = np.asarray(refits.theta, dtype=float)
+    eta = ws.eta(refits.u, theta, refits.beta)
+    me = fam.link.mu_eta(eta)
+    w = ws.prior_weights * me * me / fam.variance(fam.link.linkinv(eta))
+    A11, F, A22, resp = ws._system(w, np.zeros_like(w), True)
+    _, _, P = term1_blocks(ws.t1, theta[:, ws.theta_slices[0]], A11)
+    S = tail_block(F, A22, P, resp)
+    scale_tail(S, theta, ws.rest, ws.theta_slices[1:], ws.qr)
+    m0 = S.shape[-1] - 1
+    out = np.full((theta.shape[0], ws.p, ws.p), np.nan)
+    for i in range(theta.shape[0]):
+        try:
+            LXX = np.linalg.cholesky(S[i, :m0, :m0])[ws.qr:, ws.qr:]
+        except np.linalg.LinAlgError:
+            continue
+        inv = np.linalg.inv(LXX)
+        out[i] = inv.T @ inv
     return out
 
 
@@ -360,16 +408,19 @@ def _lrt(full: _Fits, reduced: _Fits) -> np.ndarray:
 class _Context:
     """Everything a worker needs to run power replicates; sent once per run.
 
-    ``beta``, ``sigma``, ``theta``: the assumed parameters, simulated under;
-    ``full`` and ``reduced`` (None for Wald): the models refitted, from ``theta``.
+    ``beta``, ``sigma`` (1 for a GLMM), ``theta``: the assumed parameters, simulated
+    under (from ``full``'s specification); ``full`` and ``reduced`` (None for the
+    Wald and t tests): the models refitted, from ``start_full`` and ``start_reduced``
+    (theta; a GLMM's (theta, beta) without the tested columns for the reduced model).
     """
 
-    spec: object
     beta: np.ndarray
     sigma: float
     theta: np.ndarray
     full: object
     reduced: object
+    start_full: np.ndarray
+    start_reduced: np.ndarray | None
     cols: list
     method: str
     tol: float | None
@@ -382,11 +433,12 @@ def _power_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
     out = {"p": np.full(n, np.nan), "converged": np.zeros(n, dtype=bool),
            "singular": np.zeros(n, dtype=bool), "failures": []}
     try:
-        Y = simulate_block(ctx.spec, children, beta=ctx.beta, sigma=ctx.sigma, theta=ctx.theta)
+        Y = simulate_responses(ctx.full, children, beta=ctx.beta, sigma=ctx.sigma,
+                               theta=ctx.theta)
     except Exception as exc:  # noqa: BLE001 - recorded per replicate
         out["failures"] = [(int(r), "simulate", f"{type(exc).__name__}: {exc}") for r in reps]
         return out
-    full = _refit(ctx.full, ctx.theta, Y, ctx.tol)
+    full = _refit(ctx.full, ctx.start_full, Y, ctx.tol, vcov=ctx.method == "wald")
     errors = {i: ("refit", m) for i, m in full.errors.items()}
     if ctx.method == "wald":
         p = _wald_pvalues(full, ctx.cols)
@@ -406,7 +458,7 @@ def _power_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
             except Exception as exc:  # noqa: BLE001 - recorded per replicate
                 errors[i] = ("statistic", f"{type(exc).__name__}: {exc}")
     else:
-        reduced = _refit(ctx.reduced, ctx.theta, Y, ctx.tol)
+        reduced = _refit(ctx.reduced, ctx.start_reduced, Y, ctx.tol)
         for i, m in reduced.errors.items():
             errors.setdefault(i, ("refit reduced", m))
         stat = _lrt(full, reduced)
@@ -417,7 +469,7 @@ def _power_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
             p = np.full(n, np.nan)
             for i in np.flatnonzero(converged & np.isfinite(stat)):
                 try:
-                    p[i] = _pb_pvalue(ctx, children[i], stat[i], full.theta[i], reduced, i)
+                    p[i] = _pb_pvalue(ctx, children[i], stat[i], full, reduced, i)
                 except Exception as exc:  # noqa: BLE001 - recorded per replicate
                     errors[i] = ("bootstrap", f"{type(exc).__name__}: {exc}")
     lower = ctx.full.spec.lower_bounds == 0
@@ -433,21 +485,22 @@ def _power_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
 
 
 def _pb_pvalue(ctx: _Context, stream: np.random.SeedSequence, observed: float,
-               theta_full: np.ndarray, reduced: _Fits, i: int) -> float:
+               full: _Fits, reduced: _Fits, i: int) -> float:
     """Bootstrap p-value of one simulated data set, from the reduced model fitted to it.
 
     Its pb_B responses draw from the children of the replicate's own stream;
     the refits start from the fits to the data set.
     """
     kids = child_streams(stream.entropy, stream.spawn_key, range(ctx.pb_B))
-    Ystar = simulate_block(ctx.reduced.spec, kids, beta=reduced.beta[i], sigma=reduced.sigma[i],
-                           theta=reduced.theta[i])
-    chunk = runner.chunk_size(ctx.full)
+    Ystar = simulate_responses(ctx.reduced, kids, beta=reduced.beta[i], sigma=reduced.sigma[i],
+                               theta=reduced.theta[i])
+    start_full, start_reduced = _start(ctx.full, full, i), _start(ctx.reduced, reduced, i)
+    chunk = chunk_size(ctx.full)
     hits = valid = 0
     for s in range(0, ctx.pb_B, chunk):
         Yc = Ystar[:, s:s + chunk]
-        f = _refit(ctx.full, theta_full, Yc, ctx.tol)
-        r = _refit(ctx.reduced, reduced.theta[i], Yc, ctx.tol)
+        f = _refit(ctx.full, start_full, Yc, ctx.tol)
+        r = _refit(ctx.reduced, start_reduced, Yc, ctx.tol)
         star = _lrt(f, r)
         ok = f.converged & r.converged & np.isfinite(star)
         hits += int(np.sum(star[ok] >= observed - TIE_TOL))
@@ -455,6 +508,11 @@ def _pb_pvalue(ctx: _Context, stream: np.random.SeedSequence, observed: float,
     if valid < ctx.pb_B / 2:
         raise RuntimeError(f"only {valid} of {ctx.pb_B} bootstrap refits converged")
     return (1 + hits) / (1 + valid)
+
+
+def _start(model, fits: _Fits, i: int) -> np.ndarray:
+    """Where refits start from fit ``i``: its theta, and its beta for a GLMM."""
+    return np.concatenate([fits.theta[i], fits.beta[i]]) if is_glmm(model) else fits.theta[i]
 
 
 # --------------------------------------------------------------------------- public API
@@ -466,7 +524,7 @@ def _check_int(value, name: str, minimum: int) -> int:
 
 def _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol,
                    client=None, checkpoint=None):
-    if not isinstance(model_or_fit, LMMResult):
+    if not isinstance(model_or_fit, (LMMResult, GLMMResult)):
         raise TypeError("model_or_fit must be a fit (mb.fit) or a model from parameters "
                         f"(mb.model), got {type(model_or_fit).__name__}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) \
@@ -480,8 +538,15 @@ def _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_
                              show_progress=show_progress, client=client, checkpoint=checkpoint)
 
 
-def _resolve_method(result: LMMResult, method) -> str:
-    """``method``, or the power method of the fit's ddf; checks "kr" can run."""
+def _resolve_method(result, method) -> str:
+    """``method``, or the power method of the fit's ddf ("wald" for a GLMM); checks
+    that it can run."""
+    if is_glmm(result):
+        if method in ("satterthwaite", "kr"):
+            raise ValueError(f"method={method!r} ({_METHOD_TITLES[method]}) is for linear mixed "
+                             "models; a GLMM's power uses method='wald' (z, as glmer's "
+                             "summary; the default), 'lrt' or 'pb'")
+        return "wald" if method is None else method
     if method is None:
         method = _DDF_METHODS[result.ddf]
     if method == "kr":
@@ -500,7 +565,8 @@ def _ml_models(result: LMMResult, test: str, cols: list[int]):
     reduced, dropped = reduced_model(result, test)
     if dropped != len(cols):
         raise ValueError(f"the reduced model drops {dropped} column(s), the test names {len(cols)}")
-    full = result.model if not result.REML else LinearMixedModel(result.spec, REML=False)
+    full = result.model if is_glmm(result) or not result.REML \
+        else LinearMixedModel(result.spec, REML=False)
     return full, reduced
 
 
@@ -556,24 +622,38 @@ def power(model_or_fit, test: str, nsim: int = 1000, alpha: float = 0.05, seed=N
         full, reduced = result.model, None
     else:
         full, reduced = _ml_models(result, test, cols)
+    glmm = is_glmm(result)
     theta = np.asarray(result.theta, dtype=float)
     beta = np.asarray(result.beta, dtype=float)
-    ctx = _Context(spec=result.spec, beta=beta, sigma=float(result.sigma), theta=theta,
-                   full=full, reduced=reduced, cols=cols, method=method, tol=tol,
-                   pb_B=int(pb_B))
-    chunk = runner.chunk_size(full)
+    sigma = 1.0 if glmm else float(result.sigma)
+    start = np.concatenate([theta, beta]) if glmm else theta
+    keep = np.setdiff1d(np.arange(beta.size), cols)
+    start_reduced = None if reduced is None else (
+        np.concatenate([theta, beta[keep]]) if glmm else theta)
+    ctx = _Context(beta=beta, sigma=sigma, theta=theta, full=full, reduced=reduced,
+                   start_full=start, start_reduced=start_reduced, cols=cols, method=method,
+                   tol=tol, pb_B=int(pb_B))
+    chunk = chunk_size(full)
     if method == "pb":
         chunk = min(chunk, _PB_CHUNK)
-    identity = {"workflow": "power", "model": result.spec.fingerprint, "REML": result.REML,
+    identity = {"workflow": "power", "model": result.spec.fingerprint,
+                "REML": False if glmm else result.REML,
                 "test": test, "columns": cols, "method": method, "tol": tol,
                 "pb_B": int(pb_B) if method == "pb" else None,
                 "parameters": [float(v).hex() for v in np.concatenate(
-                    [beta, [result.sigma], theta])], "version": __version__}
+                    [beta, [sigma], theta])], "version": __version__}
+    if glmm:
+        identity.update(family=_family_text(result), nAGQ=result.nAGQ)
     job = runner.Job(task=_power_chunk, payload=ctx, B=nsim, chunk=chunk, desc="power",
                      identity=identity)
     outcome = runner.run(job, seed, n_jobs=n_jobs, client=client, checkpoint=checkpoint,
                          show_progress=show_progress)
     return _assemble(result, test, cols, method, float(alpha), nsim, outcome, int(pb_B))
+
+
+def _family_text(result) -> str | None:
+    """"binomial(logit)" for a GLMM, None for an LMM."""
+    return f"{result.family.name}({result.family.link.name})" if is_glmm(result) else None
 
 
 def _assemble(result, test, cols, method, alpha, nsim, outcome, pb_B) -> PowerResult:
@@ -604,10 +684,12 @@ def _assemble(result, test, cols, method, alpha, nsim, outcome, pb_B) -> PowerRe
         n_singular=int(singular.sum()), test=test, columns=tuple(fe[j] for j in cols),
         df=len(cols), method=method, alpha=alpha, nsim=nsim, seed=int(outcome.seed.entropy),
         beta=dict(zip(fe, np.asarray(result.beta, dtype=float).tolist())),
-        sigma=float(result.sigma), theta=np.asarray(result.theta), varcorr=result.varcorr,
+        sigma=np.nan if is_glmm(result) else float(result.sigma),
+        theta=np.asarray(result.theta), varcorr=result.varcorr,
         formula=result.formula, nobs=result.nobs, ngroups=dict(result.ngroups),
-        REML=result.REML, pb_B=pb_B if method == "pb" else None, pvalues=pvalues,
-        converged=converged, singular=singular, failures=failures)
+        REML=False if is_glmm(result) else result.REML, pb_B=pb_B if method == "pb" else None,
+        pvalues=pvalues, converged=converged, singular=singular, failures=failures,
+        family=_family_text(result))
 
 
 def _default_along(result) -> str:
@@ -631,12 +713,33 @@ def _check_sizes(sizes) -> list[int]:
     return [int(s) for s in sizes]
 
 
-def model_at_size(result: LMMResult, along: str, size: int) -> LMMResult:
-    """The model with ``along`` resized to ``size`` levels, under the same parameters."""
+def model_at_size(result, along: str, size: int):
+    """The model with ``along`` resized to ``size`` levels, under the same parameters.
+
+    A GLMM keeps its family, link, nAGQ and per-row trials (a binomial model's
+    ``trials`` or cbind counts travel with the rows; a model from parameters keeps
+    them in :data:`mixboot.parameters.TRIALS_COLUMN`).
+    """
     spec = result.spec
     data = extend(spec.data, along=along, size=size)
+    if is_glmm(result):
+        return _glmm_at_size(result, data)
     return model(spec.formula, data, beta=dict(zip(spec.fe_names, result.beta)),
                  sigma=result.sigma, theta=result.theta, REML=result.REML,
+                 contrasts=spec.contrasts or None)
+
+
+def _glmm_at_size(result, data):
+    spec, fam = result.spec, result.family
+    if spec.offset is not None and spec.offset_of(spec.data) is None:
+        raise ValueError("power_curve cannot resize a GLMM whose offset was given as offset=: "
+                         "write it as offset(column) in the formula")
+    trials = TRIALS_COLUMN if TRIALS_COLUMN in data.columns else None
+    if trials is None and not spec.response.startswith("cbind(") and np.any(spec.trials != 1):
+        raise ValueError("power_curve can resize a binomial GLMM whose trials come from a "
+                         "cbind(successes, failures) response or from mb.model(trials=...)")
+    return model(spec.formula, data, beta=dict(zip(spec.fe_names, result.beta)),
+                 theta=result.theta, family=fam, trials=trials, nAGQ=result.nAGQ,
                  contrasts=spec.contrasts or None)
 
 
