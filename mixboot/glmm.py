@@ -39,6 +39,8 @@ from .spec import ModelSpec, build_spec, groups_formula
 __all__ = ["GeneralizedLinearMixedModel", "Refits", "fit_glmm", "MAX_AGQ"]
 
 MAX_AGQ = 25
+#: relative tolerance of stage 1 when stage 2 follows
+STAGE1_FTOL = 1e-6
 
 
 class GeneralizedLinearMixedModel:
@@ -108,7 +110,7 @@ class GeneralizedLinearMixedModel:
         """Fit B responses Y (B, n): stage 1 from theta0 (B, k), stage 2 from its result
         (or from x0 (B, k + p) when stage 1 is skipped).  Returns (x, fmin, converged,
         evaluations, method, u): x holds theta then beta."""
-        Y = np.atleast_2d(Y)
+        Y = np.ascontiguousarray(np.atleast_2d(Y))
         B = Y.shape[0]
         k = self.n_theta
         evals = np.zeros(B, dtype=np.int64)
@@ -119,8 +121,11 @@ class GeneralizedLinearMixedModel:
             def eval1(theta, which):
                 return self.stage1(theta, Y[which]).laplace
 
-            opt = minimize_batch(eval1, theta0, self.lower(1), settings,
-                                 canonical=self.spec.canonical_theta)
+            # Before stage 2 an approximate optimum is enough: stage 2 refines all.
+            first = (replace(settings, ftol_rel=max(settings.ftol_rel, STAGE1_FTOL))
+                     if self.nAGQ >= 1 and 2 in stages else settings)
+            opt = minimize_batch(eval1, theta0, self.lower(1), first,
+                                 canonical=self.spec.canonical_theta, keep_sign=True)
             st = self.stage1(opt.theta, Y)
             x = np.concatenate([opt.theta, st.beta], axis=1)
             u = st.u
@@ -128,13 +133,18 @@ class GeneralizedLinearMixedModel:
                 opt.method
         else:
             x = np.array(x0, dtype=float)
+            if 2 in stages:
+                # modes at the start (lme4's refit also runs PIRLS there first)
+                st = self.workspace.pirls(x[:, :k], x[:, k:], Y, joint=False)
+                u = np.where(st.converged[:, None], st.u, 0.0)
         if self.nAGQ >= 1 and 2 in stages:
             u_start = u
 
             def eval2(xx, which):
                 return self.stage2(xx, Y[which], u_start[which])[1]
 
-            opt = minimize_batch(eval2, x, self.lower(2), settings, canonical=self.canonical)
+            opt = minimize_batch(eval2, x, self.lower(2), settings, canonical=self.canonical,
+                                 keep_sign=True)
             x, fmin = opt.theta, opt.fmin
             conv = conv & opt.converged
             evals = evals + opt.evaluations
@@ -147,7 +157,7 @@ class GeneralizedLinearMixedModel:
         """Refit responses Y (B, n) from ``start`` = (theta, beta) of a fit, as lme4's
         ``refit``: one stage (over theta with beta from PIRLS for ``nAGQ=0``, over
         (theta, beta) otherwise), each replicate on its own."""
-        Y = np.atleast_2d(np.asarray(Y, dtype=float))
+        Y = np.ascontiguousarray(np.atleast_2d(np.asarray(Y, dtype=float)))
         B, k = Y.shape[0], self.n_theta
         settings = settings or OptSummary()
         start = np.broadcast_to(np.asarray(start, dtype=float), (B, k + self.spec.p))

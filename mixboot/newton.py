@@ -90,10 +90,15 @@ class _Stencils:
         return fv[:, 0], d[:, :k], d[:, k:].reshape(-1, k, k)
 
 
-def newton_batch(evaluate, theta0: np.ndarray, *, ftol_rel: float, max_evals: int | None = None):
+def newton_batch(evaluate, theta0: np.ndarray, *, ftol_rel: float, max_evals: int | None = None,
+                 keep_sign: np.ndarray | None = None):
     """Minimize B independent criteria from theta0 (B, k); returns theta, f, converged, evals.
 
     A problem that has used ``max_evals`` evaluations stops, not converged.
+    ``keep_sign``: a mask of elements whose step may not carry them across zero
+    (at most 90% of the way there).  Where the criterion is even in such an
+    element, a step across zero only reaches the mirror image of a point, and a
+    long Newton step can swing between the two for many iterations.
     """
     theta = np.array(theta0, dtype=float)
     B, k = theta.shape
@@ -111,6 +116,11 @@ def newton_batch(evaluate, theta0: np.ndarray, *, ftol_rel: float, max_evals: in
             break
         gi, fi = g[idx], f[idx]
         d = _direction(gi, H[idx])
+        if keep_sign is not None:
+            x = theta[idx]
+            limit = -0.9 * x
+            cross = keep_sign[None, :] & (x != 0) & (np.abs(d) > np.abs(limit)) & (d * x < 0)
+            d = np.where(cross, limit, d)
         slope = (gi * d).sum(axis=1)
         fscale = np.maximum(1.0, np.abs(fi))
         xscale = np.maximum(1.0, np.abs(theta[idx]).max(axis=1))

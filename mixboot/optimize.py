@@ -163,7 +163,7 @@ class BatchOptimum:
 
 
 def minimize_batch(evaluate, theta0: np.ndarray, lower: np.ndarray, settings: OptSummary,
-                   *, canonical, newton: bool = True) -> BatchOptimum:
+                   *, canonical, newton: bool = True, keep_sign: bool = False) -> BatchOptimum:
     """The optimizer policy of every fit and refit: B problems minimized together.
 
     1. Batched Newton from ``theta0`` (B, k), when ``newton`` (dense workspaces)
@@ -173,6 +173,9 @@ def minimize_batch(evaluate, theta0: np.ndarray, lower: np.ndarray, settings: Op
     3. sign flips into the bounds (``canonical``), then each bounded element
        below ``settings.xtol_zero_abs`` tried at exactly zero and kept there
        where the criterion is no worse.
+
+    ``keep_sign``: Newton steps do not carry bounded elements across zero (see
+    :func:`mixboot.newton.newton_batch`).
 
     ``evaluate(theta (b, k), which (b,)) -> (b,)`` evaluates problem
     ``which[i]`` at ``theta[i]``.  Every step is per problem, so a problem's
@@ -184,6 +187,7 @@ def minimize_batch(evaluate, theta0: np.ndarray, lower: np.ndarray, settings: Op
     use_newton = newton and method in ("auto", "newton")
     if use_newton:
         theta, f, conv, evals = newton_batch(evaluate, theta0, ftol_rel=settings.ftol_rel,
+                                             keep_sign=(lower == 0) if keep_sign else None,
                                              max_evals=settings.maxeval)
         methods = ["newton"] * B
         codes = ["FTOL_REACHED" if c else ("MAXEVAL_REACHED" if e >= settings.maxeval

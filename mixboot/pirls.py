@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .family import Family
+from .family import EPS, Family
 from .workspace import (Responses, _batched_cholesky, _solve_upper_batched, scale_tail,
                         tail_block, term1_blocks)
 
@@ -68,6 +68,59 @@ class PirlsState:
         """The Laplace criterion pwrss + log-determinant (inf where PIRLS failed)."""
         d = self.devres + self.usq + self.logdet
         return np.where(self.converged & np.isfinite(d), d, np.inf)
+
+
+def _working(family: Family, eta: np.ndarray, mu: np.ndarray, Y: np.ndarray, pw: np.ndarray):
+    """IRLS weights w = pw mu_eta^2 / V(mu) and working response eta + (y - mu) / mu_eta.
+
+    For the canonical links mu_eta = V(mu) (logit: mu (1 - mu), floored at R's
+    epsilon as its C code does; log: mu), so w = pw mu_eta: one product fewer
+    and no second exponential.
+    """
+    name = (family.name, family.link.name)
+    if name == ("binomial", "logit"):
+        me = np.maximum(mu * (1.0 - mu), EPS)
+        return pw * me, eta + (Y - mu) / me
+    if name == ("poisson", "log"):
+        return pw * mu, eta + (Y - mu) / mu
+    me = family.link.mu_eta(eta)
+    return pw * me * me / family.variance(mu), eta + (Y - mu) / me
+
+
+class _DevianceSum:
+    """The summed unit deviances of responses Y (B, n) as a function of mu.
+
+    d_i = 2 w_i [c_i - (y_i log mu_i + (1 - y_i) log(1 - mu_i))] (binomial) or
+    2 w_i [c_i - (y_i log mu_i - mu_i)] (Poisson), with the terms in y alone (c_i)
+    computed once per PIRLS run: two logarithms per observation and step, or one
+    for 0/1 responses.
+    """
+
+    def __init__(self, family: Family, Y: np.ndarray, pw: np.ndarray):
+        self.binomial = family.name == "binomial"
+        self.w2 = 2.0 * pw
+        self.Y = Y
+        self.binary = self.binomial and bool(np.all((Y == 0) | (Y == 1)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ylogy = np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1.0)), 0.0)
+            if self.binomial:
+                Yc = 1.0 - Y
+                ylogy = ylogy + np.where(Yc > 0, Yc * np.log(np.where(Yc > 0, Yc, 1.0)), 0.0)
+            else:
+                ylogy = ylogy - Y
+        self.const = (self.w2 * ylogy).sum(axis=1)
+
+    def __call__(self, mu: np.ndarray) -> np.ndarray:
+        Y = self.Y
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # the links keep mu inside (0, 1) (binomial) or above 0: the logs are finite
+            if self.binary:
+                ll = np.log(np.where(Y == 1.0, mu, 1.0 - mu))
+            elif self.binomial:
+                ll = Y * np.log(mu) + (1.0 - Y) * np.log1p(-mu)
+            else:
+                ll = Y * np.log(mu) - mu
+        return self.const - np.ascontiguousarray(self.w2 * ll).sum(axis=1)
 
 
 class _Block:
@@ -201,7 +254,7 @@ class GlmmWorkspace:
         A22 = np.tril(A22) + np.swapaxes(np.tril(A22, -1), -1, -2)
         z1y = np.zeros((B, self.q1))
         self.sums1y.add_to(z1y, wz)
-        yty = (wz * zt).sum(axis=1)
+        yty = np.ascontiguousarray(wz * zt).sum(axis=1)
         return (A11.reshape(B, self.l1, self.p1, self.p1), F.reshape(B, m0, self.l1, self.p1),
                 A22, Responses(z1y.reshape(B, self.l1, self.p1), taily, yty))
 
@@ -217,7 +270,9 @@ class GlmmWorkspace:
         return out
 
     def eta(self, u: np.ndarray, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
-        eta = np.matmul(self.X[None], beta[:, :, None])[:, :, 0] + self.offset
+        # C order throughout: numpy sums a row of a non-contiguous (B, n) array in an
+        # order that depends on B, and a replicate's bits must not
+        eta = np.ascontiguousarray(np.matmul(self.X[None], beta[:, :, None])[:, :, 0]) + self.offset
         for t, b in zip(self.terms, self.b_from_u(u, theta)):
             eta = eta + (t.zraw[None] * b[:, t.codes]).sum(axis=2)
         return eta
@@ -234,24 +289,28 @@ class GlmmWorkspace:
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         B = theta.shape[0]
         beta = np.array(np.broadcast_to(beta, (B, self.p)), dtype=float)
-        Y = np.broadcast_to(np.asarray(Y, dtype=float), (B, self.n))
+        # C order: a row sum's order of additions must not depend on the layout
+        # (a transposed block of responses would be summed column by column)
+        Y = np.ascontiguousarray(np.broadcast_to(np.asarray(Y, dtype=float), (B, self.n)))
         u = np.zeros((B, self.q)) if u0 is None else np.array(np.broadcast_to(u0, (B, self.q)))
         fam, link = self.family, self.family.link
         pw = self.prior_weights
 
+        deviance = _DevianceSum(fam, Y, pw)
+
         def state(u, beta):
             eta = self.eta(u, theta, beta)
             mu = link.linkinv(eta)
-            dev = fam.dev_resids(Y, mu, pw).sum(axis=1)
-            return eta, mu, dev, (u * u).sum(axis=1)
+            return eta, mu, deviance(mu), (u * u).sum(axis=1)
 
         eta, mu, dev, usq = state(u, beta)
         if eta0 is not None:
             # the first weights from a given linear predictor (GLM-style start)
             eta_w = np.array(np.broadcast_to(eta0, (B, self.n)))
+            mu_w = link.linkinv(eta_w)
             pw_rss = np.full(B, np.inf)
         else:
-            eta_w = eta
+            eta_w, mu_w = eta, mu
             pw_rss = dev + usq
         active = np.ones(B, dtype=bool)
         converged = np.zeros(B, dtype=bool)
@@ -261,12 +320,10 @@ class GlmmWorkspace:
         L = None
         last_step = np.full(B, np.inf)
         for _ in range(PIRLS_MAX_ITER):
-            mu_w = link.linkinv(eta_w)
-            me = link.mu_eta(eta_w)
-            w = pw * me * me / fam.variance(mu_w)
-            zt = eta_w - self.offset + (Y - mu_w) / me
+            w, zt = _working(fam, eta_w, mu_w, Y, pw)
+            zt -= self.offset
             if not joint:
-                zt = zt - np.matmul(self.X[None], beta[:, :, None])[:, :, 0]
+                zt = zt - np.ascontiguousarray(np.matmul(self.X[None], beta[:, :, None])[:, :, 0])
             A11, F, A22, resp = self._system(w, zt, joint)
             Cb, logdet1, P = term1_blocks(self.t1, theta[:, self.theta_slices[0]], A11)
             S = tail_block(F, A22, P, resp)
@@ -300,7 +357,7 @@ class GlmmWorkspace:
                 eta_t, mu_t, dev_t, usq_t = state(ut, bt)
                 crit = dev_t + usq_t
                 sel = ~taken & np.isfinite(crit) & (crit <= pw_rss * (1 + 1e-12) + 1e-12)
-                u[sel], beta[sel], eta[sel] = ut[sel], bt[sel], eta_t[sel]
+                u[sel], beta[sel], eta[sel], mu[sel] = ut[sel], bt[sel], eta_t[sel], mu_t[sel]
                 dev[sel], usq[sel] = dev_t[sel], usq_t[sel]
                 last_step[sel] = factor[sel] * size[sel]
                 taken |= sel
@@ -313,6 +370,7 @@ class GlmmWorkspace:
             active &= ~stuck
             pw_rss = np.where(active, dev + usq, pw_rss)
             eta_w = np.where(active[:, None], eta, eta_w)
+            mu_w = np.where(active[:, None], mu, mu_w)
             iters += active
         return PirlsState(u=u, beta=beta, eta=eta, devres=dev, usq=usq, logdet=logdet, C=C, L=L,
                           converged=converged & np.isfinite(logdet), iterations=iters)
@@ -366,7 +424,7 @@ class GlmmWorkspace:
             B, self.l1, self.p1)
         T1 = self.t1.factor(theta[:, self.theta_slices[0]])
         rhs = np.matmul(resp.z1y - Fw, T1)                                  # T1'(z1y - F'w)
-        u1 = np.linalg.solve(C, rhs[..., None])[..., 0]
+        u1 = rhs / C[..., 0] if self.p1 == 1 else np.linalg.solve(C, rhs[..., None])[..., 0]
         return np.concatenate([u1.reshape(B, -1), ur], axis=1), beta
 
 
@@ -396,7 +454,7 @@ def agq_correction(ws: GlmmWorkspace, state: PirlsState, theta: np.ndarray, Y: n
     lam = theta[:, ws.theta_slices[0]][:, 0]                                 # (B,)
     s = 1.0 / np.sqrt(state.C[:, :, 0, 0])                                     # (B, l1)
     dz = lam[:, None] * t1.zraw[None, :, 0] * s[:, t1.codes]                 # d eta / d z
-    Y = np.broadcast_to(Y, state.eta.shape)
+    Y = np.ascontiguousarray(np.broadcast_to(Y, state.eta.shape))
 
     level = _CellSums(_Block(t1.codes, np.ones((ws.n, 1)), ws.l1), ws.unit,
                       _block_place(1, 1, 0, 0, 1))
