@@ -377,6 +377,10 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True,
     fixed_t = translate(parts.fixed, allow_offset=True)
     term_t = [translate(t.expr) for t in parts.random]
     cbind = _cbind_parts(parts.response) if family is not None else None
+    if family is None and fit_response and _cbind_parts(parts.response) is not None:
+        raise ValueError(f"a cbind(successes, failures) response ({parts.response!r}) needs "
+                         "family='binomial' (a GLMM); a linear mixed model needs one numeric "
+                         "response column")
     plain_response = cbind is None and parts.response in data.columns
     if cbind is not None:
         resp_t = [None if e in data.columns else translate(f"I({e})") for e in cbind]
@@ -397,6 +401,10 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True,
         resp_vars = [v for e, t in zip(cbind, resp_t) for v in ([e] if t is None else t.variables)]
     else:
         resp_vars = [parts.response] if plain_response else list(resp_t.variables)
+    for arg, value in (("weights", weights), ("offset", offset)):
+        if isinstance(value, str) and value not in data.columns:
+            raise KeyError(f"{arg}={value!r} is not a column of the data "
+                           f"(columns: {list(data.columns)})")
     extra = [a for a in (weights, offset) if isinstance(a, str)]
     used = [*resp_vars, *sorted(fixed_vars), *extra]
     for t, tv in zip(parts.random, term_vars):
