@@ -31,6 +31,7 @@ import numpy as np
 
 from .family import Family, get_family
 from .newton import fd_derivatives
+from .result import SINGULAR_MESSAGE, SingularFitWarning
 from .optimize import ConvergenceWarning, OptSummary, minimize_batch
 from .glmm_result import build_glmm_result
 from .pirls import GlmmWorkspace, PirlsState, agq_correction
@@ -188,7 +189,10 @@ class GeneralizedLinearMixedModel:
             warnings.warn(f"the GLMM fit did not converge ({method[0]}, {int(evals[0])} "
                           "evaluations); estimates may not be at the optimum", ConvergenceWarning,
                           stacklevel=3)
-        return build_glmm_result(self, x[0], u[0], optsum)
+        result = build_glmm_result(self, x[0], u[0], optsum)
+        if warn and result.is_singular:
+            warnings.warn(SINGULAR_MESSAGE, SingularFitWarning, stacklevel=3)
+        return result
 
     def __repr__(self) -> str:
         return (f"GeneralizedLinearMixedModel({self.spec.formula!r}, family={self.family.name}"

@@ -15,7 +15,7 @@ import numpy as np
 from .optimize import OptSummary, fit_theta
 from .glmm import fit_glmm
 from .inference import check_ddf
-from .result import SingularFitWarning, build_result
+from .result import SINGULAR_MESSAGE, SingularFitWarning, build_result
 from .spec import ModelSpec, build_spec, groups_formula
 from .workspace import Workspace
 
@@ -53,9 +53,7 @@ class LinearMixedModel:
                         settings, canonical=spec.canonical_theta, newton=ws.dense, warn=warn)
         result = build_result(self, opt.theta, opt, ddf=ddf)
         if warn and result.is_singular:
-            warnings.warn("boundary (singular) fit: a random-effect variance is zero or a "
-                          "correlation is +-1; see result.varcorr (lme4: help('isSingular'))",
-                          SingularFitWarning, stacklevel=3)
+            warnings.warn(SINGULAR_MESSAGE, SingularFitWarning, stacklevel=3)
         return result
 
     def __repr__(self) -> str:

@@ -134,36 +134,75 @@ class _Block:
         self.q = self.p * self.nlevels
 
 
+class _Order:
+    """Observations sorted by cell (a level, or a pair of levels); the start of each
+    cell's run.  Shared by every cross-product grouped the same way."""
+
+    def __init__(self, key: np.ndarray):
+        self.perm = np.argsort(key, kind="stable")
+        sk = key[self.perm]
+        self.starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
+        self.cells = sk[self.starts]
+        self.identity = bool(np.all(self.perm == np.arange(key.size)))
+        self.singletons = self.starts.size == key.size     # one observation per cell
+
+    def gather(self, v: np.ndarray) -> np.ndarray:
+        return v if self.identity else v[:, self.perm]
+
+    def sums(self, vs: np.ndarray) -> np.ndarray:
+        """Per problem, the sum over each cell's run of the gathered values (axis 1)."""
+        return vs if self.singletons else np.add.reduceat(vs, self.starts, axis=1)
+
+
 class _CellSums:
     """Per problem, sums of v_i * a_i b_i' over the observations of each cell (level of
     block a, level of block b), placed into a flat output at fixed positions.
 
-    The observations are sorted by cell once; a call gathers the per-observation
-    values in that order and adds each cell's run with ``np.add.reduceat``, row by
-    row, so a problem's sums never depend on the other problems in the batch.
-    ``place(ca, cb)`` gives the flat output positions (cells, p_a * p_b) of the
-    cells' entries.
+    The observations are sorted by cell once (:class:`_Order`); a call gathers the
+    per-observation values in that order and adds each cell's run with
+    ``np.add.reduceat``, row by row, so a problem's sums never depend on the other
+    problems in the batch.  ``place(ca, cb)`` gives the flat output positions
+    (cells, p_a * p_b) of the cells' entries; no two groupings share a position.
     """
 
-    def __init__(self, a: _Block, b: _Block, place):
-        key = a.codes * b.nlevels + b.codes
-        self.perm = np.argsort(key, kind="stable")
-        sk = key[self.perm]
-        self.starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
-        cells = sk[self.starts]
-        self.pos = place(cells // b.nlevels, cells % b.nlevels)
+    def __init__(self, a: _Block, b: _Block, place, orders: dict):
+        # a block with one level (X, or the unit column) does not split cells
+        split = tuple(blk for blk in (a, b) if blk.nlevels > 1)
+        name = tuple(id(blk.codes) for blk in split)
+        if name not in orders:
+            key = np.zeros(a.codes.size, dtype=np.int64)
+            for blk in split:
+                key = key * blk.nlevels + blk.codes
+            orders[name] = _Order(key)
+        self.order = order = orders[name]
+        self.name = name
+        ca = order.cells // b.nlevels if b.nlevels > 1 and len(split) == 2 else (
+            order.cells if a.nlevels > 1 else np.zeros_like(order.cells))
+        cb = order.cells % b.nlevels if b.nlevels > 1 and len(split) == 2 else (
+            order.cells if b.nlevels > 1 else np.zeros_like(order.cells))
+        self.pos = place(ca, cb)
         prod = (a.zraw[:, :, None] * b.zraw[:, None, :]).reshape(a.zraw.shape[0], -1)
-        self.prod = prod[self.perm]
+        self.prod = prod[order.perm]
         self.ones = bool(np.all(self.prod == 1.0))
 
-    def add_to(self, out: np.ndarray, v: np.ndarray) -> None:
-        """out[:, pos] += cell sums of v (B, n) times the products."""
-        vs = v[:, self.perm]
+    def put(self, out: np.ndarray, vs: np.ndarray) -> None:
+        """out[:, pos] = cell sums of the gathered values vs (B, n) times the products."""
         if self.ones:
-            sums = np.add.reduceat(vs, self.starts, axis=1)[:, :, None]
+            out[:, self.pos] = self.order.sums(vs)[:, :, None]
         else:
-            sums = np.add.reduceat(vs[:, :, None] * self.prod[None], self.starts, axis=1)
-        out[:, self.pos] += sums
+            out[:, self.pos] = self.order.sums(vs[:, :, None] * self.prod[None])
+
+
+class _Gathered:
+    """Per-observation values gathered once per order for one call of ``_system``."""
+
+    def __init__(self, v: np.ndarray):
+        self.v, self.cache = v, {}
+
+    def __getitem__(self, cs: _CellSums) -> np.ndarray:
+        if cs.name not in self.cache:
+            self.cache[cs.name] = cs.order.gather(self.v)
+        return self.cache[cs.name]
 
 
 def _block_place(pa: int, pb: int, row0: int, col0: int, width: int):
@@ -202,10 +241,12 @@ class GlmmWorkspace:
         self.xblock = _Block(np.zeros(self.n, dtype=np.int64), self.X, 1)
         self.unit = _Block(np.zeros(self.n, dtype=np.int64), np.ones((self.n, 1)), 1)
         b1, p1 = self.blocks[0], self.p1
+        self._orders: dict = {}
         # the first term's diagonal blocks, flat in (l1, p1, p1)
         self.sums11 = _CellSums(b1, b1, lambda ca, cb: (ca[:, None] * p1 * p1
-                                                         + np.arange(p1 * p1)[None, :]))
-        self.sums1y = _CellSums(b1, self.unit, _block_place(p1, 1, 0, 0, 1))
+                                                         + np.arange(p1 * p1)[None, :]),
+                                self._orders)
+        self.sums1y = _CellSums(b1, self.unit, _block_place(p1, 1, 0, 0, 1), self._orders)
         self._tails = {}
 
     # -- the tail's cross-products: rest terms, then X when beta is solved for ----
@@ -218,14 +259,16 @@ class GlmmWorkspace:
             with_1, within, with_y = [], [], []
             for k, bk in enumerate(tail):
                 with_1.append(_CellSums(bk, self.blocks[0],
-                                        _block_place(bk.p, self.p1, offs[k], 0, self.q1)))
+                                        _block_place(bk.p, self.p1, offs[k], 0, self.q1),
+                                        self._orders))
                 if bk is not self.xblock:       # X'Wz and X'WX: stacked products per problem
-                    with_y.append(_CellSums(bk, self.unit, _block_place(bk.p, 1, offs[k], 0, 1)))
+                    with_y.append(_CellSums(bk, self.unit, _block_place(bk.p, 1, offs[k], 0, 1),
+                                            self._orders))
                 for j, bj in enumerate(tail[:k + 1]):
                     if bj is self.xblock:
                         continue
                     within.append(_CellSums(bk, bj, _block_place(bk.p, bj.p, offs[k], offs[j],
-                                                                 m0)))
+                                                                 m0), self._orders))
             self._tails[key] = (m0, with_1, within, with_y)
         return self._tails[key]
 
@@ -233,19 +276,21 @@ class GlmmWorkspace:
         """Weighted cross-products of [Z1, tail] and of the working response, per problem."""
         B = w.shape[0]
         m0, with_1, within, with_y = self._tail_sums(joint)
+        gw = _Gathered(w)
         A11 = np.zeros((B, self.l1 * self.p1 * self.p1))
-        self.sums11.add_to(A11, w)
+        self.sums11.put(A11, gw[self.sums11])
         F = np.zeros((B, m0 * self.q1))
         for cs in with_1:
-            cs.add_to(F, w)
+            cs.put(F, gw[cs])
         A22 = np.zeros((B, m0 * m0))
         for cs in within:
-            cs.add_to(A22, w)
+            cs.put(A22, gw[cs])
         A22 = A22.reshape(B, m0, m0)
         wz = w * zt
+        gwz = _Gathered(wz)
         taily = np.zeros((B, m0))
         for cs in with_y:
-            cs.add_to(taily, wz)
+            cs.put(taily, gwz[cs])
         if joint:
             xo = m0 - self.p
             A22[:, xo:, xo:] = np.matmul(self.Xt[None], w[:, :, None] * self.X[None])
@@ -253,7 +298,7 @@ class GlmmWorkspace:
         # mirror the lower triangle (blocks were formed for k >= j)
         A22 = np.tril(A22) + np.swapaxes(np.tril(A22, -1), -1, -2)
         z1y = np.zeros((B, self.q1))
-        self.sums1y.add_to(z1y, wz)
+        self.sums1y.put(z1y, gwz[self.sums1y])
         yty = np.ascontiguousarray(wz * zt).sum(axis=1)
         return (A11.reshape(B, self.l1, self.p1, self.p1), F.reshape(B, m0, self.l1, self.p1),
                 A22, Responses(z1y.reshape(B, self.l1, self.p1), taily, yty))
@@ -457,11 +502,11 @@ def agq_correction(ws: GlmmWorkspace, state: PirlsState, theta: np.ndarray, Y: n
     Y = np.ascontiguousarray(np.broadcast_to(Y, state.eta.shape))
 
     level = _CellSums(_Block(t1.codes, np.ones((ws.n, 1)), ws.l1), ws.unit,
-                      _block_place(1, 1, 0, 0, 1))
+                      _block_place(1, 1, 0, 0, 1), {})
 
     def by_level(dev):                                                         # (B, n) -> (B, l1)
         out = np.zeros((B, ws.l1))
-        level.add_to(out, dev)
+        level.put(out, level.order.gather(dev))
         return out
 
     at_mode = by_level(fam.dev_resids(Y, fam.link.linkinv(state.eta), pw)) + state.u ** 2

@@ -190,7 +190,8 @@ def predict(result, newdata=None, *, re_form=None, allow_new_levels: bool = Fals
     spec = result.spec
     keep = _selected_terms(spec, re_form)
     if newdata is None and keep == tuple(range(len(spec.terms))):
-        return np.array(result.fittedvalues)
+        # the linear predictor: for a GLMM, not its fitted means
+        return np.array(getattr(result, "eta", result.fittedvalues))
     design = _design(result, newdata, keep, bool(allow_new_levels))
     values = design.X @ result.beta + _zb(design, spec, result.theta, result.u)
     return _shape_output(values + _offset(spec, newdata, design), design, newdata, "fit")

@@ -17,6 +17,8 @@ from .summary import summary_text
 __all__ = ["LMMResult", "SingularFitWarning", "build_result"]
 
 SINGULAR_TOL = 1e-4
+SINGULAR_MESSAGE = ("boundary (singular) fit: a random-effect variance is zero or a correlation "
+                    "is +-1; see result.varcorr (lme4: help('isSingular'))")
 
 
 class SingularFitWarning(UserWarning):

@@ -318,9 +318,6 @@ def test_predict_population_level(fit_binom, fit_pois, cbpp):
                                xb_off[:5], rtol=1e-12)
 
 
-@pytest.mark.xfail(reason="mixboot.predict.predict returns result.fittedvalues (response scale "
-                          "for a GLMM) when newdata is None and re_form keeps every term",
-                   strict=False)
 def test_predict_re_form_with_every_term_is_the_conditional_link(fit_binom):
     # re_form naming all of the model's terms is the same as re_form=None: the link scale
     np.testing.assert_allclose(fit_binom.predict(re_form="~(1 | herd)"), fit_binom.predict(),
@@ -426,8 +423,6 @@ def test_singular_fit_flag():
     assert "singular" in r.summary()
 
 
-@pytest.mark.xfail(reason="GLMM fits do not emit SingularFitWarning yet (LMM fits do; "
-                          "mixboot/glmm.py GeneralizedLinearMixedModel.fit)", strict=False)
 def test_singular_fit_warns_as_lmm():
     with pytest.warns(mb.SingularFitWarning):
         mb.fit("y ~ x + (1 | g)", data=_singular_data(), family="binomial")
