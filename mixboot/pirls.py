@@ -205,6 +205,69 @@ class _Gathered:
         return self.cache[cs.name]
 
 
+class _SparseSchur:
+    """M = R P R' from the structural nonzeros of R (the tail's cross-products with the
+    first term), for a tail much wider than the number of those nonzeros.
+
+    Column block j of R (level j of the first term) has few nonzero rows when
+    the tail's terms are nested in or crossed with the first term sparsely (an
+    observation-level effect beside two others, say); then
+    M[a, b] = sum_j sum_(beta, gamma) R[a, j beta] P_j[beta, gamma] R[b, j gamma] is a
+    sum over pairs of nonzeros sharing a level, grouped by (a, b) once.
+    """
+
+    def __init__(self, nonzero: np.ndarray, m0: int, l1: int, p1: int):
+        rows, cols = nonzero // (l1 * p1), nonzero % (l1 * p1)
+        level, beta = cols // p1, cols % p1
+        order = np.argsort(level, kind="stable")
+        level_sorted = level[order]
+        starts = np.searchsorted(level_sorted, np.arange(l1))
+        ends = np.searchsorted(level_sorted, np.arange(l1), side="right")
+        e1, e2 = [], []
+        for j in range(l1):
+            idx = order[starts[j]:ends[j]]
+            a, b = np.meshgrid(idx, idx, indexing="ij")
+            keep = rows[a] >= rows[b]
+            e1.append(a[keep])
+            e2.append(b[keep])
+        e1, e2 = np.concatenate(e1), np.concatenate(e2)
+        self.nonzero, self.rows, self.level, self.beta = nonzero, rows, level, beta
+        target = rows[e1] * m0 + rows[e2]
+        self.pairs = _Order(target)
+        self.e1, self.e2 = e1[self.pairs.perm], e2[self.pairs.perm]
+        self.pidx = (level[self.e1] * p1 * p1 + beta[self.e1] * p1 + beta[self.e2])
+        self.row_order = _Order(rows)
+        self.m0, self.l1, self.p1 = m0, l1, p1
+
+    @property
+    def size(self) -> int:
+        return self.e1.size
+
+    def tail(self, F: np.ndarray, A22: np.ndarray, P: np.ndarray, resp: Responses) -> np.ndarray:
+        """What :func:`mixboot.workspace.tail_block` gives, from the nonzeros only."""
+        B, m0 = P.shape[0], self.m0
+        Rv = F.reshape(B, -1)[:, self.nonzero]
+        Pf = P.reshape(B, -1)
+        vals = Rv[:, self.e1] * Rv[:, self.e2] * Pf[:, self.pidx]
+        M = np.zeros((B, m0 * m0))
+        M[:, self.pairs.cells] = self.pairs.sums(vals)
+        S = np.zeros((B, m0 + 1, m0 + 1))
+        S[:, :m0, :m0] = A22 - M.reshape(B, m0, m0)
+        # the response row: R (P z1y) and z1y' P z1y
+        z1y = resp.z1y
+        Pz = np.matmul(P, z1y[..., None])[..., 0].reshape(B, -1)          # (B, q1)
+        lev = self.level * self.p1 + self.beta
+        row = np.zeros((B, m0))
+        row[:, self.row_order.cells] = self.row_order.sums(
+            self.row_order.gather(Rv * Pz[:, lev]))
+        S[:, m0, :m0] = resp.taily - row
+        S[:, m0, m0] = resp.yty - np.ascontiguousarray(z1y.reshape(B, -1) * Pz).sum(axis=1)
+        # full symmetric, as the dense kernel gives
+        S[:, :m0, :m0] = np.tril(S[:, :m0, :m0]) + np.swapaxes(np.tril(S[:, :m0, :m0], -1), -1, -2)
+        S[:, :m0, m0] = S[:, m0, :m0]
+        return S
+
+
 def _block_place(pa: int, pb: int, row0: int, col0: int, width: int):
     """Positions in a row-major (rows, width) array of block (row0 + ca pa + i, col0 + cb pb + j)."""
     def place(ca, cb):
@@ -269,13 +332,25 @@ class GlmmWorkspace:
                         continue
                     within.append(_CellSums(bk, bj, _block_place(bk.p, bj.p, offs[k], offs[j],
                                                                  m0), self._orders))
-            self._tails[key] = (m0, with_1, within, with_y)
+            nonzero = np.unique(np.concatenate([cs.pos.ravel() for cs in with_1])) if with_1 \
+                else np.zeros(0, dtype=np.int64)
+            schur = None
+            if m0 and nonzero.size:
+                # pairs of nonzeros per level, against the dense product's m0^2 l1 p1^2
+                per_level = np.bincount((nonzero % self.q1) // self.p1, minlength=self.l1)
+                if (per_level.astype(float) ** 2).sum() < 0.1 * m0 * m0 * self.l1:
+                    schur = _SparseSchur(nonzero, m0, self.l1, self.p1)
+            self._tails[key] = (m0, with_1, within, with_y, schur)
         return self._tails[key]
+
+    def _tail(self, F, A22, P, resp, joint: bool) -> np.ndarray:
+        schur = self._tail_sums(joint)[4]
+        return tail_block(F, A22, P, resp) if schur is None else schur.tail(F, A22, P, resp)
 
     def _system(self, w: np.ndarray, zt: np.ndarray, joint: bool):
         """Weighted cross-products of [Z1, tail] and of the working response, per problem."""
         B = w.shape[0]
-        m0, with_1, within, with_y = self._tail_sums(joint)
+        m0, with_1, within, with_y, _ = self._tail_sums(joint)
         gw = _Gathered(w)
         A11 = np.zeros((B, self.l1 * self.p1 * self.p1))
         self.sums11.put(A11, gw[self.sums11])
@@ -371,7 +446,7 @@ class GlmmWorkspace:
                 zt = zt - np.ascontiguousarray(np.matmul(self.X[None], beta[:, :, None])[:, :, 0])
             A11, F, A22, resp = self._system(w, zt, joint)
             Cb, logdet1, P = term1_blocks(self.t1, theta[:, self.theta_slices[0]], A11)
-            S = tail_block(F, A22, P, resp)
+            S = self._tail(F, A22, P, resp, joint)
             scale_tail(S, theta, self.rest, self.theta_slices[1:], self.qr)
             Lb, ok = _batched_cholesky(S)
             if L is None:
@@ -432,7 +507,7 @@ class GlmmWorkspace:
         A11, F, A22, resp = self._system(w, np.zeros_like(w), True)
         theta = np.atleast_2d(theta)
         _, _, P = term1_blocks(self.t1, theta[:, self.theta_slices[0]], A11)
-        S = tail_block(F, A22, P, resp)
+        S = self._tail(F, A22, P, resp, True)
         scale_tail(S, theta, self.rest, self.theta_slices[1:], self.qr)
         m0 = S.shape[-1] - 1
         LXX = np.linalg.cholesky(S[0, :m0, :m0])[self.qr:, self.qr:]
