@@ -107,10 +107,11 @@ class GeneralizedLinearMixedModel:
 
     # -- optimization -----------------------------------------------------------------
     def optimize(self, Y: np.ndarray, *, theta0: np.ndarray, x0: np.ndarray | None,
-                 settings: OptSummary, stages: tuple = (1, 2)):
+                 settings: OptSummary, stages: tuple = (1, 2), finish: bool = False):
         """Fit B responses Y (B, n): stage 1 from theta0 (B, k), stage 2 from its result
         (or from x0 (B, k + p) when stage 1 is skipped).  Returns (x, fmin, converged,
-        evaluations, method, u): x holds theta then beta."""
+        evaluations, method, u, hessian): x holds theta then beta; ``hessian`` (B, k + p,
+        k + p) is Newton's last finite-difference Hessian of stage 2 (NaN where unknown)."""
         Y = np.ascontiguousarray(np.atleast_2d(Y))
         B = Y.shape[0]
         k = self.n_theta
@@ -118,15 +119,18 @@ class GeneralizedLinearMixedModel:
         conv = np.ones(B, dtype=bool)
         u = np.zeros((B, self.workspace.q))
         method = None
+        hessian = np.full((B, k + self.spec.p, k + self.spec.p), np.nan)
         if 1 in stages:
             def eval1(theta, which):
                 return self.stage1(theta, Y[which]).laplace
 
             # Before stage 2 an approximate optimum is enough: stage 2 refines all.
+            then2 = self.nAGQ >= 1 and 2 in stages
             first = (replace(settings, ftol_rel=max(settings.ftol_rel, STAGE1_FTOL))
-                     if self.nAGQ >= 1 and 2 in stages else settings)
+                     if then2 else settings)
             opt = minimize_batch(eval1, theta0, self.lower(1), first,
-                                 canonical=self.spec.canonical_theta, keep_sign=True)
+                                 canonical=self.spec.canonical_theta, keep_sign=True,
+                                 finish=finish or then2)
             st = self.stage1(opt.theta, Y)
             x = np.concatenate([opt.theta, st.beta], axis=1)
             u = st.u
@@ -135,9 +139,13 @@ class GeneralizedLinearMixedModel:
         else:
             x = np.array(x0, dtype=float)
             if 2 in stages:
-                # modes at the start (lme4's refit also runs PIRLS there first)
-                st = self.workspace.pirls(x[:, :k], x[:, k:], Y, joint=False)
-                u = np.where(st.converged[:, None], st.u, 0.0)
+                # Start from the fit's theta with beta and the modes that PIRLS gives
+                # there for this response (the nAGQ=0 step): much nearer the optimum
+                # than the fit's beta, so Newton needs fewer steps.
+                st = self.workspace.pirls(x[:, :k], x[:, k:], Y, joint=True)
+                ok = st.converged & np.all(np.isfinite(st.beta), axis=1)
+                x[ok, k:] = st.beta[ok]
+                u = np.where(ok[:, None], st.u, 0.0)
         if self.nAGQ >= 1 and 2 in stages:
             u_start = u
 
@@ -145,13 +153,14 @@ class GeneralizedLinearMixedModel:
                 return self.stage2(xx, Y[which], u_start[which])[1]
 
             opt = minimize_batch(eval2, x, self.lower(2), settings, canonical=self.canonical,
-                                 keep_sign=True)
+                                 keep_sign=True, finish=finish)
             x, fmin = opt.theta, opt.fmin
             conv = conv & opt.converged
             evals = evals + opt.evaluations
             method = opt.method
+            hessian = opt.hessian
             u = self.stage2(x, Y, u_start)[0].u
-        return x, fmin, conv, evals, method, u
+        return x, fmin, conv, evals, method, u, hessian
 
     def refit(self, Y: np.ndarray, *, start: np.ndarray, settings: OptSummary | None = None
               ) -> "Refits":
@@ -163,12 +172,14 @@ class GeneralizedLinearMixedModel:
         settings = settings or OptSummary()
         start = np.broadcast_to(np.asarray(start, dtype=float), (B, k + self.spec.p))
         if self.nAGQ == 0:
-            x, fmin, conv, evals, _, u = self.optimize(Y, theta0=start[:, :k], x0=None,
-                                                       settings=settings, stages=(1,))
+            x, fmin, conv, evals, _, u, _ = self.optimize(Y, theta0=start[:, :k], x0=None,
+                                                       settings=settings, stages=(1,),
+                                                       finish=True)
         else:
             # stage 2 from the fit's estimates, PIRLS started from u = 0
-            x, fmin, conv, evals, _, u = self.optimize(Y, theta0=None, x0=start,
-                                                       settings=settings, stages=(2,))
+            x, fmin, conv, evals, _, u, _ = self.optimize(Y, theta0=None, x0=start,
+                                                       settings=settings, stages=(2,),
+                                                       finish=True)
         objective = fmin + self.saturated(Y)
         return Refits(theta=x[:, :k], beta=x[:, k:], objective=objective, u=u,
                       converged=conv & np.isfinite(objective), evaluations=evals)
@@ -179,7 +190,7 @@ class GeneralizedLinearMixedModel:
         settings = OptSummary().with_overrides(**(optimizer or {}))
         theta0 = spec.theta_start if start is None else _check_theta(start, spec)
         t0 = time.perf_counter()
-        x, fmin, conv, evals, method, u = self.optimize(spec.y[None], theta0=theta0[None],
+        x, fmin, conv, evals, method, u, H = self.optimize(spec.y[None], theta0=theta0[None],
                                                         x0=None, settings=settings)
         optsum = replace(settings, optimizer=method[0], theta_start=theta0, theta=x[0, :self.n_theta],
                          fmin=float(fmin[0]), evaluations=int(evals[0]),
@@ -189,7 +200,7 @@ class GeneralizedLinearMixedModel:
             warnings.warn(f"the GLMM fit did not converge ({method[0]}, {int(evals[0])} "
                           "evaluations); estimates may not be at the optimum", ConvergenceWarning,
                           stacklevel=3)
-        result = build_glmm_result(self, x[0], u[0], optsum)
+        result = build_glmm_result(self, x[0], u[0], optsum, known_hessian=H[0])
         if warn and result.is_singular:
             warnings.warn(SINGULAR_MESSAGE, SingularFitWarning, stacklevel=3)
         return result

@@ -255,11 +255,13 @@ class GLMMResult:
 
 
 def build_glmm_result(model, x: np.ndarray, u: np.ndarray, optsum: OptSummary, *,
-                      y: np.ndarray | None = None, hessian: bool = True) -> GLMMResult:
+                      y: np.ndarray | None = None, hessian: bool = True,
+                      known_hessian: np.ndarray | None = None) -> GLMMResult:
     """Every estimate at x = (theta, beta) with modes near ``u``, for response ``y``
     (the model's own by default).  ``hessian=False`` skips the finite-difference
     Hessian (the costly part): ``vcov`` then comes from the penalized information
-    given theta (``vcov_method`` "rx"), as for ``nAGQ=0``."""
+    given theta (``vcov_method`` "rx"), as for ``nAGQ=0``.  ``known_hessian``: that
+    Hessian at x when the optimizer already has it (Newton's last stencil)."""
     spec, ws = model.spec, model.workspace
     k = spec.n_theta
     x = model.canonical(np.asarray(x, dtype=float))
@@ -276,10 +278,13 @@ def build_glmm_result(model, x: np.ndarray, u: np.ndarray, optsum: OptSummary, *
                                   float(model.saturated(y)[0]))
     vcov, method = None, "rx"
     if model.nAGQ >= 1 and hessian:
-        xx = np.concatenate([theta, beta])[None]
-        _, _, H = fd_derivatives(lambda pts, which: model.stage2(pts, y[which * 0],
-                                                                 st.u[which * 0])[1], xx)
-        H = 0.5 * (H[0] + H[0].T)
+        if known_hessian is not None and np.all(np.isfinite(known_hessian)):
+            H = known_hessian
+        else:
+            xx = np.concatenate([theta, beta])[None]
+            H = fd_derivatives(lambda pts, which: model.stage2(pts, y[which * 0],
+                                                               st.u[which * 0])[1], xx)[2][0]
+        H = 0.5 * (H + H.T)
         try:
             np.linalg.cholesky(H)
             vcov = 2.0 * np.linalg.inv(H)[k:, k:]

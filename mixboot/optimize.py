@@ -160,10 +160,14 @@ class BatchOptimum:
     evaluations: np.ndarray  # (B,) int
     method: tuple            # per problem: "newton", "newton+LN_BOBYQA" or "LN_BOBYQA"
     returncode: tuple        # per problem
+    #: (B, k, k) the finite-difference Hessian Newton ended with, at ``theta`` up to the
+    #: sign flips into the bounds; NaN where another method (or a last step) moved theta
+    hessian: np.ndarray | None = None
 
 
 def minimize_batch(evaluate, theta0: np.ndarray, lower: np.ndarray, settings: OptSummary,
-                   *, canonical, newton: bool = True, keep_sign: bool = False) -> BatchOptimum:
+                   *, canonical, newton: bool = True, keep_sign: bool = False,
+                   finish: bool = False) -> BatchOptimum:
     """The optimizer policy of every fit and refit: B problems minimized together.
 
     1. Batched Newton from ``theta0`` (B, k), when ``newton`` (dense workspaces)
@@ -174,7 +178,8 @@ def minimize_batch(evaluate, theta0: np.ndarray, lower: np.ndarray, settings: Op
        below ``settings.xtol_zero_abs`` tried at exactly zero and kept there
        where the criterion is no worse.
 
-    ``keep_sign``: Newton steps do not carry bounded elements across zero (see
+    ``keep_sign``: Newton steps do not carry bounded elements across zero;
+    ``finish``: a confirmed last Newton step may end a search (for refits; see
     :func:`mixboot.newton.newton_batch`).
 
     ``evaluate(theta (b, k), which (b,)) -> (b,)`` evaluates problem
@@ -185,9 +190,11 @@ def minimize_batch(evaluate, theta0: np.ndarray, lower: np.ndarray, settings: Op
     B, k = theta0.shape
     method = settings.optimizer
     use_newton = newton and method in ("auto", "newton")
+    hessian = np.full((B, k, k), np.nan)
     if use_newton:
         theta, f, conv, evals = newton_batch(evaluate, theta0, ftol_rel=settings.ftol_rel,
                                              keep_sign=(lower == 0) if keep_sign else None,
+                                             finish=finish, hessian_out=hessian,
                                              max_evals=settings.maxeval)
         methods = ["newton"] * B
         codes = ["FTOL_REACHED" if c else ("MAXEVAL_REACHED" if e >= settings.maxeval
@@ -207,13 +214,16 @@ def minimize_batch(evaluate, theta0: np.ndarray, lower: np.ndarray, settings: Op
                                  canonical(start), lower, replace(settings, maxeval=left),
                                  warn=False, zero_small=False)
             theta[b], f[b], conv[b] = bob.theta, bob.fmin, bob.converged
+            hessian[b] = np.nan
             evals[b] += bob.evaluations
             methods[b] = "LN_BOBYQA" if not use_newton else "newton+LN_BOBYQA"
             codes[b] = bob.returncode
     theta = canonical(theta)
+    before = theta.copy()
     theta, f = zero_small_batch(evaluate, theta, lower, settings.xtol_zero_abs, f)
+    hessian[np.any(theta != before, axis=1)] = np.nan
     return BatchOptimum(theta=theta, fmin=f, converged=conv & np.isfinite(f), evaluations=evals,
-                        method=tuple(methods), returncode=tuple(codes))
+                        method=tuple(methods), returncode=tuple(codes), hessian=hessian)
 
 
 def fit_theta(evaluate_batch, theta0: np.ndarray, lower: np.ndarray,

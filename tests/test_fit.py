@@ -355,7 +355,7 @@ def test_newton_and_bobyqa_reach_the_same_optimum(name, formula, REML):
 def test_a_stalled_newton_run_hands_over_to_bobyqa(monkeypatch):
     import mixboot.optimize as opt
 
-    def stalls(evaluate, theta0, *, ftol_rel, max_evals=None, keep_sign=None):
+    def stalls(evaluate, theta0, *, ftol_rel, max_evals=None, **options):
         f = evaluate(theta0, np.arange(len(theta0)))
         return theta0.copy(), f, np.zeros(len(theta0), dtype=bool), np.ones(len(theta0), int)
 
