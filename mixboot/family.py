@@ -65,8 +65,9 @@ def _logit_linkinv(eta):
     # mu = tmp / (1 + tmp).
     eta = _arr(eta)
     with np.errstate(over="ignore"):
-        tmp = np.where(eta < -_LOGIT_THRESH, EPS,
-                       np.where(eta > _LOGIT_THRESH, _INVEPS, np.exp(eta)))
+        tmp = np.exp(eta)
+    if not (np.abs(eta) <= _LOGIT_THRESH).all():      # rare: only then the clamps
+        tmp = np.where(eta < -_LOGIT_THRESH, EPS, np.where(eta > _LOGIT_THRESH, _INVEPS, tmp))
     return tmp / (1.0 + tmp)
 
 

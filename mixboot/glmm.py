@@ -77,11 +77,15 @@ class GeneralizedLinearMixedModel:
     def n_theta(self) -> int:
         return self.spec.n_theta
 
-    def stage1(self, theta: np.ndarray, Y: np.ndarray) -> PirlsState:
-        """PIRLS over (u, beta) at each theta (B, k) for responses Y (B, n)."""
+    def stage1(self, theta: np.ndarray, Y: np.ndarray, start: PirlsState | None = None,
+               which: np.ndarray | None = None) -> PirlsState:
+        """PIRLS over (u, beta) at each theta (B, k) for responses Y (B, n), from the
+        GLM's beta and u = 0, or from problem ``which[i]`` of ``start``."""
         B = theta.shape[0]
-        return self.workspace.pirls(theta, np.broadcast_to(self.beta_glm, (B, self.spec.p)), Y,
-                                    joint=True)
+        if start is None:
+            return self.workspace.pirls(theta, np.broadcast_to(self.beta_glm, (B, self.spec.p)),
+                                        Y, joint=True)
+        return self.workspace.pirls(theta, start.beta[which], Y, joint=True, u0=start.u[which])
 
     def stage2(self, x: np.ndarray, Y: np.ndarray, u0: np.ndarray) -> tuple[PirlsState,
                                                                              np.ndarray]:
@@ -121,8 +125,11 @@ class GeneralizedLinearMixedModel:
         method = None
         hessian = np.full((B, k + self.spec.p, k + self.spec.p), np.nan)
         if 1 in stages:
+            # every evaluation starts PIRLS where it ended at the starting theta
+            at_start = self.stage1(np.atleast_2d(theta0), Y)
+
             def eval1(theta, which):
-                return self.stage1(theta, Y[which]).laplace
+                return self.stage1(theta, Y[which], at_start, which).laplace
 
             # Before stage 2 an approximate optimum is enough: stage 2 refines all.
             then2 = self.nAGQ >= 1 and 2 in stages
@@ -131,7 +138,7 @@ class GeneralizedLinearMixedModel:
             opt = minimize_batch(eval1, theta0, self.lower(1), first,
                                  canonical=self.spec.canonical_theta, keep_sign=True,
                                  finish=finish or then2)
-            st = self.stage1(opt.theta, Y)
+            st = self.stage1(opt.theta, Y, at_start, np.arange(B))
             x = np.concatenate([opt.theta, st.beta], axis=1)
             u = st.u
             fmin, conv, evals, method = opt.fmin, opt.converged & st.converged, opt.evaluations, \

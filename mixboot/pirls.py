@@ -389,12 +389,22 @@ class GlmmWorkspace:
             off += t.q
         return out
 
-    def eta(self, u: np.ndarray, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
-        # C order throughout: numpy sums a row of a non-contiguous (B, n) array in an
-        # order that depends on B, and a replicate's bits must not
-        eta = np.ascontiguousarray(np.matmul(self.X[None], beta[:, :, None])[:, :, 0]) + self.offset
+    def fixed_part(self, beta: np.ndarray) -> np.ndarray:
+        """offset + X beta for a batch of beta (B, p) -> (B, n).
+
+        C order throughout: numpy sums a row of a non-contiguous (B, n) array in an
+        order that depends on B, and a replicate's bits must not.
+        """
+        return np.ascontiguousarray(np.matmul(self.X[None], beta[:, :, None])[:, :, 0]) + self.offset
+
+    def eta(self, u: np.ndarray, theta: np.ndarray, beta: np.ndarray,
+            fixed: np.ndarray | None = None) -> np.ndarray:
+        eta = self.fixed_part(beta) if fixed is None else fixed
         for t, b in zip(self.terms, self.b_from_u(u, theta)):
-            eta = eta + (t.zraw[None] * b[:, t.codes]).sum(axis=2)
+            if t.p == 1:
+                eta = eta + t.zraw[None, :, 0] * b[:, t.codes, 0]
+            else:
+                eta = eta + (t.zraw[None] * b[:, t.codes]).sum(axis=2)
         return eta
 
     # -- PIRLS ------------------------------------------------------------------
@@ -418,8 +428,11 @@ class GlmmWorkspace:
 
         deviance = _DevianceSum(fam, Y, pw)
 
+        # with beta fixed, offset + X beta is the same at every step
+        fixed = None if joint else self.fixed_part(beta)
+
         def state(u, beta):
-            eta = self.eta(u, theta, beta)
+            eta = self.eta(u, theta, beta, fixed)
             mu = link.linkinv(eta)
             return eta, mu, deviance(mu), (u * u).sum(axis=1)
 
@@ -441,9 +454,9 @@ class GlmmWorkspace:
         last_step = np.full(B, np.inf)
         for _ in range(PIRLS_MAX_ITER):
             w, zt = _working(fam, eta_w, mu_w, Y, pw)
-            zt -= self.offset
-            if not joint:
-                zt = zt - np.ascontiguousarray(np.matmul(self.X[None], beta[:, :, None])[:, :, 0])
+            # the working response less what is not solved for: the offset, and X beta
+            # when beta is fixed
+            zt -= self.offset if joint else fixed
             A11, F, A22, resp = self._system(w, zt, joint)
             Cb, logdet1, P = term1_blocks(self.t1, theta[:, self.theta_slices[0]], A11)
             S = self._tail(F, A22, P, resp, joint)
