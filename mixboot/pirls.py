@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._compiled import scatter_cells
 from .family import EPS, Family
 from .workspace import (Responses, _batched_cholesky, _solve_upper_batched, scale_tail,
                         tail_block, term1_blocks)
@@ -184,6 +185,19 @@ class _CellSums:
         prod = (a.zraw[:, :, None] * b.zraw[:, None, :]).reshape(a.zraw.shape[0], -1)
         self.prod = prod[order.perm]
         self.ones = bool(np.all(self.prod == 1.0))
+        # for the compiled kernel: each observation's output positions, in data order
+        cell = np.empty(a.codes.size, dtype=np.int64)
+        cell[order.perm] = np.cumsum(np.isin(np.arange(a.codes.size), order.starts)) - 1
+        self.obs_pos = np.ascontiguousarray(self.pos[cell], dtype=np.int64)
+        self.obs_prod = np.ascontiguousarray(prod)
+
+    def add(self, out: np.ndarray, v: np.ndarray, gathered: "_Gathered") -> None:
+        """out[:, pos] = the cell sums of v (B, n) times the products (out starts at 0)."""
+        kernel = scatter_cells()
+        if kernel is not None:
+            kernel(out, self.obs_pos, self.obs_prod, v)
+        else:
+            self.put(out, gathered[self])
 
     def put(self, out: np.ndarray, vs: np.ndarray) -> None:
         """out[:, pos] = cell sums of the gathered values vs (B, n) times the products."""
@@ -349,23 +363,24 @@ class GlmmWorkspace:
 
     def _system(self, w: np.ndarray, zt: np.ndarray, joint: bool):
         """Weighted cross-products of [Z1, tail] and of the working response, per problem."""
+        w = np.ascontiguousarray(w, dtype=float)
         B = w.shape[0]
         m0, with_1, within, with_y, _ = self._tail_sums(joint)
         gw = _Gathered(w)
         A11 = np.zeros((B, self.l1 * self.p1 * self.p1))
-        self.sums11.put(A11, gw[self.sums11])
+        self.sums11.add(A11, w, gw)
         F = np.zeros((B, m0 * self.q1))
         for cs in with_1:
-            cs.put(F, gw[cs])
+            cs.add(F, w, gw)
         A22 = np.zeros((B, m0 * m0))
         for cs in within:
-            cs.put(A22, gw[cs])
+            cs.add(A22, w, gw)
         A22 = A22.reshape(B, m0, m0)
-        wz = w * zt
+        wz = np.ascontiguousarray(w * zt)
         gwz = _Gathered(wz)
         taily = np.zeros((B, m0))
         for cs in with_y:
-            cs.put(taily, gwz[cs])
+            cs.add(taily, wz, gwz)
         if joint:
             xo = m0 - self.p
             A22[:, xo:, xo:] = np.matmul(self.Xt[None], w[:, :, None] * self.X[None])
@@ -373,7 +388,7 @@ class GlmmWorkspace:
         # mirror the lower triangle (blocks were formed for k >= j)
         A22 = np.tril(A22) + np.swapaxes(np.tril(A22, -1), -1, -2)
         z1y = np.zeros((B, self.q1))
-        self.sums1y.put(z1y, gwz[self.sums1y])
+        self.sums1y.add(z1y, wz, gwz)
         yty = np.ascontiguousarray(wz * zt).sum(axis=1)
         return (A11.reshape(B, self.l1, self.p1, self.p1), F.reshape(B, m0, self.l1, self.p1),
                 A22, Responses(z1y.reshape(B, self.l1, self.p1), taily, yty))
