@@ -4,6 +4,10 @@ Data: mixboot's built-in ``scores`` data set: the simulated ``reaction`` data re
 guide's columns (score = Reaction, time = Days, subject = Subject) plus a
 made-up between-subject 0/1 ``treatment`` indicator (alternate subjects).
 
+``mb.checks.statistic`` evaluates T(y, result) on the observed response and on
+each simulated one and returns p-values with the +1 correction,
+(1 + #{T* as or more extreme}) / (1 + nsim).
+
 Run:  python examples/ppc_kurtosis.py
 """
 import numpy as np
@@ -14,20 +18,20 @@ import mixboot as mb
 df = mb.datasets.load("scores")   # score, time, treatment, subject
 
 result = mb.fit("score ~ time + treatment", data=df, groups="subject")
-y_sim = mb.simulate(result, nsim=200, seed=0)
 
-# T(y): excess kurtosis of y minus the fitted values
-y_obs = np.asarray(df["score"])
-T_obs = kurtosis(y_obs - result.fittedvalues)
-T_sim = np.array([
-    kurtosis(y_sim[:, j] - result.fittedvalues)
-    for j in range(y_sim.shape[1])
-])
 
-p_ppc = np.mean(np.abs(T_sim) >= np.abs(T_obs))
-print(f"Observed kurtosis: {T_obs:.3f}")
-print(f"Simulated kurtosis: median {np.median(T_sim):.3f}, "
-      f"95% range [{np.percentile(T_sim, 2.5):.3f}, {np.percentile(T_sim, 97.5):.3f}]")
-print(f"PPC p-value (kurtosis): {p_ppc:.3f}")
+def residual_kurtosis(y, result):
+    """T(y): excess kurtosis of y minus the fitted values."""
+    return kurtosis(y - result.fittedvalues)
+
+
+check = mb.checks.statistic(result, residual_kurtosis, nsim=200, seed=0,
+                            alternative="two-sided")
+print(f"Observed kurtosis: {check.observed:.3f}")
+print(f"Simulated kurtosis: median {np.median(check.simulated):.3f}, "
+      f"95% range [{np.percentile(check.simulated, 2.5):.3f}, "
+      f"{np.percentile(check.simulated, 97.5):.3f}]")
+print(f"P(T* >= T) = {check.p_greater:.3f}, P(T* <= T) = {check.p_less:.3f}")
+print(f"PPC p-value (kurtosis): {check.p_value:.3f}")
 
 print("Done: kurtosis posterior predictive check.")

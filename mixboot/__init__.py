@@ -3,7 +3,7 @@
 Fit from lme4 formulas, simulate responses, refit thousands of times
 (parametric bootstrap), and turn the replicates into intervals, power and tests.
 """
-from . import datasets, design
+from . import checks, datasets, design
 from .bootstrap import BootResult, bootMer, concat
 from .compare import lrt, pb_lrt
 from .formula import FormulaError
@@ -19,6 +19,6 @@ from .spec import RankDeficiencyWarning
 
 __all__ = ["BootResult", "ConvergenceWarning", "FormulaError", "LMMResult", "LinearMixedModel",
            "PowerCurve", "PowerResult",
-           "RankDeficiencyWarning", "SingularFitWarning", "bootMer", "concat", "datasets", "design", "fit", "lrt",
+           "RankDeficiencyWarning", "SingularFitWarning", "bootMer", "checks", "concat", "datasets", "design", "fit", "lrt",
            "model", "pb_lrt", "power", "power_curve", "predict", "predict_interval", "simulate",
            "__version__"]
