@@ -80,7 +80,8 @@ from .result import SINGULAR_TOL, LMMResult, build_result
 from .runner import child_streams
 from .workspace import scale_tail, tail_block, term1_blocks
 
-__all__ = ["power", "power_curve", "PowerResult", "PowerCurve", "tested_columns"]
+__all__ = ["power", "power_curve", "power_grid", "PowerResult", "PowerCurve", "PowerGrid",
+           "tested_columns"]
 
 METHODS = ("satterthwaite", "kr", "wald", "lrt", "pb")
 _METHOD_TITLES = {"satterthwaite": "Satterthwaite t test",
@@ -155,6 +156,33 @@ class PowerResult:
         if not 0 < level < 1:
             raise ValueError(f"level must be between 0 and 1, got {level!r}")
         return clopper_pearson(self.n_significant, self.n_valid, level)
+
+    def plot(self, ax=None, target=None):
+        """The power estimate with its 95% Clopper-Pearson interval as an error bar.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+            Where to draw; by default a new figure.
+        target : float, optional
+            A target power drawn as a dashed horizontal line (e.g. 0.8).
+
+        Returns
+        -------
+        matplotlib Axes
+            With the estimate as a point and its interval as an error bar.
+
+        Examples
+        --------
+        >>> import mixboot as mb
+        >>> d = mb.design.nested(groups=30, per_group=4, x={"x": [0, 1, 2, 3]})
+        >>> m = mb.model("y ~ x + (1 | group)", d, beta=[0.0, 0.3], sigma=1.0, re={"group": 0.5})
+        >>> ax = mb.power(m, "x", nsim=50, seed=2).plot(target=0.8)
+        >>> [line.get_gid() for line in ax.get_lines()][-1]
+        'target'
+        """
+        from .plots import power_point
+        return power_point(self, target=target, ax=ax)
 
     def summary(self) -> str:
         groups = ", ".join(f"{g} {k}" for g, k in self.ngroups.items())
@@ -235,27 +263,35 @@ class PowerCurve(pd.DataFrame):
         """The rows as a plain DataFrame."""
         return pd.DataFrame(self)
 
-    def plot(self, ax=None):
-        """Power against size with its 95% Clopper-Pearson band; returns the Axes."""
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise ImportError("PowerCurve.plot needs matplotlib: pip install matplotlib "
-                              "(or pip install 'mixboot[plot]')") from None
-        if ax is None:
-            _, ax = plt.subplots()
-        t = self.table
-        ax.fill_between(t["size"], t["lower"], t["upper"], alpha=0.25, label="95% CI")
-        ax.plot(t["size"], t["power"], marker="o", label="power")
-        first = self.results[0]
-        ax.axhline(0.8, color="grey", linestyle=":", linewidth=1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel(f"number of levels of {self.along}")
-        ax.set_ylabel("power")
-        ax.set_title(f"{_test_title(first.method, first.df)} of {first.test!r}, "
-                     f"alpha = {first.alpha:g}, nsim = {first.nsim}")
-        ax.legend(loc="lower right")
-        return ax
+    def plot(self, ax=None, target=0.8):
+        """Power against size with its 95% Clopper-Pearson band and a target power line.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+            Where to draw; by default a new figure.
+        target : float or None
+            Power drawn as a dashed horizontal line (None: no line).
+
+        Returns
+        -------
+        matplotlib Axes
+            With the curve, its band and the target line.
+
+        Examples
+        --------
+        >>> import mixboot as mb
+        >>> d = mb.design.nested(groups=20, per_group=5, between={"treatment": [0.0, 1.0]},
+        ...                      group="subject")
+        >>> m = mb.model("y ~ treatment + (1 | subject)", d,
+        ...              beta={"(Intercept)": 1.0, "treatment": 0.5}, sigma=1.0,
+        ...              re={"subject": 1.0})
+        >>> curve = mb.power_curve(m, "treatment", sizes=[20, 40], nsim=50, seed=1)
+        >>> curve.plot(target=0.8).get_ylabel()
+        'power'
+        """
+        from .plots import power_curve as draw
+        return draw(self, target=target, ax=ax)
 
     def summary(self) -> str:
         first = self.results[0]
@@ -269,6 +305,60 @@ class PowerCurve(pd.DataFrame):
 
     def _repr_html_(self):  # notebooks: the table, as for any DataFrame
         return self.table._repr_html_()
+
+
+@dataclass(frozen=True, eq=False)
+class PowerGrid:
+    """Power over every combination of sizes of two grouping factors (:func:`power_grid`).
+
+    ``table``: one row per combination, columns size1 (levels of ``along[0]``),
+    size2 (levels of ``along[1]``), power, lower, upper (95% Clopper-Pearson),
+    n_valid.  ``results`` holds the PowerResult of each row, in the table's order;
+    ``plot()`` draws a heat map.
+    """
+
+    along: tuple[str, str]
+    table: pd.DataFrame
+    results: tuple = field(repr=False)
+
+    def plot(self, ax=None):
+        """Heat map of the power (size1 across, size2 up), each cell annotated, with a colorbar.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+            Where to draw; by default a new figure.
+
+        Returns
+        -------
+        matplotlib Axes
+            With the heat map (its colorbar is a second Axes of the figure).
+
+        Examples
+        --------
+        >>> import mixboot as mb
+        >>> d = mb.design.crossed(subjects=10, items=6, within={"cond": ["a", "b"]})
+        >>> m = mb.model("y ~ cond + (1 | subject) + (1 | item)", d, beta=[0.0, 0.4],
+        ...              sigma=1.0, re={"subject": 0.5, "item": 0.3})
+        >>> grid = mb.power_grid(m, "cond", sizes={"subject": [10, 20], "item": [6, 12]},
+        ...                      nsim=20, seed=1, method="wald")
+        >>> len(grid.plot().texts)
+        4
+        """
+        from .plots import power_heatmap
+        return power_heatmap(self, ax=ax)
+
+    def summary(self) -> str:
+        first = self.results[0]
+        head = (f"Power grid over {self.along[0]!r} (size1) and {self.along[1]!r} (size2): "
+                f"{_test_title(first.method, first.df)} of {first.test!r}, "
+                f"alpha = {first.alpha:g}, nsim = {first.nsim}, seed {first.seed}")
+        body = self.table.to_string(index=False, float_format=lambda x: f"{x:.4f}")
+        return head + "\n" + body
+
+    def __repr__(self) -> str:
+        return (f"<PowerGrid over {self.along[0]!r} and {self.along[1]!r}>\n"
+                + self.table.to_string(index=False))
 
 
 # --------------------------------------------------------------------------- test names
@@ -793,6 +883,72 @@ def power_curve(model_or_fit, test: str, *, sizes, along: str | None = None, nsi
         "n_nonconverged": [r.n_nonconverged for r in results],
         "n_singular": [r.n_singular for r in results]})
     return PowerCurve.build(along, table, results)
+
+
+def power_grid(model_or_fit, test: str, *, sizes: dict, nsim: int = 1000,
+               alpha: float = 0.05, seed=None, n_jobs: int = 1, show_progress: bool = False,
+               method: str | None = None, pb_B: int = 199, tol: float | None = None,
+               client=None, checkpoint=None) -> PowerGrid:
+    """Power at every combination of sizes of two grouping factors (e.g. subjects x items).
+
+    The design is resized along the first factor of ``sizes`` with
+    :func:`model_at_size`, then :func:`power_curve` runs along the second, so
+    every cell equals ``power`` on the twice-resized model with the same ``seed``.
+
+    Parameters
+    ----------
+    model_or_fit : a model from parameters (``mb.model``) or a fit.
+    test : the coefficient or term tested, as for :func:`power`.
+    sizes : dict of two entries, ``{factor: [sizes], other_factor: [sizes]}``.
+    nsim, alpha, seed, n_jobs, show_progress, method, pb_B, tol, client
+        As for :func:`power`.
+    checkpoint : a directory holding one :func:`power_curve` checkpoint per size
+        of the first factor (``<factor>-<n>``) and the grid's seed.
+
+    Returns
+    -------
+    PowerGrid
+
+    Examples
+    --------
+    >>> import mixboot as mb
+    >>> d = mb.design.crossed(subjects=10, items=6, within={"cond": ["a", "b"]})
+    >>> m = mb.model("y ~ cond + (1 | subject) + (1 | item)", d, beta=[0.0, 0.4],
+    ...              sigma=1.0, re={"subject": 0.5, "item": 0.3})
+    >>> grid = mb.power_grid(m, "cond", sizes={"subject": [10, 20], "item": [6, 12]},
+    ...                      nsim=20, seed=1, method="wald")
+    >>> grid.table[["size1", "size2"]].values.tolist()
+    [[10, 6], [10, 12], [20, 6], [20, 12]]
+    """
+    _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol,
+                   client, checkpoint)
+    if not isinstance(sizes, dict) or len(sizes) != 2:
+        raise TypeError("sizes must be a dict of two grouping factors, each with a list of "
+                        f"sizes, e.g. {{'subject': [20, 40], 'item': [10, 20]}}; got {sizes!r}")
+    (first, sizes1), (second, sizes2) = sizes.items()
+    if first == second:
+        raise ValueError(f"sizes names {first!r} twice")
+    sizes1, sizes2 = _check_sizes(sizes1), _check_sizes(sizes2)
+    method = _resolve_method(model_or_fit, method)
+    tested_columns(model_or_fit.spec, test)
+    if checkpoint is not None:
+        seed = _curve_seed(os.fspath(checkpoint), seed)
+    elif seed is None:
+        seed = int(np.random.SeedSequence().entropy)
+    rows, results = [], []
+    for size1 in sizes1:
+        m = model_at_size(model_or_fit, first, size1)
+        where = None if checkpoint is None else os.path.join(os.fspath(checkpoint),
+                                                              f"{first}-{size1}")
+        curve = power_curve(m, test, sizes=sizes2, along=second, nsim=nsim, alpha=alpha,
+                            seed=seed, n_jobs=n_jobs, show_progress=show_progress,
+                            method=method, pb_B=pb_B, tol=tol, client=client,
+                            checkpoint=where)
+        rows.append(curve.table.assign(size1=size1).rename(columns={"size": "size2"}))
+        results.extend(curve.results)
+    table = pd.concat(rows, ignore_index=True)[
+        ["size1", "size2", "power", "lower", "upper", "n_valid"]]
+    return PowerGrid(along=(first, second), table=table, results=tuple(results))
 
 
 def _curve_seed(directory: str, seed):

@@ -534,6 +534,110 @@ class BootResult:
             values = np.nanmean(self.estimates, axis=0) - self.estimate
         return pd.Series(values, index=pd.Index(self.names, name="statistic"), name="bias")
 
+    # -- plots (matplotlib, imported when called: pip install 'mixboot[plot]') ----
+
+    def plot(self, kind="hist", params=None, level=0.95, method="perc", ax=None):
+        """Distribution of the replicates, one panel per parameter, with estimate and interval.
+
+        Parameters
+        ----------
+        kind : {"hist", "density", "ridge"}
+            ``"hist"``/``"density"``: a histogram or kernel density per parameter, the
+            original estimate as a solid vertical line and the :meth:`confint` bounds
+            as dashed lines over a shaded span.  ``"ridge"``: :meth:`ridgeplot` (its
+            default parameters are the fixed effects).
+        params : str or list of str, optional
+            Names as :meth:`reported` gives them (``"sd_(Intercept)|Subject"``,
+            ``"sigma"``, ``"Days"``; ``"theta_..."`` too).  Default: every reported
+            parameter.
+        level, method
+            The interval, as :meth:`confint` computes it.
+        ax : matplotlib Axes, or a sequence of one Axes per parameter, optional
+            Where to draw; by default a new figure with a grid of panels.
+
+        Returns
+        -------
+        matplotlib Axes when one panel is drawn, else the Figure holding the panels.
+
+        Examples
+        --------
+        >>> import mixboot as mb
+        >>> fit = mb.fit("Reaction ~ 1 + Days + (1 + Days | Subject)",
+        ...              data=mb.datasets.load("reaction"), REML=False)
+        >>> boot = mb.bootMer(fit, B=50, seed=1)
+        >>> fig = boot.plot(kind="density")
+        >>> len(fig.axes)
+        6
+        >>> boot.plot(params="sigma").get_xlabel()
+        'sigma'
+        """
+        from ..plots import boot_panels
+        return boot_panels(self, kind=kind, params=params, level=level, method=method, ax=ax)
+
+    def ridgeplot(self, params=None, include_intercept=True, level=0.95, method="shortest",
+                  ax=None):
+        """Densities of several parameters stacked on one value axis, as MixedModelsMakie's
+        ``ridgeplot``: each with its estimate (a dot) and interval (a thick line).
+
+        Parameters
+        ----------
+        params : str or list of str, optional
+            Names as :meth:`reported` gives them; default the fixed effects.
+        include_intercept : bool
+            ``False`` leaves ``(Intercept)`` out (its scale often dwarfs the slopes').
+        level, method
+            The interval, as :meth:`confint` computes it (default the shortest interval).
+        ax : matplotlib Axes, optional
+
+        Returns
+        -------
+        matplotlib Axes
+            One density per parameter, the first on top.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> draws = np.random.default_rng(1).normal([250.0, 10.0], [5.0, 1.5], size=(200, 2))
+        >>> boot = BootResult(draws, names=("(Intercept)", "Days"), estimate=[250.0, 10.0])
+        >>> ax = boot.ridgeplot(include_intercept=False)
+        >>> [t.get_text() for t in ax.get_yticklabels()]
+        ['Days']
+        """
+        from ..plots import ridge
+        return ridge(self, params=params, include_intercept=include_intercept, level=level,
+                     method=method, ax=ax)
+
+    def pairplot(self, x, y, ax=None):
+        """Scatter of two parameters' replicates, singular refits in another colour and marker.
+
+        Shows boundary pile-ups: an SD at 0 or a correlation at +-1 against another
+        parameter.  Failed replicates are left out; the estimate is a star.
+
+        Parameters
+        ----------
+        x, y : str
+            Names as :meth:`reported` gives them, e.g. ``"sd_Days|Subject"`` and
+            ``"cor_Days.(Intercept)|Subject"``.
+        ax : matplotlib Axes, optional
+
+        Returns
+        -------
+        matplotlib Axes
+            With a legend that counts the singular and non-singular replicates.
+
+        Examples
+        --------
+        >>> import mixboot as mb
+        >>> fit = mb.fit("Reaction ~ 1 + Days + (1 + Days | Subject)",
+        ...              data=mb.datasets.load("reaction"), REML=False)
+        >>> boot = mb.bootMer(fit, B=50, seed=1)
+        >>> ax = boot.pairplot("sd_Days|Subject", "cor_Days.(Intercept)|Subject")
+        >>> ax.get_xlabel()
+        'sd_Days|Subject'
+        """
+        from ..plots import pairs
+        return pairs(self, x, y, ax=ax)
+
     # -- display -----------------------------------------------------------
 
     def __repr__(self) -> str:
