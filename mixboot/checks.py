@@ -14,6 +14,8 @@ These are the interlace guide's three predictive checks:
 For GLMMs the draws are on the response's fitted scale, as ``simulate``
 returns them: proportions of the trials for binomial models, counts for Poisson.
 
+Examples
+--------
 >>> import mixboot as mb
 >>> r = mb.fit("Reaction ~ Days + (1 | Subject)", data=mb.datasets.load("reaction"))
 >>> check = mb.checks.group_summary(r, nsim=50, seed=1)
@@ -102,6 +104,15 @@ class DensityCheck:
         near 0 or 1 says the model misses the response's location (spread).
     level : float
         Coverage of the quantile bands.
+
+    Examples
+    --------
+    >>> import mixboot as mb
+    >>> r = mb.fit("Reaction ~ Days + (1 | Subject)", data=mb.datasets.load("reaction"))
+    >>> check = mb.checks.density(r, nsim=20, seed=1)
+    >>> isinstance(check, mb.checks.DensityCheck), check.nsim
+    (True, 20)
+    >>> check.plot()  # doctest: +SKIP
     """
 
     observed: np.ndarray = field(repr=False)
@@ -205,6 +216,15 @@ class GroupCheck:
         The grouping and the statistic's name.
     level : float
         Coverage of the predictive intervals.
+
+    Examples
+    --------
+    >>> import mixboot as mb
+    >>> r = mb.fit("Reaction ~ Days + (1 | Subject)", data=mb.datasets.load("reaction"))
+    >>> check = mb.checks.group_summary(r, by="Subject", stat="mean", nsim=20, seed=1)
+    >>> isinstance(check, mb.checks.GroupCheck), len(check.table)
+    (True, 18)
+    >>> check.plot()  # doctest: +SKIP
     """
 
     table: pd.DataFrame
@@ -363,6 +383,15 @@ class StatisticCheck:
         The p-value of ``alternative``: ``p_greater``, ``p_less``, or for
         "two-sided" ``min(1, 2 * min(p_greater, p_less))``.
     alternative : str
+
+    Examples
+    --------
+    >>> import mixboot as mb
+    >>> r = mb.fit("Reaction ~ Days + (1 | Subject)", data=mb.datasets.load("reaction"))
+    >>> check = mb.checks.statistic(r, lambda y, res: float(y.max()), nsim=19, seed=1)
+    >>> isinstance(check, mb.checks.StatisticCheck), bool(check.p_value >= 1 / 20)
+    (True, True)
+    >>> check.plot()  # doctest: +SKIP
     """
 
     observed: float

@@ -273,6 +273,18 @@ class LRTTable:
     columns ``npar, AIC, BIC, logLik, deviance, Chisq, Df, Pr(>Chisq)``; row i is
     compared with row i-1.  ``fits`` are the ML fits in that order, ``refitted`` the
     names of the models that were fitted by REML and refitted by ML.
+
+    Examples
+    --------
+    >>> import mixboot as mb
+    >>> df = mb.datasets.load("reaction")
+    >>> m0 = mb.fit("Reaction ~ 1 + (1 | Subject)", data=df, REML=False)
+    >>> m1 = mb.fit("Reaction ~ Days + (1 | Subject)", data=df, REML=False)
+    >>> out = mb.lrt(m0, m1)
+    >>> list(out.table.columns)
+    ['npar', 'AIC', 'BIC', 'logLik', 'deviance', 'Chisq', 'Df', 'Pr(>Chisq)']
+    >>> int(out.table["Df"].iloc[1])
+    1
     """
 
     table: pd.DataFrame = field(repr=False)
@@ -309,6 +321,8 @@ def lrt(*fits, names=None) -> LRTTable:
     (clamped at 0, as lme4 does), ``Df`` = the difference in parameters and
     ``Pr(>Chisq)`` from the chi-square distribution with ``Df`` degrees of freedom.
 
+    Examples
+    --------
     >>> import mixboot as mb
     >>> df = mb.datasets.load("reaction")
     >>> m1 = mb.fit("Reaction ~ Days + (1 | Subject)", data=df)
@@ -372,6 +386,16 @@ class PBTest:
     replicates (a refit raised, did not converge or gave a non-finite deviance) are
     excluded from ``p_boot`` and listed in ``failures``.  ``seed`` is the entropy of
     the root SeedSequence: passing it again reproduces the run.
+
+    Examples
+    --------
+    >>> import mixboot as mb
+    >>> df = mb.datasets.load("reaction")
+    >>> m0 = mb.fit("Reaction ~ 1 + (1 | Subject)", data=df, REML=False)
+    >>> m1 = mb.fit("Reaction ~ Days + (1 | Subject)", data=df, REML=False)
+    >>> test = mb.pb_lrt(m1, m0, B=50, seed=1)
+    >>> test.df, bool(test.p_boot >= 1 / 51)
+    (1, True)
     """
 
     lrt: float
@@ -512,6 +536,8 @@ def pb_lrt(large, small, B: int = 1000, seed=None, *, n_jobs: int = 1,
     replicate: for a variance tested on the boundary many LRT* are 0 and the two
     definitions differ.  LRT* within 1e-6 of the observed LRT count as ties (>=).
 
+    Examples
+    --------
     >>> import mixboot as mb
     >>> df = mb.datasets.load("reaction")
     >>> large = mb.fit("Reaction ~ Days + (Days | Subject)", data=df, REML=False)

@@ -10,6 +10,8 @@ Factor columns are categoricals whose category order is the order the
 levels were given in, so treatment contrasts take the first level as the
 reference.  Factors whose levels are all numbers stay numeric columns.
 
+Examples
+--------
 >>> from mixboot import design
 >>> d = design.crossed(subjects=2, items=2, within={"cond": ["a", "b"]})
 >>> len(d), list(d.columns)

@@ -25,7 +25,17 @@ _NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$|^`[^`]+`$")
 
 
 class FormulaError(ValueError):
-    """A formula that cannot be parsed; the message quotes the offending part."""
+    """A formula that cannot be parsed; the message quotes the offending part.
+
+    Examples
+    --------
+    >>> import mixboot as mb
+    >>> try:
+    ...     mb.fit("Reaction ~ Days + (Days | )", data=mb.datasets.load("reaction"))
+    ... except mb.FormulaError as err:
+    ...     print("FormulaError")
+    FormulaError
+    """
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,16 @@ class GLMMResult:
     finite-difference Hessian of the criterion over (theta, beta) for ``nAGQ >= 1``
     (glmer's default), from the penalized information given theta (``vcov_method``
     "rx") for ``nAGQ=0`` or where that Hessian is not positive definite.
+
+    Examples
+    --------
+    >>> import mixboot as mb
+    >>> g = mb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+    ...            data=mb.datasets.load("cbpp"), family="binomial")
+    >>> list(g.fe_params.index)
+    ['(Intercept)', 'period2', 'period3', 'period4']
+    >>> g.theta.shape, g.family.name
+    ((1,), 'binomial')
     """
 
     model: object = field(repr=False)

@@ -27,6 +27,17 @@ class LinearMixedModel:
 
     The workspace's cross-products depend on X and Z only (plus the model's own
     y); refits for new responses reuse them (see :mod:`mixboot.refit`).
+
+    Examples
+    --------
+    ``mb.fit`` builds one and fits it; the fit keeps it as ``result.model``:
+
+    >>> import mixboot as mb
+    >>> r = mb.fit("Reaction ~ Days + (Days | Subject)", data=mb.datasets.load("reaction"))
+    >>> isinstance(r.model, mb.LinearMixedModel), r.model.REML
+    (True, True)
+    >>> bool(abs(r.model.fit().objective - r.objective) < 1e-6)
+    True
     """
 
     def __init__(self, spec: ModelSpec, *, REML: bool):
@@ -107,6 +118,8 @@ def fit(formula: str, data, *, REML: bool = True, groups=None, contrasts: dict |
     nAGQ : GLMMs: 1 (Laplace, default), 0 (faster, beta estimated inside PIRLS) or
         2-25 (adaptive Gauss-Hermite quadrature; one scalar random-effect term only).
 
+    Examples
+    --------
     >>> import mixboot as mb
     >>> r = mb.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data=mb.datasets.load("crossed"))
     >>> round(r.sigma, 3)

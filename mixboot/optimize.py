@@ -40,7 +40,20 @@ METHODS = ("auto", "newton", "LN_BOBYQA")
 
 
 class ConvergenceWarning(UserWarning):
-    """The optimizer stopped without meeting its convergence criteria."""
+    """The optimizer stopped without meeting its convergence criteria.
+
+    Examples
+    --------
+    Make it an error, e.g. in a batch of fits that should stop at the first problem:
+
+    >>> import warnings
+    >>> import mixboot as mb
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", mb.ConvergenceWarning)
+    ...     r = mb.fit("Reaction ~ Days + (Days | Subject)", data=mb.datasets.load("reaction"))
+    >>> r.converged
+    True
+    """
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,8 @@ def model(formula: str, data, *, beta, sigma: float | None = None, re=None, thet
     offset : GLMMs: an offset of the linear predictor (array or column name).
     nAGQ : GLMMs: the criterion used when this model is refitted (1: Laplace).
 
+    Examples
+    --------
     >>> import mixboot as mb
     >>> d = mb.design.crossed(subjects=10, items=8, within={"cond": ["a", "b"]})
     >>> g = mb.model("y ~ cond + (1 | subject) + (1 | item)", d, family="bernoulli",

@@ -119,6 +119,17 @@ class PowerResult:
     ``seed`` is the entropy of the root seed sequence: passing it back as
     ``seed=`` repeats the run.  For a GLMM, ``family`` names family and link
     ("binomial(logit)"), ``beta`` is on the link scale and ``sigma`` is NaN.
+
+    Examples
+    --------
+    >>> import mixboot as mb
+    >>> d = mb.design.nested(groups=20, per_group=5, between={"treatment": [0.0, 1.0]},
+    ...                      group="subject")
+    >>> m = mb.model("y ~ treatment + (1 | subject)", d,
+    ...              beta={"(Intercept)": 1.0, "treatment": 0.5}, sigma=1.0, re={"subject": 1.0})
+    >>> res = mb.power(m, "treatment", nsim=50, seed=1)
+    >>> bool(res.lower <= res.power <= res.upper), res.nsim
+    (True, 50)
     """
 
     power: float
@@ -243,6 +254,18 @@ class PowerCurve(pd.DataFrame):
     n_singular.  ``along`` names the grouping factor, ``results`` holds the
     PowerResult of each size; ``plot()`` draws the curve.  Operations on it
     give plain DataFrames.
+
+    Examples
+    --------
+    >>> import mixboot as mb
+    >>> d = mb.design.nested(groups=20, per_group=5, between={"treatment": [0.0, 1.0]},
+    ...                      group="subject")
+    >>> m = mb.model("y ~ treatment + (1 | subject)", d,
+    ...              beta={"(Intercept)": 1.0, "treatment": 0.5}, sigma=1.0, re={"subject": 1.0})
+    >>> curve = mb.power_curve(m, "treatment", sizes=[10, 20], nsim=30, seed=1)
+    >>> curve.along, list(curve.columns[:4])
+    ('subject', ['size', 'power', 'lower', 'upper'])
+    >>> curve.plot(target=0.8)  # doctest: +SKIP
     """
 
     _metadata = ["along", "results"]
@@ -315,6 +338,18 @@ class PowerGrid:
     size2 (levels of ``along[1]``), power, lower, upper (95% Clopper-Pearson),
     n_valid.  ``results`` holds the PowerResult of each row, in the table's order;
     ``plot()`` draws a heat map.
+
+    Examples
+    --------
+    >>> import mixboot as mb
+    >>> d = mb.design.crossed(subjects=10, items=6, within={"cond": ["a", "b"]})
+    >>> m = mb.model("y ~ cond + (1 | subject) + (1 | item)", d, beta=[0.0, 0.4],
+    ...              sigma=1.0, re={"subject": 0.5, "item": 0.3})
+    >>> grid = mb.power_grid(m, "cond", sizes={"subject": [10, 20], "item": [6]},
+    ...                      nsim=20, seed=1, method="wald")
+    >>> len(grid.results), list(grid.table.columns[:3])
+    (2, ['size1', 'size2', 'power'])
+    >>> grid.plot()  # doctest: +SKIP
     """
 
     along: tuple[str, str]

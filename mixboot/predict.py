@@ -180,6 +180,8 @@ def predict(result, newdata=None, *, re_form=None, allow_new_levels: bool = Fals
     allow_new_levels : grouping levels not in the fit (or missing) are an error
         unless True; their random effects are then 0.
 
+    Examples
+    --------
     >>> import mixboot as mb
     >>> r = mb.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", data=mb.datasets.load("crossed"))
     >>> bool(np.allclose(predict(r), r.fittedvalues))
@@ -323,6 +325,8 @@ def predict_interval(result, newdata=None, *, B: int = 1000, seed=None, level: f
     failed replicates and their (replicate, stage, message).  A replicate's numbers depend only
     on the seed and its number, not on B or ``n_jobs``.
 
+    Examples
+    --------
     >>> import mixboot as mb
     >>> r = mb.fit("Reaction ~ 1 + Days + (1 + Days | Subject)", data=mb.datasets.load("reaction"))
     >>> ci = predict_interval(r, pd.DataFrame({"Days": [0, 9]}), B=50, seed=1, re_form="~0")

@@ -23,7 +23,18 @@ SINGULAR_MESSAGE = ("boundary (singular) fit: a random-effect variance is zero o
 
 class SingularFitWarning(UserWarning):
     """The fit is on the boundary: a variance is zero or a correlation is +-1 (lme4's
-    "boundary (singular) fit").  The model is then overparametrized for these data."""
+    "boundary (singular) fit").  The model is then overparametrized for these data.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import mixboot as mb
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", mb.SingularFitWarning)
+    ...     r = mb.fit("Reaction ~ Days + (Days | Subject)", data=mb.datasets.load("reaction"))
+    >>> r.is_singular
+    False
+    """
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,6 +48,16 @@ class LMMResult:
     (default, as lmerTest: t with Satterthwaite degrees of freedom), "kenward-roger"
     (REML fits, as pbkrtest) or "wald" (normal, as MixedModels.jl);
     :meth:`coef_table` and :meth:`anova` take any of them on demand.
+
+    Examples
+    --------
+    >>> import mixboot as mb
+    >>> r = mb.fit("Reaction ~ Days + (Days | Subject)", data=mb.datasets.load("reaction"))
+    >>> list(r.fe_params.index), r.nobs, r.ngroups
+    (['(Intercept)', 'Days'], 180, {'Subject': 18})
+    >>> list(r.varcorr.columns)
+    ['grp', 'var1', 'var2', 'vcov', 'sdcor']
+    >>> print(r.summary())  # doctest: +SKIP
     """
 
     model: object = field(repr=False)

@@ -186,6 +186,15 @@ def simulate(result, nsim: int = 1, seed=None, *, beta=None, sigma=None, theta=N
     coefficient name).  ``use_u=True`` conditions on the fitted random effects
     (lme4's use.u).  ``newdata`` simulates for another data frame under the same
     formula; grouping levels not seen in the fit draw fresh effects.
+
+    Examples
+    --------
+    >>> import mixboot as mb
+    >>> r = mb.fit("Reaction ~ Days + (Days | Subject)", data=mb.datasets.load("reaction"))
+    >>> y = mb.simulate(r, nsim=3, seed=1)
+    >>> y.shape
+    (180, 3)
+    >>> y_slope0 = mb.simulate(r, nsim=3, seed=1, beta={"(Intercept)": 250.0, "Days": 0.0})
     """
     if isinstance(nsim, bool) or not isinstance(nsim, (int, np.integer)) or nsim < 1:
         raise ValueError(f"nsim must be a positive integer, got {nsim!r}")

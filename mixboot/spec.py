@@ -29,7 +29,22 @@ _CONTRASTS = {"sum": "contr.sum", "treatment": "contr.treatment", "helmert": "co
 
 
 class RankDeficiencyWarning(UserWarning):
-    """Aliased fixed-effect columns were dropped, as lme4 does."""
+    """Aliased fixed-effect columns were dropped, as lme4 does.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import mixboot as mb
+    >>> df = mb.datasets.load("reaction")
+    >>> df["Hours"] = 24 * df["Days"]
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     r = mb.fit("Reaction ~ Days + Hours + (1 | Subject)", data=df)
+    >>> any(issubclass(w.category, mb.RankDeficiencyWarning) for w in caught)
+    True
+    >>> list(r.fe_params.index)
+    ['(Intercept)', 'Days']
+    """
 
 
 @dataclass(frozen=True, eq=False)

@@ -299,6 +299,8 @@ def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool
     and is refitted as lme4's ``refit``: theta and beta together from the fit's
     estimates (theta alone for ``nAGQ=0``).
 
+    Examples
+    --------
     >>> import mixboot as mb
     >>> r = mb.fit("Reaction ~ Days + (Days | Subject)", data=mb.datasets.load("reaction"), REML=False)
     >>> boot = mb.bootMer(r, B=100, seed=42)

@@ -259,6 +259,8 @@ class BootResult:
     ``diagnostics`` may hold a ``"stat_nan"`` column: per replicate, how many
     values of its statistic are NaN (a non-negative int).
 
+    Examples
+    --------
     >>> import numpy as np, pandas as pd
     >>> r = BootResult(
     ...     estimates=np.array([[1.0, 0.1], [3.0, 0.3]]), names=("a", "b"),
@@ -992,6 +994,8 @@ def concat(results) -> BootResult:
     list of ``parts``.  ``seed_entropy`` and ``tol`` are kept when all parts
     agree, else ``None``; other extra keys are kept when all parts agree.
 
+    Examples
+    --------
     >>> concat([])
     Traceback (most recent call last):
     ...

@@ -10,6 +10,8 @@ subject 0/1 ``treatment`` given to alternate subjects (it has no true effect).
 et al. 2004, as in lme4): ``incidence`` new cases of ``size`` animals, for
 binomial GLMMs; herd, period and obs are read as text.
 
+Examples
+--------
 >>> from mixboot import datasets
 >>> datasets.load("reaction").shape
 (180, 3)
@@ -28,11 +30,27 @@ _NAMES = _FILES + ("scores",)
 
 
 def names() -> tuple[str, ...]:
+    """The names of the built-in data sets, for :func:`load`.
+
+    Examples
+    --------
+    >>> from mixboot import datasets
+    >>> "reaction" in datasets.names()
+    True
+    """
     return _NAMES
 
 
 def load(name: str) -> pd.DataFrame:
-    """Return the built-in data set ``name`` as a new DataFrame."""
+    """Return the built-in data set ``name`` as a new DataFrame.
+
+    Examples
+    --------
+    >>> from mixboot import datasets
+    >>> df = datasets.load("cbpp")
+    >>> list(df.columns)
+    ['herd', 'incidence', 'size', 'period', 'obs']
+    """
     if name not in _NAMES:
         raise ValueError(f"unknown data set {name!r}; available: {list(_NAMES)}")
     if name == "scores":
