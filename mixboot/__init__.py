@@ -19,6 +19,7 @@ from .spec import RankDeficiencyWarning
 
 __all__ = ["BootResult", "ConvergenceWarning", "FormulaError", "LMMResult", "LinearMixedModel",
            "PowerCurve", "PowerGrid", "PowerResult",
-           "RankDeficiencyWarning", "SingularFitWarning", "bootMer", "checks", "concat", "datasets", "design", "fit", "lrt",
-           "model", "pb_lrt", "power", "power_curve", "power_grid", "predict", "predict_interval", "simulate",
+           "RankDeficiencyWarning", "SingularFitWarning", "bootMer", "checks", "concat", "datasets",
+           "design", "fit", "lrt", "model", "pb_lrt", "power", "power_curve", "power_grid", "predict",
+           "predict_interval", "simulate",
            "__version__"]

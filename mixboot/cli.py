@@ -25,7 +25,7 @@ def _read(path: str) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, keep_default_na=False, na_values=["NA"])
     except FileNotFoundError:
-        raise SystemExit(f"mixboot: data file {path!r} not found")
+        raise SystemExit(f"mixboot: data file {path!r} not found") from None
     for name in frame.columns:
         col = frame[name]
         if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
@@ -230,7 +230,7 @@ def _load_config(path: str) -> dict:
             import tomllib
         except ImportError:
             try:
-                import tomli as tomllib
+                import tomli as tomllib  # type: ignore[no-redef]
             except ImportError:
                 raise SystemExit("mixboot: reading TOML needs Python 3.11+ or the tomli "
                                  "package; or write the file as JSON") from None

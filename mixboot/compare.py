@@ -31,19 +31,25 @@ from __future__ import annotations
 import dataclasses
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import special
 
-from . import runner
+from . import _html, runner
 from ._version import __version__
 from .glmm import GeneralizedLinearMixedModel
 from .model import LinearMixedModel
 from .optimize import OptSummary
 from .refit import RefitBatch, refit_isolated
 from .simulate import simulate_block, simulate_glmm_block
+
+if TYPE_CHECKING:
+    from .glmm_result import GLMMResult
+    from .result import LMMResult
 
 __all__ = ["LRTTable", "PBTest", "lrt", "pb_lrt", "reduced_model"]
 
@@ -303,8 +309,11 @@ class LRTTable:
             body = self.table.to_string(float_format=lambda v: f"{v:.6g}", na_rep="")
         return f"{head}{note}\n{body}"
 
+    def _repr_html_(self) -> str:
+        return _html.lrt(self)
 
-def lrt(*fits, names=None) -> LRTTable:
+
+def lrt(*fits: LMMResult | GLMMResult, names: Sequence[str] | None = None) -> LRTTable:
     """Likelihood-ratio table of nested fits, as lme4's ``anova(m1, m2, ...)``.
 
     Parameters
@@ -436,6 +445,9 @@ class PBTest:
         lines.append(f"  {'PBtest':6} {self.lrt:>10.4f} {'':>4} {self.p_boot:>10.4g}")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        return _html.pbtest(self)
+
 
 @dataclass(frozen=True, eq=False)
 class _PBContext:
@@ -500,7 +512,8 @@ def _check_nested_fixed(small, large) -> None:
                          f"({large.formula!r})")
 
 
-def pb_lrt(large, small, B: int = 1000, seed=None, *, n_jobs: int = 1,
+def pb_lrt(large: LMMResult | GLMMResult, small: LMMResult | GLMMResult, B: int = 1000,
+           seed: runner.Seed = None, *, n_jobs: int = 1,
            show_progress: bool = False, tol: float | None = None, client=None,
            checkpoint=None) -> PBTest:
     """Parametric-bootstrap likelihood-ratio test of nested models, as pbkrtest's PBmodcomp.

@@ -30,11 +30,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .family import Family, get_family
-from .newton import fd_derivatives
-from .result import SINGULAR_MESSAGE, SingularFitWarning
-from .optimize import ConvergenceWarning, OptSummary, minimize_batch
 from .glmm_result import build_glmm_result
+from .optimize import ConvergenceWarning, OptSummary, minimize_batch
 from .pirls import GlmmWorkspace, PirlsState, agq_correction
+from .result import SINGULAR_MESSAGE, SingularFitWarning
 from .spec import ModelSpec, build_spec, groups_formula
 
 __all__ = ["GeneralizedLinearMixedModel", "Refits", "fit_glmm", "MAX_AGQ"]
@@ -170,7 +169,7 @@ class GeneralizedLinearMixedModel:
         return x, fmin, conv, evals, method, u, hessian
 
     def refit(self, Y: np.ndarray, *, start: np.ndarray, settings: OptSummary | None = None
-              ) -> "Refits":
+              ) -> Refits:
         """Refit responses Y (B, n) from ``start`` = (theta, beta) of a fit, as lme4's
         ``refit``: one stage (over theta with beta from PIRLS for ``nAGQ=0``, over
         (theta, beta) otherwise), each replicate on its own."""

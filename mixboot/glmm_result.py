@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import _html
 from .newton import fd_derivatives
 from .optimize import OptSummary
 from .predict import predict
 from .simulate import simulate
-from .summary import format_table
+from .summary import format_table, glmm_title
 
 __all__ = ["GLMMResult", "build_glmm_result"]
 
@@ -228,9 +229,7 @@ class GLMMResult:
     # -- printing -----------------------------------------------------------------------
     def summary(self) -> str:
         fam = self.family
-        how = {0: "the nAGQ = 0 approximation", 1: "Laplace approximation"}.get(
-            self.nAGQ, f"adaptive Gauss-Hermite quadrature, nAGQ = {self.nAGQ}")
-        out = [f"Generalized linear mixed model fit by maximum likelihood ({how}) [mixboot]",
+        out = [glmm_title(self),
                f" Family: {fam.name}  ( {fam.link.name} )",
                f"Formula: {self.formula}", "",
                format_table([[f"{self.aic:.1f}", f"{self.bic:.1f}", f"{self.loglik:.1f}",
@@ -262,6 +261,9 @@ class GLMMResult:
         return (f"<GLMMResult {self.formula!r} {self.family.name}({self.family.link.name}), "
                 f"nAGQ={self.nAGQ}: objective {self.objective:.4f}, nobs {self.nobs}, "
                 f"theta {np.round(self.theta, 4).tolist()}>")
+
+    def _repr_html_(self) -> str:
+        return _html.glmm(self)
 
 
 def build_glmm_result(model, x: np.ndarray, u: np.ndarray, optsum: OptSummary, *,

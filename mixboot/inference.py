@@ -122,7 +122,7 @@ class Satterthwaite:
     hessian: np.ndarray     # (k + 1, k + 1)
 
     @classmethod
-    def from_result(cls, result) -> "Satterthwaite":
+    def from_result(cls, result) -> Satterthwaite:
         """Observed information at a fit; expected information for a model from parameters
         (whose response is only a placeholder)."""
         if getattr(result, "from_parameters", False):
@@ -195,7 +195,7 @@ class Satterthwaite:
         return cls(vcov=s2 * vc[0], jac=jac, A=A, hessian=H)
 
     @classmethod
-    def expected(cls, result) -> "Satterthwaite":
+    def expected(cls, result) -> Satterthwaite:
         """A from the expected information of (theta, sigma), with dense n x n matrices.
 
         ML: I_ij = tr(V^-1 V_i V^-1 V_j) / 2; REML: the same with P = V^-1 - V^-1 X
@@ -238,9 +238,9 @@ class Satterthwaite:
         return cls(vcov=cov_unscaled, jac=jac, A=np.linalg.pinv(info), hessian=2.0 * info)
 
     # -- degrees of freedom ------------------------------------------------------------
-    def df_contrast(self, l: np.ndarray) -> float:
+    def df_contrast(self, l: np.ndarray) -> float:  # noqa: E741 (l: lmerTest's name)
         """Satterthwaite df of one contrast l'beta."""
-        l = np.asarray(l, dtype=float)
+        l = np.asarray(l, dtype=float)  # noqa: E741
         v = l @ self.vcov @ l
         g = np.einsum("i,kij,j->k", l, self.jac, l)
         denom = g @ self.A @ g
@@ -273,7 +273,7 @@ class KenwardRoger:
     W: np.ndarray            # (g, g)
 
     @classmethod
-    def from_result(cls, result) -> "KenwardRoger":
+    def from_result(cls, result) -> KenwardRoger:
         if not result.REML:
             raise ValueError("Kenward-Roger degrees of freedom need a REML fit; refit with "
                              "REML=True or use ddf='satterthwaite'")

@@ -9,15 +9,20 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .optimize import OptSummary, fit_theta
 from .glmm import fit_glmm
 from .inference import check_ddf
+from .optimize import OptSummary, fit_theta
 from .result import SINGULAR_MESSAGE, SingularFitWarning, build_result
 from .spec import ModelSpec, build_spec, groups_formula
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .glmm_result import GLMMResult
+    from .result import LMMResult
 
 __all__ = ["LinearMixedModel", "fit"]
 
@@ -83,7 +88,8 @@ def _check_start(start, spec: ModelSpec) -> np.ndarray:
 
 def fit(formula: str, data, *, REML: bool = True, groups=None, contrasts: dict | None = None,
         start=None, optimizer: dict | None = None, ddf: str = "satterthwaite", family=None,
-        link: str | None = None, weights=None, offset=None, nAGQ: int = 1):
+        link: str | None = None, weights=None, offset=None,
+        nAGQ: int = 1) -> LMMResult | GLMMResult:
     """Fit a linear mixed model from an lme4 formula by REML (default) or ML; with
     ``family``, a generalized linear mixed model as lme4's ``glmer``.
 

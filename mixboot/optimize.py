@@ -89,7 +89,7 @@ class OptSummary:
     def converged(self) -> bool:
         return self.returncode in _SUCCESS.values()
 
-    def with_overrides(self, **overrides) -> "OptSummary":
+    def with_overrides(self, **overrides) -> OptSummary:
         unknown = set(overrides) - {"optimizer", "ftol_rel", "ftol_abs", "xtol_abs",
                                     "xtol_zero_abs", "initial_step", "maxeval"}
         if unknown:
@@ -223,7 +223,7 @@ def minimize_batch(evaluate, theta0: np.ndarray, lower: np.ndarray, settings: Op
                 continue
             which = np.array([b])
             start = theta[b] if np.isfinite(f[b]) else theta0[b]
-            bob = minimize_theta(lambda th: float(evaluate(th[None, :], which)[0]),
+            bob = minimize_theta(lambda th, which=which: float(evaluate(th[None, :], which)[0]),
                                  canonical(start), lower, replace(settings, maxeval=left),
                                  warn=False, zero_small=False)
             theta[b], f[b], conv[b] = bob.theta, bob.fmin, bob.converged

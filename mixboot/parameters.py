@@ -53,7 +53,7 @@ TRIALS_COLUMN = ".trials"
 
 def model(formula: str, data, *, beta, sigma: float | None = None, re=None, theta=None,
           REML: bool = True, groups=None, contrasts: dict | None = None, family=None,
-          link=None, trials=None, offset=None, nAGQ: int = 1):
+          link=None, trials=None, offset=None, nAGQ: int = 1) -> LMMResult | GLMMResult:
     """An unfitted model with the given parameters, usable wherever a fit is.
 
     Parameters

@@ -36,8 +36,14 @@ import numpy as np
 
 from ._compiled import scatter_cells
 from .family import EPS, Family
-from .workspace import (Responses, _batched_cholesky, _solve_upper_batched, scale_tail,
-                        tail_block, term1_blocks)
+from .workspace import (
+    Responses,
+    _batched_cholesky,
+    _solve_upper_batched,
+    scale_tail,
+    tail_block,
+    term1_blocks,
+)
 
 __all__ = ["GlmmWorkspace", "PirlsState"]
 
@@ -191,7 +197,7 @@ class _CellSums:
         self.obs_pos = np.ascontiguousarray(self.pos[cell], dtype=np.int64)
         self.obs_prod = np.ascontiguousarray(prod)
 
-    def add(self, out: np.ndarray, v: np.ndarray, gathered: "_Gathered") -> None:
+    def add(self, out: np.ndarray, v: np.ndarray, gathered: _Gathered) -> None:
         """out[:, pos] = the cell sums of v (B, n) times the products (out starts at 0)."""
         kernel = scatter_cells()
         if kernel is not None:

@@ -66,13 +66,20 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from . import runner
+from . import _html, runner
 from ._version import __version__
-from .compare import (TIE_TOL, chunk_size, columns_to_drop, is_glmm, reduced_model,
-                      refit_columns, simulate_responses)
+from .compare import (
+    TIE_TOL,
+    chunk_size,
+    columns_to_drop,
+    is_glmm,
+    reduced_model,
+    refit_columns,
+    simulate_responses,
+)
 from .design import extend
-from .inference import _EXPECTED_MAX_N, contrast_test
 from .glmm_result import GLMMResult
+from .inference import _EXPECTED_MAX_N, contrast_test
 from .model import LinearMixedModel
 from .optimize import OptSummary
 from .parameters import TRIALS_COLUMN, model
@@ -227,6 +234,9 @@ class PowerResult:
                 f"[{self.lower:.4f}, {self.upper:.4f}], {self.n_valid}/{self.nsim} valid, "
                 f"alpha {self.alpha:g}>")
 
+    def _repr_html_(self) -> str:
+        return _html.power(self)
+
 
 def _test_title(method: str, df: int) -> str:
     """"Satterthwaite t test" ("... F test" for a term), "Wald test", ..."""
@@ -275,7 +285,7 @@ class PowerCurve(pd.DataFrame):
         return pd.DataFrame
 
     @classmethod
-    def build(cls, along: str, table: pd.DataFrame, results) -> "PowerCurve":
+    def build(cls, along: str, table: pd.DataFrame, results) -> PowerCurve:
         out = cls(table)
         out.along = along
         out.results = tuple(results)
@@ -326,8 +336,8 @@ class PowerCurve(pd.DataFrame):
     def __repr__(self) -> str:
         return f"<PowerCurve along {self.along!r}>\n" + self.table.to_string(index=False)
 
-    def _repr_html_(self):  # notebooks: the table, as for any DataFrame
-        return self.table._repr_html_()
+    def _repr_html_(self) -> str:  # notebooks: the title line, then the table
+        return _html.power_curve(self)
 
 
 @dataclass(frozen=True, eq=False)
@@ -695,7 +705,8 @@ def _ml_models(result: LMMResult, test: str, cols: list[int]):
     return full, reduced
 
 
-def power(model_or_fit, test: str, nsim: int = 1000, alpha: float = 0.05, seed=None, *,
+def power(model_or_fit: LMMResult | GLMMResult, test: str, nsim: int = 1000,
+          alpha: float = 0.05, seed: runner.Seed = None, *,
           n_jobs: int = 1, show_progress: bool = False, method: str | None = None,
           pb_B: int = 199, tol: float | None = None, client=None,
           checkpoint=None) -> PowerResult:
@@ -868,8 +879,9 @@ def _glmm_at_size(result, data):
                  contrasts=spec.contrasts or None)
 
 
-def power_curve(model_or_fit, test: str, *, sizes, along: str | None = None, nsim: int = 1000,
-                alpha: float = 0.05, seed=None, n_jobs: int = 1, show_progress: bool = False,
+def power_curve(model_or_fit: LMMResult | GLMMResult, test: str, *, sizes,
+                along: str | None = None, nsim: int = 1000, alpha: float = 0.05,
+                seed: runner.Seed = None, n_jobs: int = 1, show_progress: bool = False,
                 method: str | None = None, pb_B: int = 199, tol: float | None = None,
                 client=None, checkpoint=None) -> PowerCurve:
     """Power at several numbers of levels of a grouping factor (e.g. subjects).

@@ -27,6 +27,7 @@ made with each replicate's parameters.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,9 @@ from .refit import refit_isolated
 from .result import LMMResult
 from .simulate import _design_for, fixed_matrix, simulate_block
 from .spec import _required_variables
+
+if TYPE_CHECKING:
+    from .glmm_result import GLMMResult
 
 __all__ = ["predict", "predict_interval"]
 
@@ -165,7 +169,8 @@ def _shape_output(values: np.ndarray, design: _Design, newdata, name: str):
 
 
 # --------------------------------------------------------------------------- predict
-def predict(result, newdata=None, *, re_form=None, allow_new_levels: bool = False):
+def predict(result: LMMResult | GLMMResult, newdata: pd.DataFrame | None = None, *, re_form=None,
+            allow_new_levels: bool = False) -> np.ndarray | pd.Series:
     """Predictions of a fitted model (lme4's ``predict.merMod``).
 
     Parameters
@@ -297,7 +302,8 @@ def _marginal_terms(result, newdata, design: _Design) -> list:
     return out
 
 
-def predict_interval(result, newdata=None, *, B: int = 1000, seed=None, level: float = 0.95,
+def predict_interval(result: LMMResult | GLMMResult, newdata: pd.DataFrame | None = None, *,
+                     B: int = 1000, seed: runner.Seed = None, level: float = 0.95,
                      kind: str = "confidence", re_form=None, allow_new_levels: bool = False,
                      n_jobs: int = 1, show_progress: bool = False,
                      tol: float | None = None) -> pd.DataFrame:

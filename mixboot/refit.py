@@ -47,7 +47,7 @@ class RefitBatch:
     vcov_unscaled: np.ndarray  # (B, p, p): vcov(beta) / sigma^2 per replicate
 
     @classmethod
-    def stack(cls, parts: list["RefitBatch"]) -> "RefitBatch":
+    def stack(cls, parts: list[RefitBatch]) -> RefitBatch:
         return cls(**{f: np.concatenate([getattr(p, f) for p in parts])
                       for f in cls.__dataclass_fields__})
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from . import _html
 from .inference import KenwardRoger, Satterthwaite, anova_table, check_ddf, coef_table
 from .optimize import OptSummary
 from .profile import profile_intervals
@@ -316,6 +317,9 @@ class LMMResult:
         kind = "REML" if self.REML else "ML"
         return (f"<LMMResult {self.formula!r} fit by {kind}: objective {self.objective:.4f}, "
                 f"nobs {self.nobs}, theta {np.round(self.theta, 4).tolist()}>")
+
+    def _repr_html_(self) -> str:
+        return _html.lmm(self)
 
 
 def build_result(model, theta: np.ndarray, optsum: OptSummary, y: np.ndarray | None = None,

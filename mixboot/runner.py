@@ -29,8 +29,9 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,8 @@ __all__ = ["Job", "Outcome", "run", "seed_streams", "child_streams", "chunk_size
 # overhead is small, small enough that a chunk stays well inside a core's cache
 # hierarchy and that progress and checkpoints advance often.
 CHUNK_BYTES = 32 * 2 ** 20
+# What a `seed=` argument accepts (see seed_streams).
+Seed = int | np.integer | np.random.SeedSequence | np.random.Generator | None
 MAX_CHUNK = 256
 # Chunks per worker process when several share a run: enough to even out the load.
 TASKS_PER_WORKER = 8

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .runner import seed_streams
+from .runner import Seed, seed_streams
 from .spec import z_columns
 from .terms import ReTerm
 
@@ -174,7 +174,7 @@ def _design_for(result, newdata: pd.DataFrame):
     return X, tuple(terms)
 
 
-def simulate(result, nsim: int = 1, seed=None, *, beta=None, sigma=None, theta=None,
+def simulate(result, nsim: int = 1, seed: Seed = None, *, beta=None, sigma=None, theta=None,
              use_u: bool = False, newdata=None, trials=None) -> np.ndarray:
     """Simulate ``nsim`` responses from a fitted model; returns an (n, nsim) array.
 

@@ -62,7 +62,7 @@ class ModelSpec:
     contrasts: dict
     fixed_formula: str = field(repr=False)
     kept_columns: np.ndarray = field(repr=False)
-    frame: "_Columns" = field(repr=False)
+    frame: _Columns = field(repr=False)
     _specs: dict = field(default_factory=dict, repr=False)
     #: the offset of the linear predictor (``offset(x)`` terms), already taken out of ``y``;
     #: None without one.  Fitted values and simulations on the response scale add it back.
@@ -578,7 +578,7 @@ def _glmm_response(name: str, cbind, resp_t, frame, family, weights):
 def _parsed(expr: str) -> None:
     """Let formulaic's parser refuse a malformed formula part (``Days **``) up front."""
     if _plain_names(expr) is None:
-        from formulaic import Formula   # imported when first needed: it is slow to import
+        from formulaic import Formula  # imported when first needed: it is slow to import
         Formula(expr)
 
 
@@ -742,7 +742,7 @@ def _stateful_variables(expr: str) -> set:
     return out
 
 
-def _before_dropping(expr: str, frame: "_Columns"):
+def _before_dropping(expr: str, frame: _Columns):
     """The model matrix as R makes it when rows were dropped for missing values.
 
     R evaluates ``scale(x)`` and ``poly(x, 2)`` on the rows of the data before

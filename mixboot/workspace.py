@@ -52,7 +52,7 @@ class Responses:
     def B(self) -> int:
         return self.yty.shape[0]
 
-    def take(self, index: np.ndarray) -> "Responses":
+    def take(self, index: np.ndarray) -> Responses:
         return Responses(self.z1y[index], self.taily[index], self.yty[index])
 
 

@@ -7,7 +7,7 @@ Everything skips, with the path in the reason, where ``../shared`` is absent.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
@@ -28,7 +28,7 @@ def has_shared() -> bool:
     return (SHARED / "data").is_dir() and (SHARED / "reference").is_dir()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_csv(path: str) -> pd.DataFrame:
     return pd.read_csv(path)
 

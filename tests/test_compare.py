@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import load_data
 
 import mixboot as mb
+from conftest import load_data
 from mixboot import refit, runner
-
 from mixboot.compare import lrt, pb_lrt, reduced_model
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "compare_reference.json"

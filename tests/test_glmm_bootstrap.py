@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 import mixboot as mb
+from conftest import shared_dir
 from mixboot import checkpoint, runner
 from mixboot.bootstrap import engine
-from conftest import shared_dir
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 QUANTILES = {"q025": 0.025, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q975": 0.975}

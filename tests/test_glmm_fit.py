@@ -17,7 +17,6 @@ are tests/test_glmm_tight.py's, against glmer run to a tight optimum.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from scipy import stats
 
 import mixboot as mb
 from conftest import has_shared
-from test_glmm_tight import _data      # the shared data, grouping columns as strings
+from test_glmm_tight import _data  # the shared data, grouping columns as strings
 
 pytestmark = pytest.mark.skipif(not has_shared(), reason="reference data (../shared) not found")
 

@@ -1,9 +1,9 @@
 """Satterthwaite degrees of freedom, coefficient tables and type III anova against lmerTest."""
 from __future__ import annotations
 
-import warnings
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pandas as pd

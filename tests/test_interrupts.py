@@ -96,7 +96,7 @@ class Child:
         self.reader.start()
 
     @classmethod
-    def script(cls, body: str, tmp_path: Path) -> "Child":
+    def script(cls, body: str, tmp_path: Path) -> Child:
         path = tmp_path / "child.py"
         path.write_text(PREAMBLE + textwrap.dedent(body))
         return cls([sys.executable, path], tmp_path / "tmp")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -10,9 +10,8 @@ import pytest
 from scipy import special
 
 import mixboot as mb
-from mixboot.profile import reported_parameters, zeta
-
 from conftest import SHARED, has_shared, load_data
+from mixboot.profile import reported_parameters, zeta
 
 pytestmark = pytest.mark.skipif(not has_shared(), reason="reference data (../shared) not found")
 
@@ -31,12 +30,12 @@ def _cases() -> list[dict]:
 CASES = _cases()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fit(dataset: str, formula: str, REML: bool):
     return mb.fit(formula, data=load_data(dataset), REML=REML)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _profile(dataset: str, formula: str, REML: bool) -> pd.DataFrame:
     return _fit(dataset, formula, REML).conf_int(method="profile")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import has_shared, load_data, load_reference_fits
 
 import mixboot as mb
+from conftest import has_shared, load_data, load_reference_fits
 from mixboot import checkpoint, runner
 from mixboot.refit import refit_responses
 

@@ -262,7 +262,8 @@ def _replicate_result(result, out: dict, u, i: int, y: np.ndarray):
 
 
 # --------------------------------------------------------------------------- bootMer
-def bootMer(result, statistic=None, B: int = 500, seed=None, show_progress: bool = False, *,
+def bootMer(result: LMMResult | GLMMResult, statistic=None, B: int = 500, seed: runner.Seed = None,
+            show_progress: bool = False, *,
             n_jobs: int = 1, client=None, checkpoint=None, use_u: bool = False, beta=None,
             sigma=None, theta=None, tol: float | None = None,
             on_error: str = "record") -> BootResult:

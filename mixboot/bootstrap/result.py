@@ -53,12 +53,14 @@ import os
 import secrets
 import stat
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
 
+from .. import _html
 from .._version import __version__
 from ..intervals import bootstrap_interval
 
@@ -683,6 +685,9 @@ class BootResult:
             lines.append(f"statistic NaN in {n_nan} replicates")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        return _html.boot(self)
+
     # -- persistence -------------------------------------------------------
 
     def save(self, path) -> None:
@@ -762,7 +767,7 @@ class BootResult:
         return table.replace_schema_metadata({_FILE_KEY: raw, _DIGEST_KEY: digest.encode("ascii")})
 
     @classmethod
-    def load(cls, path) -> "BootResult":
+    def load(cls, path) -> BootResult:
         """Read a file written by :meth:`save`; the result compares equal.
 
         Raises ``ValueError`` when the file is not a mixboot bootstrap file,
@@ -873,7 +878,7 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
 # file helpers
 # --------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
+@cache
 def _supports(func, option: str) -> bool:
     # Parquet page checksums need pyarrow >= 13; older ones lack the keywords.
     try:
@@ -979,7 +984,7 @@ def _part_records(res: BootResult) -> list:
              "version": res.meta["version"], "tol": res.meta["tol"]}]
 
 
-def concat(results) -> BootResult:
+def concat(results: Iterable[BootResult]) -> BootResult:
     """Combine bootstrap runs of the same model into one :class:`BootResult`.
 
     Parts must share ``meta["fingerprint"]``, ``names``, the original

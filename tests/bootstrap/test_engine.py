@@ -74,7 +74,7 @@ def test_replicates_equal_from_scratch_fits(sleep_ml):
     spec = sleep_ml.spec
     for b in range(40):
         resp = ws.responses(Y[:, b:b + 1])
-        opt = minimize_theta(lambda th: float(ws.factorize(th[None], resp).objective[0]),
+        opt = minimize_theta(lambda th, resp=resp: float(ws.factorize(th[None], resp).objective[0]),
                              spec.theta_start, spec.lower_bounds, warn=False)
         ours = boot.diagnostics["objective"].iloc[b]
         # the fast path is never worse than the from-scratch optimum (beyond rounding)
