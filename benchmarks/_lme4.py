@@ -12,6 +12,7 @@ elements are numeric / logical / character vectors (length 1 -> scalar,
 otherwise an array) or nested named lists of the same.  Setting the environment
 variable ``MIXBOOT_R_NO_JSONLITE=1`` forces the hand-written formatter (for testing).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,18 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "DATA_DIR", "data_path", "rscript", "run_r", "r_available",
-           "RNotAvailable", "RError", "r_str", "load_note"]
+__all__ = [
+    "REPO_ROOT",
+    "DATA_DIR",
+    "data_path",
+    "rscript",
+    "run_r",
+    "r_available",
+    "RNotAvailable",
+    "RError",
+    "r_str",
+    "load_note",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = (REPO_ROOT / ".." / "shared" / "data").resolve()
@@ -64,8 +75,11 @@ def r_available(packages=("lme4",)) -> bool:
         return False
     pk = ", ".join(r_str(p) for p in packages)
     try:
-        out = run_r(f"emit_json(list(ok = all(vapply(c({pk}), requireNamespace, "
-                    f"logical(1), quietly = TRUE))))", timeout=120)
+        out = run_r(
+            f"emit_json(list(ok = all(vapply(c({pk}), requireNamespace, "
+            f"logical(1), quietly = TRUE))))",
+            timeout=120,
+        )
     except (RError, RNotAvailable, subprocess.TimeoutExpired):
         return False
     return bool(out.get("ok"))
@@ -100,8 +114,9 @@ def load_note(when: str) -> str:
     except OSError:
         return f"load average at {when}: n/a"
     warn = "  (busy machine: timings are noisy)" if la[0] > (os.cpu_count() or 1) - 0.5 else ""
-    return (f"load average at {when}: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} "
-            f"(cpus {os.cpu_count()}){warn}")
+    return (
+        f"load average at {when}: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} (cpus {os.cpu_count()}){warn}"
+    )
 
 
 def r_str(s) -> str:
@@ -110,7 +125,7 @@ def r_str(s) -> str:
     return f'"{s}"'
 
 
-_PRELUDE = r'''
+_PRELUDE = r"""
 .mb_mark <- "%MARK%"
 .mb_json_hand <- function(x) {
   if (is.list(x)) {
@@ -145,7 +160,7 @@ emit_json <- function(x) {
   cat(.mb_mark, s, "\n", sep = "")
   invisible(NULL)
 }
-'''.replace("%MARK%", _MARK)
+""".replace("%MARK%", _MARK)
 
 
 def run_r(code: str, timeout: float | None = 1800) -> dict:
@@ -166,16 +181,18 @@ def run_r(code: str, timeout: float | None = 1800) -> dict:
             fh.write("\n")
             fh.write(code)
             fh.write("\n")
-        proc = subprocess.run([exe, "--vanilla", path], capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            [exe, "--vanilla", path], capture_output=True, text=True, timeout=timeout
+        )
     finally:
         try:
             os.unlink(path)
         except OSError:
             pass
-    lines = [ln[len(_MARK):] for ln in proc.stdout.splitlines() if ln.startswith(_MARK)]
+    lines = [ln[len(_MARK) :] for ln in proc.stdout.splitlines() if ln.startswith(_MARK)]
     if proc.returncode != 0 or len(lines) != 1:
         raise RError(
             f"Rscript failed (exit {proc.returncode}, {len(lines)} JSON lines)\n"
-            f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-3000:]}")
+            f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-3000:]}"
+        )
     return json.loads(lines[0])

@@ -11,6 +11,7 @@ so it runs as it was) and both versions are timed in this process, alternating,
 on the models of ``bootstrap.py``: sleepstudy ML and penicillin REML, seed =
 run number.  Prints min and median seconds and the ratios now / before.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,13 +28,18 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = [("sleepstudy ML", "sleepstudy", "Reaction ~ 1 + Days + (1 + Days|Subject)", False),
-          ("penicillin REML", "penicillin", "diameter ~ 1 + (1|plate) + (1|sample)", True)]
+MODELS = [
+    ("sleepstudy ML", "sleepstudy", "Reaction ~ 1 + Days + (1 + Days|Subject)", False),
+    ("penicillin REML", "penicillin", "diameter ~ 1 + (1|plate) + (1|sample)", True),
+]
 
 
 def _extract(rev: str, into: Path) -> None:
-    raw = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev, "mixboot"],
-                         check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev, "mixboot"],
+        check=True,
+        capture_output=True,
+    ).stdout
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         tar.extractall(into, filter="data")
     (into / "mixboot").rename(into / "mixboot_before")
@@ -54,9 +60,12 @@ def main() -> None:
 
         import mixboot as now
         import mixboot_before as before
+
         warnings.simplefilter("ignore")
-        print(f"bootMer B={args.B}: working tree vs {args.rev}, {args.runs} runs each, "
-              f"alternating; load average {os.getloadavg()[0]:.2f} (cpus {os.cpu_count()})")
+        print(
+            f"bootMer B={args.B}: working tree vs {args.rev}, {args.runs} runs each, "
+            f"alternating; load average {os.getloadavg()[0]:.2f} (cpus {os.cpu_count()})"
+        )
         for label, dataset, formula, reml in MODELS:
             data = pd.read_csv(ROOT / ".." / "shared" / "data" / f"{dataset}.csv")
             versions = {"before": before, "now": now}
@@ -69,9 +78,11 @@ def main() -> None:
                     versions[key].bootMer(fits[key], B=args.B, seed=run)
                     times[key].append(time.perf_counter() - start)
             b, n = times["before"], times["now"]
-            print(f"  {label:16s} before: min {min(b):.4f} median {statistics.median(b):.4f} | "
-                  f"now: min {min(n):.4f} median {statistics.median(n):.4f} | now/before: "
-                  f"min {min(n) / min(b):.3f} median {statistics.median(n) / statistics.median(b):.3f}")
+            print(
+                f"  {label:16s} before: min {min(b):.4f} median {statistics.median(b):.4f} | "
+                f"now: min {min(n):.4f} median {statistics.median(n):.4f} | now/before: "
+                f"min {min(n) / min(b):.3f} median {statistics.median(n) / statistics.median(b):.3f}"
+            )
         print(f"load average at end {os.getloadavg()[0]:.2f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

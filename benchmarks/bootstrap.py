@@ -15,6 +15,7 @@ lme4 statistic: function(m) c(fixef(m), sigma(m), getME(m, "theta")); mixboot: i
 Both tools run in the same invocation, one after the other, so the ratios
 (lme4 time / mixboot time) are measured on the same machine under the same load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,14 +38,20 @@ import pandas as pd  # noqa: E402
 
 MODELS = {
     # key: (label, data set, mixboot formula, lme4 call, REML)
-    "sleepstudy": ("sleepstudy ML", "sleepstudy",
-                   "Reaction ~ 1 + Days + (1 + Days|Subject)",
-                   "lmer(Reaction ~ 1 + Days + (1 + Days|Subject), data = ss, REML = FALSE)",
-                   False),
-    "penicillin": ("penicillin REML", "penicillin",
-                   "diameter ~ 1 + (1|plate) + (1|sample)",
-                   "lmer(diameter ~ 1 + (1|plate) + (1|sample), data = pn, REML = TRUE)",
-                   True),
+    "sleepstudy": (
+        "sleepstudy ML",
+        "sleepstudy",
+        "Reaction ~ 1 + Days + (1 + Days|Subject)",
+        "lmer(Reaction ~ 1 + Days + (1 + Days|Subject), data = ss, REML = FALSE)",
+        False,
+    ),
+    "penicillin": (
+        "penicillin REML",
+        "penicillin",
+        "diameter ~ 1 + (1|plate) + (1|sample)",
+        "lmer(diameter ~ 1 + (1|plate) + (1|sample), data = pn, REML = TRUE)",
+        True,
+    ),
 }
 
 
@@ -67,7 +74,7 @@ def _fmt_vec(v, digits=5) -> str:
 
 
 # --------------------------------------------------------------------------- lme4
-R_CODE = r'''
+R_CODE = r"""
 suppressPackageStartupMessages(library(lme4))
 ss <- read.csv(%SS%)
 ss$Subject <- factor(ss$Subject)
@@ -88,15 +95,17 @@ for (k in names(fits)) {
                    failed = sum(!complete.cases(b$t)))
 }
 emit_json(out)
-'''
+"""
 
 
 def run_lme4(B: int) -> dict | None:
-    code = (R_CODE.replace("%SS%", _lme4.r_str(_lme4.data_path("sleepstudy")))
-            .replace("%PN%", _lme4.r_str(_lme4.data_path("penicillin")))
-            .replace("%M1%", MODELS["sleepstudy"][3])
-            .replace("%M2%", MODELS["penicillin"][3])
-            .replace("%B%", str(int(B))))
+    code = (
+        R_CODE.replace("%SS%", _lme4.r_str(_lme4.data_path("sleepstudy")))
+        .replace("%PN%", _lme4.r_str(_lme4.data_path("penicillin")))
+        .replace("%M1%", MODELS["sleepstudy"][3])
+        .replace("%M2%", MODELS["penicillin"][3])
+        .replace("%B%", str(int(B)))
+    )
     try:
         return _lme4.run_r(code, timeout=6 * 3600)
     except _lme4.RError as e:
@@ -108,6 +117,7 @@ def run_lme4(B: int) -> dict | None:
 def import_mixboot():
     try:
         import mixboot as mb
+
         mb.fit  # noqa: B018
         mb.bootMer  # noqa: B018
         return mb
@@ -149,11 +159,13 @@ def run_mixboot(mb, fits: dict, B: int) -> dict:
         t, res = _timed_boot(mb, fit, B)
         est = np.asarray(res.estimates, dtype=float)
         names = getattr(res, "names", None)
-        out[key] = {"time": t,
-                    "names": list(names) if names is not None else None,
-                    "mean": np.nanmean(est, axis=0).tolist(),
-                    "sd": np.nanstd(est, axis=0, ddof=1).tolist(),
-                    "failed": _n_failed(res)}
+        out[key] = {
+            "time": t,
+            "names": list(names) if names is not None else None,
+            "mean": np.nanmean(est, axis=0).tolist(),
+            "sd": np.nanstd(est, axis=0, ddof=1).tolist(),
+            "failed": _n_failed(res),
+        }
     return out
 
 
@@ -165,26 +177,39 @@ def _nice_ceil(x: float) -> int:
     return int(math.ceil(x / mag) * mag)
 
 
-def parallel_section(mb, fit, per_rep: float | None, parallel_B: int | None,
-                     target_s: float, small_B: int, small_reps: int) -> None:
+def parallel_section(
+    mb,
+    fit,
+    per_rep: float | None,
+    parallel_B: int | None,
+    target_s: float,
+    small_B: int,
+    small_reps: int,
+) -> None:
     print()
-    print("parallel bootstrap (mixboot, sleepstudy ML): n_jobs=1 vs n_jobs=2 "
-          f"(cpus: {os.cpu_count()})")
+    print(
+        "parallel bootstrap (mixboot, sleepstudy ML): n_jobs=1 vs n_jobs=2 "
+        f"(cpus: {os.cpu_count()})"
+    )
     if parallel_B is None:
         if per_rep is None:
             t, _ = _timed_boot(mb, fit, 1000)
             per_rep = t / 1000
         parallel_B = max(1000, _nice_ceil(target_s / per_rep))
-        print(f"  large run: B={parallel_B} chosen so that one process takes about "
-              f"{target_s:g} s (measured {per_rep * 1e3:.3f} ms/replicate; set with --parallel-B)")
+        print(
+            f"  large run: B={parallel_B} chosen so that one process takes about "
+            f"{target_s:g} s (measured {per_rep * 1e3:.3f} ms/replicate; set with --parallel-B)"
+        )
     else:
         print(f"  large run: B={parallel_B} (--parallel-B)")
     t1, r1 = _timed_boot(mb, fit, parallel_B, n_jobs=1)
     t2, r2 = _timed_boot(mb, fit, parallel_B, n_jobs=2)
     same = np.array_equal(np.asarray(r1.estimates), np.asarray(r2.estimates), equal_nan=True)
     print(f"  {'run':<26} | {'n_jobs=1 s':>10} | {'n_jobs=2 s':>10} | speed-up (1/2) | identical")
-    print(f"  {f'large (B={parallel_B})':<26} | {_fmt_s(t1):>10} | {_fmt_s(t2):>10} | "
-          f"{_ratio(t1, t2):>14} | {'yes' if same else 'NO'}")
+    print(
+        f"  {f'large (B={parallel_B})':<26} | {_fmt_s(t1):>10} | {_fmt_s(t2):>10} | "
+        f"{_ratio(t1, t2):>14} | {'yes' if same else 'NO'}"
+    )
 
     t1s, t2s = [], []
     same = True
@@ -196,10 +221,14 @@ def parallel_section(mb, fit, per_rep: float | None, parallel_B: int | None,
         same &= np.array_equal(np.asarray(ra.estimates), np.asarray(rb.estimates), equal_nan=True)
     t1, t2 = statistics.median(t1s), statistics.median(t2s)
     label = f"small (B={small_B}, med of {small_reps})"
-    print(f"  {label:<26} | {_fmt_s(t1):>10} | {_fmt_s(t2):>10} | "
-          f"{_ratio(t1, t2):>14} | {'yes' if same else 'NO'}")
-    print(f"  small run: n_jobs=2 minus n_jobs=1 = {t2 - t1:+.3f} s "
-          "(should be no more than the worker start-up cost)")
+    print(
+        f"  {label:<26} | {_fmt_s(t1):>10} | {_fmt_s(t2):>10} | "
+        f"{_ratio(t1, t2):>14} | {'yes' if same else 'NO'}"
+    )
+    print(
+        f"  small run: n_jobs=2 minus n_jobs=1 = {t2 - t1:+.3f} s "
+        "(should be no more than the worker start-up cost)"
+    )
 
 
 # --------------------------------------------------------------------------- report
@@ -213,8 +242,10 @@ def report(mx: dict | None, r: dict | None, B: int) -> None:
         tr = (r or {}).get(key, {}).get("time")
         print(f"{label:<{w}} | {B:>6} | {_fmt_s(tm):>10} | {_fmt_s(tr):>10} | {_ratio(tr, tm)}")
     print()
-    print("bootstrap replicates: mean / sd per statistic (sanity check; "
-          "different random streams, so they agree only up to Monte-Carlo error)")
+    print(
+        "bootstrap replicates: mean / sd per statistic (sanity check; "
+        "different random streams, so they agree only up to Monte-Carlo error)"
+    )
     for key, (label, *_rest) in MODELS.items():
         for who, d in (("mixboot", (mx or {}).get(key)), ("lme4", (r or {}).get(key))):
             if not d:
@@ -227,28 +258,47 @@ def report(mx: dict | None, r: dict | None, B: int) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--B", type=int, default=1000, help="bootstrap replicates (default 1000)")
     ap.add_argument("--no-r", action="store_true", help="skip lme4 (R)")
-    ap.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=True,
-                    help="time n_jobs=1 vs n_jobs=2 (default on; --no-parallel to skip)")
-    ap.add_argument("--parallel-B", type=int, default=None,
-                    help="B of the large parallel run (default: chosen so that one "
-                         "process takes about --parallel-target seconds)")
-    ap.add_argument("--parallel-target", type=float, default=15.0,
-                    help="target single-process seconds when choosing --parallel-B (default 15)")
-    ap.add_argument("--small-B", type=int, default=200,
-                    help="B of the small parallel run (default 200)")
-    ap.add_argument("--small-reps", type=int, default=3,
-                    help="repetitions of the small parallel run (median; default 3)")
+    ap.add_argument(
+        "--parallel",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time n_jobs=1 vs n_jobs=2 (default on; --no-parallel to skip)",
+    )
+    ap.add_argument(
+        "--parallel-B",
+        type=int,
+        default=None,
+        help="B of the large parallel run (default: chosen so that one "
+        "process takes about --parallel-target seconds)",
+    )
+    ap.add_argument(
+        "--parallel-target",
+        type=float,
+        default=15.0,
+        help="target single-process seconds when choosing --parallel-B (default 15)",
+    )
+    ap.add_argument(
+        "--small-B", type=int, default=200, help="B of the small parallel run (default 200)"
+    )
+    ap.add_argument(
+        "--small-reps",
+        type=int,
+        default=3,
+        help="repetitions of the small parallel run (median; default 3)",
+    )
     args = ap.parse_args(argv)
 
-    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}, "
-          f"cpus {os.cpu_count()}")
+    print(
+        f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}, "
+        f"cpus {os.cpu_count()}"
+    )
     print(_lme4.load_note("start"))
-    r = _lme4.r_side("lme4", args.no_r, lambda: run_lme4(args.B),
-                     f"lme4 bootMer (B={args.B})")
+    r = _lme4.r_side("lme4", args.no_r, lambda: run_lme4(args.B), f"lme4 bootMer (B={args.B})")
 
     mx = None
     mb = import_mixboot()
@@ -262,8 +312,15 @@ def main(argv=None) -> int:
 
     if mb is not None and args.parallel:
         per_rep = mx["sleepstudy"]["time"] / args.B if args.B >= 200 else None
-        parallel_section(mb, fits["sleepstudy"], per_rep, args.parallel_B,
-                         args.parallel_target, args.small_B, args.small_reps)
+        parallel_section(
+            mb,
+            fits["sleepstudy"],
+            per_rep,
+            args.parallel_B,
+            args.parallel_target,
+            args.small_B,
+            args.small_reps,
+        )
     print()
     print(_lme4.load_note("end"))
     return 0

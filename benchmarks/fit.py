@@ -14,6 +14,7 @@ Both tools run in the same invocation, one after the other, so the ratios
 (lme4 time / mixboot time) are measured on the same machine under the same load.
 The peak memory of the mixboot InstEval fit is measured in fresh child processes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,12 +82,15 @@ def _ratio(r, m) -> str:
 
 
 def _summ(res) -> dict:
-    return {"objective": float(res.objective), "theta": _vec(res.theta),
-            "beta": _vec(res.fe_params)}
+    return {
+        "objective": float(res.objective),
+        "theta": _vec(res.theta),
+        "beta": _vec(res.fe_params),
+    }
 
 
 # --------------------------------------------------------------------------- lme4
-R_CODE = r'''
+R_CODE = r"""
 suppressPackageStartupMessages(library(lme4))
 ie <- read.csv(%IE%)
 for (v in c("s", "d", "dept", "service")) ie[[v]] <- factor(ie[[v]])
@@ -110,16 +114,18 @@ for (i in seq_along(ts))
                                     data = ss, REML = FALSE))[["elapsed"]]
 out$sleepstudy <- c(list(time = median(ts), times = ts), summ(m_ss))
 emit_json(out)
-'''
+"""
 
 
 def run_lme4(reps: int, do_insteval: bool) -> dict | None:
     if _lme4.rscript() is None:
         return None
-    code = (R_CODE.replace("%IE%", _lme4.r_str(_lme4.data_path("insteval")))
-            .replace("%SS%", _lme4.r_str(_lme4.data_path("sleepstudy")))
-            .replace("%REPS%", str(int(reps)))
-            .replace("%DO_IE%", "TRUE" if do_insteval else "FALSE"))
+    code = (
+        R_CODE.replace("%IE%", _lme4.r_str(_lme4.data_path("insteval")))
+        .replace("%SS%", _lme4.r_str(_lme4.data_path("sleepstudy")))
+        .replace("%REPS%", str(int(reps)))
+        .replace("%DO_IE%", "TRUE" if do_insteval else "FALSE")
+    )
     try:
         return _lme4.run_r(code, timeout=3600)
     except _lme4.RError as e:
@@ -131,6 +137,7 @@ def run_lme4(reps: int, do_insteval: bool) -> dict | None:
 def import_mixboot():
     try:
         import mixboot as mb
+
         mb.fit  # noqa: B018  (fail early if the API is not there yet)
         return mb
     except Exception as e:  # pragma: no cover - depends on the package state
@@ -177,6 +184,7 @@ def _memory_child(mode: str) -> None:
     import tracemalloc
 
     import mixboot as mb
+
     ie = load_insteval()
     mb.fit(WARMUP_FORMULA, data=load_dyestuff(), REML=False)  # import / JIT warm-up
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -207,11 +215,16 @@ def measure_memory() -> dict:
     root = str(_lme4.REPO_ROOT)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     for mode in ("rss", "tracemalloc"):
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()),
-                               "--_memory-child", mode],
-                              capture_output=True, text=True, cwd=root, env=env)
-        lines = [ln[len("@@MEM@@"):] for ln in proc.stdout.splitlines()
-                 if ln.startswith("@@MEM@@")]
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--_memory-child", mode],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env=env,
+        )
+        lines = [
+            ln[len("@@MEM@@") :] for ln in proc.stdout.splitlines() if ln.startswith("@@MEM@@")
+        ]
         if proc.returncode != 0 or not lines:
             print(f"memory child ({mode}) failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
@@ -221,8 +234,10 @@ def measure_memory() -> dict:
 
 # --------------------------------------------------------------------------- report
 def report(mx: dict | None, r: dict | None, reps: int, r_reps: int) -> None:
-    rows = [("insteval", "InstEval ML (1 run)"),
-            ("sleepstudy", f"sleepstudy ML (median {reps}/{r_reps})")]
+    rows = [
+        ("insteval", "InstEval ML (1 run)"),
+        ("sleepstudy", f"sleepstudy ML (median {reps}/{r_reps})"),
+    ]
     w = max(len(label) for _, label in rows)
     print()
     print(f"{'model':<{w}} | {'mixboot s':>10} | {'lme4 s':>10} | ratio (lme4/mixboot)")
@@ -234,8 +249,10 @@ def report(mx: dict | None, r: dict | None, reps: int, r_reps: int) -> None:
     cm = (mx or {}).get("insteval", {}).get("cpu")
     cr = (r or {}).get("insteval", {}).get("cpu")
     if cm is not None or cr is not None:
-        print(f"InstEval CPU time (user+sys, all threads): mixboot {_fmt_s(cm)} s, "
-              f"lme4 {_fmt_s(cr)} s  (wall-clock times above)")
+        print(
+            f"InstEval CPU time (user+sys, all threads): mixboot {_fmt_s(cm)} s, "
+            f"lme4 {_fmt_s(cr)} s  (wall-clock times above)"
+        )
     print()
     print("objective (deviance, -2 log-likelihood at the ML optimum)")
     for key, label in rows:
@@ -256,18 +273,27 @@ def report(mx: dict | None, r: dict | None, reps: int, r_reps: int) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--no-r", action="store_true", help="skip lme4 (R)")
-    ap.add_argument("--reps", type=int, default=50,
-                    help="mixboot sleepstudy repetitions (median reported; default 50)")
-    ap.add_argument("--r-reps", type=int, default=20,
-                    help="lme4 sleepstudy repetitions (median reported; default 20)")
+    ap.add_argument(
+        "--reps",
+        type=int,
+        default=50,
+        help="mixboot sleepstudy repetitions (median reported; default 50)",
+    )
+    ap.add_argument(
+        "--r-reps",
+        type=int,
+        default=20,
+        help="lme4 sleepstudy repetitions (median reported; default 20)",
+    )
     ap.add_argument("--no-insteval", action="store_true", help="skip the InstEval fit")
-    ap.add_argument("--no-memory", action="store_true",
-                    help="skip the child-process memory measurement")
-    ap.add_argument("--_memory-child", dest="memory_child", default=None,
-                    help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--no-memory", action="store_true", help="skip the child-process memory measurement"
+    )
+    ap.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.memory_child:
@@ -275,8 +301,10 @@ def main(argv=None) -> int:
         return 0
 
     do_ie = not args.no_insteval
-    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}, "
-          f"cpus {os.cpu_count()}")
+    print(
+        f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}, "
+        f"cpus {os.cpu_count()}"
+    )
     print(_lme4.load_note("start"))
 
     mb = import_mixboot()
@@ -300,16 +328,22 @@ def main(argv=None) -> int:
         print("mixboot InstEval ML fit, memory (fresh child processes, after import warm-up):")
         if "rss" in mem:
             m = mem["rss"]
-            print(f"  peak RSS (ru_maxrss):        {m['rss_after_kib'] / 1024:9.1f} MiB "
-                  f"(before fit {m['rss_before_kib'] / 1024:.1f} MiB, "
-                  f"increase by fit {(m['rss_after_kib'] - m['rss_before_kib']) / 1024:.1f} MiB)")
+            print(
+                f"  peak RSS (ru_maxrss):        {m['rss_after_kib'] / 1024:9.1f} MiB "
+                f"(before fit {m['rss_before_kib'] / 1024:.1f} MiB, "
+                f"increase by fit {(m['rss_after_kib'] - m['rss_before_kib']) / 1024:.1f} MiB)"
+            )
             if m.get("hwm_after_kib") is not None and m.get("hwm_before_kib") is not None:
-                print(f"  peak RSS (VmHWM, /proc):     {m['hwm_after_kib'] / 1024:9.1f} MiB "
-                      f"(before fit {m['hwm_before_kib'] / 1024:.1f} MiB, "
-                      f"increase by fit {(m['hwm_after_kib'] - m['hwm_before_kib']) / 1024:.1f} MiB)")
+                print(
+                    f"  peak RSS (VmHWM, /proc):     {m['hwm_after_kib'] / 1024:9.1f} MiB "
+                    f"(before fit {m['hwm_before_kib'] / 1024:.1f} MiB, "
+                    f"increase by fit {(m['hwm_after_kib'] - m['hwm_before_kib']) / 1024:.1f} MiB)"
+                )
         if "tracemalloc" in mem:
-            print(f"  tracemalloc peak during fit: "
-                  f"{mem['tracemalloc']['tracemalloc_peak_bytes'] / 2**20:9.1f} MiB")
+            print(
+                f"  tracemalloc peak during fit: "
+                f"{mem['tracemalloc']['tracemalloc_peak_bytes'] / 2**20:9.1f} MiB"
+            )
     print()
     print(_lme4.load_note("end"))
     return 0

@@ -14,6 +14,7 @@
 lme4's numbers come from ``benchmarks/r/glmer_timings.R``; without R they are
 reported as unavailable.  Ratios are lme4 time / mixboot time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,10 +40,20 @@ def lme4_times(r_nsim: int) -> dict | None:
     exe = rscript()
     if exe is None:
         return None
-    proc = subprocess.run([exe, "--vanilla", str(REPO_ROOT / "benchmarks" / "r" / "glmer_timings.R"),
-                           str(DATA_DIR), str(r_nsim)], capture_output=True, text=True,
-                          cwd=REPO_ROOT, timeout=7200)
-    lines = [ln[len(_MARK):] for ln in proc.stdout.splitlines() if ln.startswith(_MARK)]
+    proc = subprocess.run(
+        [
+            exe,
+            "--vanilla",
+            str(REPO_ROOT / "benchmarks" / "r" / "glmer_timings.R"),
+            str(DATA_DIR),
+            str(r_nsim),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=7200,
+    )
+    lines = [ln[len(_MARK) :] for ln in proc.stdout.splitlines() if ln.startswith(_MARK)]
     if proc.returncode != 0 or len(lines) != 1:
         print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
         return None
@@ -80,7 +91,7 @@ def main() -> None:
     rows = []
 
     fit = mb.fit(CBPP, data=cbpp, family="binomial")
-    mb.bootMer(fit, B=8, seed=2)                                   # warm up
+    mb.bootMer(fit, B=8, seed=2)  # warm up
     t1, boot = timed(lambda: mb.bootMer(fit, B=args.B, seed=1))
     t2, _ = timed(lambda: mb.bootMer(fit, B=args.B, seed=1, n_jobs=2))
     rows.append(("cbpp bootMer B=%d" % args.B, t1, t2, "failed %d" % boot.n_failed))
@@ -88,8 +99,13 @@ def main() -> None:
     tv, rv = timed(lambda: mb.fit(VERBAGG, data=verbagg, family="binomial"), args.repeats)
     rows.append(("VerbAgg fit", tv, None, f"objective {rv.objective:.4f}"))
 
-    model = mb.model("y ~ x + (1 | subj) + (1 | item)", crossed_design(), family="bernoulli",
-                     beta=[0.0, 0.8], re={"subj": 1.0, "item": 0.5})
+    model = mb.model(
+        "y ~ x + (1 | subj) + (1 | item)",
+        crossed_design(),
+        family="bernoulli",
+        beta=[0.0, 0.8],
+        re={"subj": 1.0, "item": 0.5},
+    )
     tp1, pw = timed(lambda: mb.power(model, "x", nsim=args.nsim, seed=1))
     tp2, _ = timed(lambda: mb.power(model, "x", nsim=args.nsim, seed=1, n_jobs=2))
     rows.append((f"power 30x20 Bernoulli nsim={args.nsim}", tp1, tp2, f"power {pw.power:.3f}"))
@@ -100,17 +116,27 @@ def main() -> None:
         ref["cbpp bootMer B=%d" % args.B] = r["cbpp_bootmer_per_1000"] * args.B / 1000
         ref["VerbAgg fit"] = r["verbagg_fit_seconds"]
         if r.get("power"):
-            ref[f"power 30x20 Bernoulli nsim={args.nsim}"] = r["power"]["seconds_per_fit"] * args.nsim
-    print(f"mixboot {mb.__version__}; lme4 {r['version'] if r else 'not available'}"
-          + (f" (bootMer nsim {r['N']}, scaled)" if r and r["N"] != args.B else ""))
-    print(f"{'task':34s} {'mixboot n_jobs=1':>17s} {'n_jobs=2':>9s} {'lme4':>9s} {'ratio':>7s}  note")
+            ref[f"power 30x20 Bernoulli nsim={args.nsim}"] = (
+                r["power"]["seconds_per_fit"] * args.nsim
+            )
+    print(
+        f"mixboot {mb.__version__}; lme4 {r['version'] if r else 'not available'}"
+        + (f" (bootMer nsim {r['N']}, scaled)" if r and r["N"] != args.B else "")
+    )
+    print(
+        f"{'task':34s} {'mixboot n_jobs=1':>17s} {'n_jobs=2':>9s} {'lme4':>9s} {'ratio':>7s}  note"
+    )
     for name, a, b, note in rows:
         lm = ref.get(name)
-        print(f"{name:34s} {a:16.2f}s {('%8.2fs' % b) if b else '        -'} "
-              f"{('%8.1fs' % lm) if lm else '        -'} {('%6.1fx' % (lm / a)) if lm else '      -'}  "
-              f"{note}")
+        print(
+            f"{name:34s} {a:16.2f}s {('%8.2fs' % b) if b else '        -'} "
+            f"{('%8.1fs' % lm) if lm else '        -'} {('%6.1fx' % (lm / a)) if lm else '      -'}  "
+            f"{note}"
+        )
     if r is not None and r.get("power"):
-        print(f"lme4 power loop: power {r['power']['power']:.3f}, {r['power']['n_warnings']} warnings")
+        print(
+            f"lme4 power loop: power {r['power']['power']:.3f}, {r['power']['n_warnings']} warnings"
+        )
 
 
 if __name__ == "__main__":

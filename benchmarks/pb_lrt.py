@@ -19,6 +19,7 @@ p-values: mixboot's p_boot = (1 + #{LRT* >= LRT}) / (1 + n_valid); for pbkrtest 
 PBtest p-value (which counts only positive LRT*) and the same all-replicates p-value
 computed from its reference distribution.  They agree only up to Monte Carlo error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,17 +39,29 @@ import pandas as pd  # noqa: E402
 
 # key: (data set, large formula, small formula, REML of the given fits)
 CASES = {
-    "cake_recipe": ("cake", "angle ~ recipe + temp + (1|recipe:replicate)",
-                    "angle ~ temp + (1|recipe:replicate)", False),
-    "pastes_batch": ("pastes", "strength ~ 1 + (1|batch) + (1|batch:cask)",
-                     "strength ~ 1 + (1|batch:cask)", True),
-    "sleepstudy_corr": ("sleepstudy", "Reaction ~ 1 + Days + (1 + Days|Subject)",
-                        "Reaction ~ 1 + Days + (1 + Days||Subject)", True),
+    "cake_recipe": (
+        "cake",
+        "angle ~ recipe + temp + (1|recipe:replicate)",
+        "angle ~ temp + (1|recipe:replicate)",
+        False,
+    ),
+    "pastes_batch": (
+        "pastes",
+        "strength ~ 1 + (1|batch) + (1|batch:cask)",
+        "strength ~ 1 + (1|batch:cask)",
+        True,
+    ),
+    "sleepstudy_corr": (
+        "sleepstudy",
+        "Reaction ~ 1 + Days + (1 + Days|Subject)",
+        "Reaction ~ 1 + Days + (1 + Days||Subject)",
+        True,
+    ),
 }
 # Columns R must read as factors (mixboot treats any grouping column as a factor).
 R_FACTORS = {"cake": ["replicate"], "sleepstudy": ["Subject"]}
 
-R_CODE = r'''
+R_CODE = r"""
 suppressPackageStartupMessages({library(lme4); library(pbkrtest)})
 cases <- %CASES%
 out <- list(version = as.character(packageVersion("pbkrtest")), R = R.version.string)
@@ -66,7 +79,7 @@ for (k in names(cases)) {
                    p_all = (1 + sum(ref[ok] >= tobs)) / (1 + sum(ok)), n_valid = sum(ok))
 }
 emit_json(out)
-'''
+"""
 
 
 def _r_list(d: dict) -> str:
@@ -84,9 +97,16 @@ def _r_list(d: dict) -> str:
 
 
 def run_pbkrtest(B: int) -> dict | None:
-    cases = {k: {"path": str(_lme4.data_path(ds)), "large": lg, "small": sm, "REML": reml,
-                 "factors": R_FACTORS.get(ds, [])}
-             for k, (ds, lg, sm, reml) in CASES.items()}
+    cases = {
+        k: {
+            "path": str(_lme4.data_path(ds)),
+            "large": lg,
+            "small": sm,
+            "REML": reml,
+            "factors": R_FACTORS.get(ds, []),
+        }
+        for k, (ds, lg, sm, reml) in CASES.items()
+    }
     code = R_CODE.replace("%CASES%", _r_list(cases)).replace("%B%", str(int(B)))
     try:
         return _lme4.run_r(code, timeout=6 * 3600)
@@ -112,8 +132,12 @@ def run_mixboot(B: int) -> dict | None:
     for key, (large, small) in fits.items():
         t0 = time.perf_counter()
         res = pb_lrt(large, small, B=B, seed=1)
-        out[key] = {"time": time.perf_counter() - t0, "lrt": res.lrt, "p_boot": res.p_boot,
-                    "n_valid": res.n_valid}
+        out[key] = {
+            "time": time.perf_counter() - t0,
+            "lrt": res.lrt,
+            "p_boot": res.p_boot,
+            "n_valid": res.n_valid,
+        }
     return out
 
 
@@ -130,38 +154,50 @@ def _fmt_p(p) -> str:
 def report(mx: dict | None, r: dict | None, B: int) -> None:
     w = max(len(k) for k in CASES)
     print()
-    print(f"{'case':<{w}} | {'B':>5} | {'mixboot s':>9} | {'pbkrtest s':>10} | "
-          f"{'ratio':>6} | {'p mixboot':>9} | {'p pbkrtest (all / PBtest)':>25}")
+    print(
+        f"{'case':<{w}} | {'B':>5} | {'mixboot s':>9} | {'pbkrtest s':>10} | "
+        f"{'ratio':>6} | {'p mixboot':>9} | {'p pbkrtest (all / PBtest)':>25}"
+    )
     print("-" * (w + 84))
     for key in CASES:
         m = (mx or {}).get(key, {})
         rr = (r or {}).get(key, {})
         tm, tr = m.get("time"), rr.get("time")
         ratio = f"{tr / tm:.2f}" if tm and tr else "n/a"
-        pr = (f"{_fmt_p(rr.get('p_all'))} / {_fmt_p(rr.get('p_pbkrtest'))}" if rr else "n/a")
-        print(f"{key:<{w}} | {B:>5} | {_fmt_s(tm):>9} | {_fmt_s(tr):>10} | {ratio:>6} | "
-              f"{_fmt_p(m.get('p_boot')):>9} | {pr:>25}")
+        pr = f"{_fmt_p(rr.get('p_all'))} / {_fmt_p(rr.get('p_pbkrtest'))}" if rr else "n/a"
+        print(
+            f"{key:<{w}} | {B:>5} | {_fmt_s(tm):>9} | {_fmt_s(tr):>10} | {ratio:>6} | "
+            f"{_fmt_p(m.get('p_boot')):>9} | {pr:>25}"
+        )
     print()
     print("observed LRT (mixboot / pbkrtest) and valid replicates:")
     for key in CASES:
         m = (mx or {}).get(key, {})
         rr = (r or {}).get(key, {})
         lm, lr = m.get("lrt"), rr.get("lrt")
-        print(f"  {key:<{w}} LRT {'n/a' if lm is None else f'{lm:.6f}'} / "
-              f"{'n/a' if lr is None else f'{lr:.6f}'}   valid {m.get('n_valid', 'n/a')} / "
-              f"{rr.get('n_valid', 'n/a')}")
+        print(
+            f"  {key:<{w}} LRT {'n/a' if lm is None else f'{lm:.6f}'} / "
+            f"{'n/a' if lr is None else f'{lr:.6f}'}   valid {m.get('n_valid', 'n/a')} / "
+            f"{rr.get('n_valid', 'n/a')}"
+        )
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--B", type=int, default=1000, help="bootstrap replicates (default 1000)")
     ap.add_argument("--no-r", action="store_true", help="skip pbkrtest (R)")
     args = ap.parse_args(argv)
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, cpus {os.cpu_count()}")
     print(_lme4.load_note("start"))
-    r = _lme4.r_side("pbkrtest", args.no_r, lambda: run_pbkrtest(args.B),
-                     f"pbkrtest PBmodcomp (nsim={args.B})", packages=("lme4", "pbkrtest"))
+    r = _lme4.r_side(
+        "pbkrtest",
+        args.no_r,
+        lambda: run_pbkrtest(args.B),
+        f"pbkrtest PBmodcomp (nsim={args.B})",
+        packages=("lme4", "pbkrtest"),
+    )
     print(f"running mixboot pb_lrt (B={args.B}) ...", flush=True)
     mx = run_mixboot(args.B)
     report(mx, r, args.B)

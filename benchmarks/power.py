@@ -26,6 +26,7 @@ The ratio column is (row seconds) / (mb.power seconds): above 1, mb.power is
 faster.  The power estimates use different random streams, so they agree only
 up to Monte Carlo error, sqrt(P (1 - P) / B) (about 0.02 for B = 500).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,7 @@ import pandas as pd  # noqa: E402
 N_SUBJECTS, N_OBS, EFFECT, ALPHA = 40, 5, 0.5, 0.05
 
 # The interlace guide's loop; FIT is replaced by the fitting call of the tool being timed.
-SEED_LOOP = '''
+SEED_LOOP = """
 import json, sys, time
 import numpy as np
 import pandas as pd
@@ -73,19 +74,31 @@ power_lmm(%NSUB%, %NOBS%, %EFFECT%, B=3)          # warm-up
 start = time.perf_counter()
 power = power_lmm(%NSUB%, %NOBS%, %EFFECT%, B=%B%, alpha=%ALPHA%)
 print(json.dumps({"time": time.perf_counter() - start, "power": power}))
-'''
+"""
 
 
 def seed_loop(python: str, B: int, tool: str, timeout: float) -> dict | None:
-    imports = {"interlace": ("import interlace", "interlace.fit"),
-               "mixboot": ("import mixboot as mb", "mb.fit")}[tool]
-    code = (SEED_LOOP.replace("%IMPORT%", imports[0]).replace("%FIT%", imports[1])
-            .replace("%NSUB%", str(N_SUBJECTS)).replace("%NOBS%", str(N_OBS))
-            .replace("%EFFECT%", repr(EFFECT)).replace("%B%", str(int(B)))
-            .replace("%ALPHA%", repr(ALPHA)))
+    imports = {
+        "interlace": ("import interlace", "interlace.fit"),
+        "mixboot": ("import mixboot as mb", "mb.fit"),
+    }[tool]
+    code = (
+        SEED_LOOP.replace("%IMPORT%", imports[0])
+        .replace("%FIT%", imports[1])
+        .replace("%NSUB%", str(N_SUBJECTS))
+        .replace("%NOBS%", str(N_OBS))
+        .replace("%EFFECT%", repr(EFFECT))
+        .replace("%B%", str(int(B)))
+        .replace("%ALPHA%", repr(ALPHA))
+    )
     try:
-        proc = subprocess.run([python, "-c", code], capture_output=True, text=True,
-                              timeout=timeout, cwd=_lme4.REPO_ROOT)
+        proc = subprocess.run(
+            [python, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=_lme4.REPO_ROOT,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         print(f"{tool} loop: failed ({type(e).__name__}: {e})", file=sys.stderr)
         return None
@@ -99,18 +112,29 @@ def run_mb_power(B: int, seed: int, n_jobs: int) -> dict:
     import mixboot as mb
 
     def once(nsim, s):
-        design = mb.design.nested(groups=N_SUBJECTS, per_group=N_OBS,
-                                  between={"treatment": [0.0, 1.0]}, group="subject")
-        model = mb.model("y ~ treatment", design, groups="subject",
-                         beta={"(Intercept)": 0.0, "treatment": EFFECT}, sigma=1.0,
-                         re={"subject": 1.0})
+        design = mb.design.nested(
+            groups=N_SUBJECTS, per_group=N_OBS, between={"treatment": [0.0, 1.0]}, group="subject"
+        )
+        model = mb.model(
+            "y ~ treatment",
+            design,
+            groups="subject",
+            beta={"(Intercept)": 0.0, "treatment": EFFECT},
+            sigma=1.0,
+            re={"subject": 1.0},
+        )
         return mb.power(model, "treatment", nsim=nsim, alpha=ALPHA, seed=s, n_jobs=n_jobs)
 
-    once(20, seed + 1)                                   # warm-up: imports, caches
+    once(20, seed + 1)  # warm-up: imports, caches
     start = time.perf_counter()
     res = once(B, seed)
-    return {"time": time.perf_counter() - start, "power": res.power, "lower": res.lower,
-            "upper": res.upper, "n_valid": res.n_valid}
+    return {
+        "time": time.perf_counter() - start,
+        "power": res.power,
+        "lower": res.lower,
+        "upper": res.upper,
+        "n_valid": res.n_valid,
+    }
 
 
 def _fmt_s(t) -> str:
@@ -118,30 +142,41 @@ def _fmt_s(t) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--B", type=int, default=500, help="simulated data sets (default 500)")
     ap.add_argument("--seed", type=int, default=2024, help="mb.power seed (default 2024)")
     ap.add_argument("--n-jobs", type=int, default=1, help="mb.power workers (default 1)")
-    ap.add_argument("--interlace-python", default=None,
-                    help="Python interpreter with interlace-lme installed (default: skip)")
-    ap.add_argument("--loop", action=argparse.BooleanOptionalAction, default=True,
-                    help="also time the seed's loop with mb.fit (default on)")
+    ap.add_argument(
+        "--interlace-python",
+        default=None,
+        help="Python interpreter with interlace-lme installed (default: skip)",
+    )
+    ap.add_argument(
+        "--loop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the seed's loop with mb.fit (default on)",
+    )
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per loop run")
     args = ap.parse_args(argv)
 
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}")
     print(_lme4.load_note("start"))
-    print(f"design: {N_SUBJECTS} subjects x {N_OBS} observations, effect {EFFECT}, "
-          f"sd(subject) = sigma = 1, alpha {ALPHA}, B = {args.B}")
+    print(
+        f"design: {N_SUBJECTS} subjects x {N_OBS} observations, effect {EFFECT}, "
+        f"sd(subject) = sigma = 1, alpha {ALPHA}, B = {args.B}"
+    )
     rows = []
     print("running mb.power ...", flush=True)
     mx = run_mb_power(args.B, args.seed, args.n_jobs)
     rows.append(("mb.power", mx))
     if args.interlace_python:
         print("running the seed's loop with interlace.fit ...", flush=True)
-        rows.append(("loop, interlace", seed_loop(args.interlace_python, args.B, "interlace",
-                                                  args.timeout)))
+        rows.append(
+            ("loop, interlace", seed_loop(args.interlace_python, args.B, "interlace", args.timeout))
+        )
     else:
         rows.append(("loop, interlace", None))
         print("interlace: not run (give --interlace-python)")

@@ -8,12 +8,13 @@ up for illustration; the data carry no real treatment effect.
 
 Run:  python examples/bootstrap_se_ci.py
 """
+
 import numpy as np
 import pandas as pd
 
 import mixboot as mb
 
-df = mb.datasets.load("scores")   # score, time, treatment, subject
+df = mb.datasets.load("scores")  # score, time, treatment, subject
 
 result = mb.fit("score ~ time + treatment", data=df, groups="subject")
 print(result)
@@ -24,7 +25,7 @@ boot = mb.bootMer(result, B=500, seed=42, show_progress=False)
 
 # The default statistic is [fixed effects..., sigma, theta...]
 print("statistics:", list(boot.names))
-print("estimates shape:", boot.estimates.shape)        # (B, p)
+print("estimates shape:", boot.estimates.shape)  # (B, p)
 
 # Bootstrap SEs for each parameter
 se = boot.estimates.std(axis=0)
@@ -36,8 +37,10 @@ print("ci shape:", ci.shape)
 print(ci)
 
 # The same, labelled
-table = pd.DataFrame({"estimate": boot.estimate, "boot_se": se,
-                      "lower": ci[:, 0], "upper": ci[:, 1]}, index=list(boot.names))
+table = pd.DataFrame(
+    {"estimate": boot.estimate, "boot_se": se, "lower": ci[:, 0], "upper": ci[:, 1]},
+    index=list(boot.names),
+)
 print(table.round(4).to_string())
 
 print("Done: bootstrap SEs and 95% percentile CIs computed.")

@@ -6,11 +6,12 @@ made-up between-subject 0/1 ``treatment`` indicator (alternate subjects).
 
 Run:  python examples/custom_statistic.py
 """
+
 import numpy as np
 
 import mixboot as mb
 
-df = mb.datasets.load("scores")   # score, time, treatment, subject
+df = mb.datasets.load("scores")  # score, time, treatment, subject
 
 result = mb.fit("score ~ time + treatment", data=df, groups="subject")
 
@@ -29,8 +30,8 @@ boot = mb.bootMer(result, statistic=fixed_effects_only, B=B, seed=42)
 # Columns: one per fixed-effect coefficient
 p = len(result.fe_params)
 print("coefficients:", list(result.fe_params.index))
-print("estimates shape:", boot.estimates.shape)        # (B, p)
-print("ci shape:", boot.ci().shape)                    # (p, 2)
+print("estimates shape:", boot.estimates.shape)  # (B, p)
+print("ci shape:", boot.ci().shape)  # (p, 2)
 print(boot.ci())
 
 # A plain array has no names, so the columns are called stat0, stat1, ...;

@@ -12,6 +12,7 @@ takes well under a second.
 
 Run:  python examples/power_analysis.py
 """
+
 import os
 import tempfile
 from pathlib import Path
@@ -23,11 +24,17 @@ matplotlib.use("Agg")
 import mixboot as mb  # noqa: E402
 
 # 1. The data-generating model: effect 0.5, sd(subject) = sd(residual) = 1.
-design = mb.design.nested(groups=40, per_group=5, between={"treatment": [0.0, 1.0]},
-                          group="subject")
-model = mb.model("y ~ treatment", design, groups="subject",
-                 beta={"(Intercept)": 0.0, "treatment": 0.5}, sigma=1.0,
-                 re={"subject": 1.0})
+design = mb.design.nested(
+    groups=40, per_group=5, between={"treatment": [0.0, 1.0]}, group="subject"
+)
+model = mb.model(
+    "y ~ treatment",
+    design,
+    groups="subject",
+    beta={"(Intercept)": 0.0, "treatment": 0.5},
+    sigma=1.0,
+    re={"subject": 1.0},
+)
 print(model.varcorr.round(3).to_string(index=False))
 
 # 2.-4. Simulate, refit, test (Wald z on the treatment coefficient), count.
@@ -36,8 +43,9 @@ print(result.summary())
 print(f"Estimated power: {result.power:.2f}  (95% CI {result.lower:.2f} to {result.upper:.2f})")
 
 # Varying sample size: the same model with 20 ... 80 subjects.
-curve = mb.power_curve(model, "treatment", along="subject", sizes=[20, 30, 40, 60, 80],
-                       nsim=200, seed=2024)
+curve = mb.power_curve(
+    model, "treatment", along="subject", sizes=[20, 30, 40, 60, 80], nsim=200, seed=2024
+)
 for row in curve.table.itertuples(index=False):
     print(f"n={row.size}: power={row.power:.2f}")
 

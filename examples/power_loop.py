@@ -11,6 +11,7 @@ sqrt(power * (1 - power) / B)).
 
 Run:  python examples/power_loop.py
 """
+
 import numpy as np
 import pandas as pd
 
@@ -34,8 +35,8 @@ def power_lmm(
     for _ in range(B):
         # Simulate data from the assumed model
         subject = np.repeat(np.arange(n_subjects), n_obs)
-        treatment = (subject % 2).astype(float)               # half treated
-        u = rng.normal(0, sigma_subject, n_subjects)          # random intercepts
+        treatment = (subject % 2).astype(float)  # half treated
+        u = rng.normal(0, sigma_subject, n_subjects)  # random intercepts
         eps = rng.normal(0, sigma_resid, n)
         y = beta_treatment * treatment + u[subject] + eps
         df = pd.DataFrame({"y": y, "treatment": treatment, "subject": subject})
@@ -51,15 +52,15 @@ def power_lmm(
 
 B = 40
 power = power_lmm(n_subjects=40, n_obs=5, beta_treatment=0.5, B=B)
-print(f"Estimated power: {power:.2f}  (B={B}, Monte Carlo SE "
-      f"{np.sqrt(power * (1 - power) / B):.2f})")
+print(
+    f"Estimated power: {power:.2f}  (B={B}, Monte Carlo SE {np.sqrt(power * (1 - power) / B):.2f})"
+)
 
 # Varying sample size: a small grid (the guide uses B=200 per point; 20 here
 # for speed, so these numbers are rough)
 results = {}
 for n_subjects in [20, 40, 80]:
-    results[n_subjects] = power_lmm(n_subjects=n_subjects, n_obs=5,
-                                    beta_treatment=0.5, B=20)
+    results[n_subjects] = power_lmm(n_subjects=n_subjects, n_obs=5, beta_treatment=0.5, B=20)
     print(f"n={n_subjects}: power={results[n_subjects]:.2f}")
 
 print("Done: power analysis finished.")

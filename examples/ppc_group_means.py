@@ -14,23 +14,24 @@ fresh temporary folder when it is unset.
 
 Run:  python examples/ppc_group_means.py
 """
+
 import os
 import tempfile
 
 import matplotlib
 
-matplotlib.use("Agg")   # no display needed
+matplotlib.use("Agg")  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 import mixboot as mb  # noqa: E402
 
-df = mb.datasets.load("scores")   # score, time, treatment, subject
+df = mb.datasets.load("scores")  # score, time, treatment, subject
 
 result = mb.fit("score ~ time + treatment", data=df, groups="subject")
 
 # -- checking distributional assumptions: observed density over 200 simulated ones
 dens = mb.checks.density(result, nsim=200, seed=0)
-print("y_sim shape:", dens.simulated.shape)                     # (n, 200)
+print("y_sim shape:", dens.simulated.shape)  # (n, 200)
 print(dens.quantiles.to_string(index=False))
 print(f"Share of simulated SDs above the observed: {dens.share_sd_above:.2f}")
 
@@ -45,10 +46,12 @@ print(f"Saved plot: {plot_path}")
 
 # -- checking group-level summaries: each subject's mean against its 95% predictive interval
 groups = mb.checks.group_summary(result, by="subject", stat="mean", nsim=200, level=0.95, seed=0)
-print("sim_group_means shape:", groups.simulated.shape)         # (nsim, n_subjects)
+print("sim_group_means shape:", groups.simulated.shape)  # (nsim, n_subjects)
 print(groups.table.round(1).to_string())
 print(f"Fraction of groups outside 95% PI: {groups.share_outside:.2f}")
-print(f"(about {groups.expected_share:.2f} is expected for a well-calibrated model; much more "
-      "suggests the random-effect variance is underestimated)")
+print(
+    f"(about {groups.expected_share:.2f} is expected for a well-calibrated model; much more "
+    "suggests the random-effect variance is underestimated)"
+)
 
 print("Done: posterior predictive check of group means.")

@@ -10,12 +10,13 @@ each simulated one and returns p-values with the +1 correction,
 
 Run:  python examples/ppc_kurtosis.py
 """
+
 import numpy as np
 from scipy.stats import kurtosis
 
 import mixboot as mb
 
-df = mb.datasets.load("scores")   # score, time, treatment, subject
+df = mb.datasets.load("scores")  # score, time, treatment, subject
 
 result = mb.fit("score ~ time + treatment", data=df, groups="subject")
 
@@ -25,12 +26,13 @@ def residual_kurtosis(y, result):
     return kurtosis(y - result.fittedvalues)
 
 
-check = mb.checks.statistic(result, residual_kurtosis, nsim=200, seed=0,
-                            alternative="two-sided")
+check = mb.checks.statistic(result, residual_kurtosis, nsim=200, seed=0, alternative="two-sided")
 print(f"Observed kurtosis: {check.observed:.3f}")
-print(f"Simulated kurtosis: median {np.median(check.simulated):.3f}, "
-      f"95% range [{np.percentile(check.simulated, 2.5):.3f}, "
-      f"{np.percentile(check.simulated, 97.5):.3f}]")
+print(
+    f"Simulated kurtosis: median {np.median(check.simulated):.3f}, "
+    f"95% range [{np.percentile(check.simulated, 2.5):.3f}, "
+    f"{np.percentile(check.simulated, 97.5):.3f}]"
+)
 print(f"P(T* >= T) = {check.p_greater:.3f}, P(T* <= T) = {check.p_less:.3f}")
 print(f"PPC p-value (kurtosis): {check.p_value:.3f}")
 

@@ -6,30 +6,37 @@ made-up between-subject 0/1 ``treatment`` indicator (alternate subjects).
 
 Run:  python examples/wald_vs_bootstrap.py
 """
+
 import numpy as np
 import pandas as pd
 
 import mixboot as mb
 
-df = mb.datasets.load("scores")   # score, time, treatment, subject
+df = mb.datasets.load("scores")  # score, time, treatment, subject
 
 result = mb.fit("score ~ time + treatment", data=df, groups="subject")
 
 # -- fixed effects: Wald (normal approximation) vs bootstrap percentile ---------
 # (the fit's default intervals use t with Satterthwaite's df; ddf="wald" asks for z)
-wald = mb.fit("score ~ time + treatment", data=df, groups="subject", ddf="wald").conf_int(level=0.95)
+wald = mb.fit("score ~ time + treatment", data=df, groups="subject", ddf="wald").conf_int(
+    level=0.95
+)
 # B=200 keeps the example quick; use 1000 or more for publication-grade
 # percentile intervals.  Returning the pandas Series r.fe_params (rather than
 # an array) makes the bootstrap name its columns after the coefficients.
 B = 200
 boot = mb.bootMer(result, statistic=lambda r: r.fe_params, B=B, seed=42)
-perc = boot.confint(level=0.95)          # indexed by coefficient (Series statistic)
+perc = boot.confint(level=0.95)  # indexed by coefficient (Series statistic)
 
-comparison = pd.DataFrame({
-    "estimate": result.fe_params,
-    "wald_lower": wald["lower"], "wald_upper": wald["upper"],
-    "boot_lower": perc["lower"], "boot_upper": perc["upper"],
-})
+comparison = pd.DataFrame(
+    {
+        "estimate": result.fe_params,
+        "wald_lower": wald["lower"],
+        "wald_upper": wald["upper"],
+        "boot_lower": perc["lower"],
+        "boot_upper": perc["upper"],
+    }
+)
 print("95% CIs for the fixed effects")
 print(comparison.round(3).to_string())
 

@@ -3,6 +3,7 @@
 Fit from lme4 formulas, simulate responses, refit thousands of times
 (parametric bootstrap), and turn the replicates into intervals, power and tests.
 """
+
 from . import checks, datasets, design
 from ._version import __version__
 from .bootstrap import BootResult, bootMer, concat
@@ -17,9 +18,31 @@ from .result import LMMResult, SingularFitWarning
 from .simulate import simulate
 from .spec import RankDeficiencyWarning
 
-__all__ = ["BootResult", "ConvergenceWarning", "FormulaError", "LMMResult", "LinearMixedModel",
-           "PowerCurve", "PowerGrid", "PowerResult",
-           "RankDeficiencyWarning", "SingularFitWarning", "bootMer", "checks", "concat", "datasets",
-           "design", "fit", "lrt", "model", "pb_lrt", "power", "power_curve", "power_grid", "predict",
-           "predict_interval", "simulate",
-           "__version__"]
+__all__ = [
+    "BootResult",
+    "ConvergenceWarning",
+    "FormulaError",
+    "LMMResult",
+    "LinearMixedModel",
+    "PowerCurve",
+    "PowerGrid",
+    "PowerResult",
+    "RankDeficiencyWarning",
+    "SingularFitWarning",
+    "bootMer",
+    "checks",
+    "concat",
+    "datasets",
+    "design",
+    "fit",
+    "lrt",
+    "model",
+    "pb_lrt",
+    "power",
+    "power_curve",
+    "power_grid",
+    "predict",
+    "predict_interval",
+    "simulate",
+    "__version__",
+]

@@ -5,6 +5,7 @@ in a fixed order, so a problem's numbers do not depend on its batch mates on
 either path; the two paths differ from each other only by rounding (the order of
 additions).  Set ``MIXBOOT_NO_NUMBA=1`` to use numpy even where numba is installed.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,6 +25,7 @@ def _load():
         except ImportError:
             numba = None
         if numba is not None:
+
             @numba.njit(cache=True, nogil=True)
             def kernel(out, positions, prod, v):  # pragma: no cover - compiled
                 # out[b, positions[i, j]] += v[b, i] * prod[i, j], observation by observation
@@ -34,6 +36,7 @@ def _load():
                         vi = v[b, i]
                         for j in range(k):
                             out[b, positions[i, j]] += vi * prod[i, j]
+
     _KERNELS["scatter_cells"] = kernel
     return kernel
 

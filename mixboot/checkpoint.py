@@ -8,6 +8,7 @@ checksum, so a run killed at any moment leaves complete files only, and a
 damaged file is noticed and computed again.  :mod:`mixboot.runner` decides what
 to compute; this module only stores and reads.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -93,8 +94,9 @@ class Checkpoint:
         self.pending: list[tuple[np.ndarray, dict]] = []
         self.last_write = time.monotonic()
 
-    def open(self, root: np.random.SeedSequence | None, *, from_generator: bool = False
-             ) -> np.random.SeedSequence:
+    def open(
+        self, root: np.random.SeedSequence | None, *, from_generator: bool = False
+    ) -> np.random.SeedSequence:
         """Lock the directory, check (or write) its manifest; return the run's root seed.
 
         ``root``: the caller's root SeedSequence, or None to take the stored one
@@ -123,25 +125,39 @@ class Checkpoint:
                 raise ValueError(f"{self.path!r} is not a mixboot checkpoint")
             stored = manifest["identity"]
             if stored != self.identity:
-                raise ValueError(f"checkpoint {self.path!r} belongs to another run: "
-                                 + _differences(stored, self.identity)
-                                 + "; use another directory (or delete this one)")
-            saved = np.random.SeedSequence(int(manifest["seed_entropy"]),
-                                           spawn_key=tuple(manifest["spawn_key"]))
+                raise ValueError(
+                    f"checkpoint {self.path!r} belongs to another run: "
+                    + _differences(stored, self.identity)
+                    + "; use another directory (or delete this one)"
+                )
+            saved = np.random.SeedSequence(
+                int(manifest["seed_entropy"]), spawn_key=tuple(manifest["spawn_key"])
+            )
             if root is None:
                 return saved
             if (root.entropy, tuple(root.spawn_key)) != (saved.entropy, tuple(saved.spawn_key)):
-                raise ValueError(f"checkpoint {self.path!r} was made with seed {saved.entropy}, "
-                                 f"not {root.entropy}: pass seed={saved.entropy} (or seed=None) "
-                                 "to resume it, or use another directory")
+                raise ValueError(
+                    f"checkpoint {self.path!r} was made with seed {saved.entropy}, "
+                    f"not {root.entropy}: pass seed={saved.entropy} (or seed=None) "
+                    "to resume it, or use another directory"
+                )
             return root
         root = np.random.SeedSequence() if root is None else root
         if from_generator:
-            warnings.warn("a checkpoint with seed=<Generator> can only be resumed with "
-                          f"seed={root.entropy} (or seed=None)", UserWarning, stacklevel=4)
-        manifest = {"format": _FORMAT, "format_version": _FORMAT_VERSION,
-                    "created_by": f"mixboot {__version__}", "identity": self.identity,
-                    "seed_entropy": int(root.entropy), "spawn_key": list(root.spawn_key)}
+            warnings.warn(
+                "a checkpoint with seed=<Generator> can only be resumed with "
+                f"seed={root.entropy} (or seed=None)",
+                UserWarning,
+                stacklevel=4,
+            )
+        manifest = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "created_by": f"mixboot {__version__}",
+            "identity": self.identity,
+            "seed_entropy": int(root.entropy),
+            "spawn_key": list(root.spawn_key),
+        }
         _write_atomic(manifest_path, json.dumps(manifest, indent=1).encode())
         return root
 
@@ -156,8 +172,10 @@ class Checkpoint:
             fcntl.flock(self.lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.lock.close()
-            raise RuntimeError(f"checkpoint {self.path!r} is in use by another run; wait for "
-                               "it to finish or use another directory") from None
+            raise RuntimeError(
+                f"checkpoint {self.path!r} is in use by another run; wait for "
+                "it to finish or use another directory"
+            ) from None
 
     def close(self) -> None:
         """Write what is pending and let other runs use the directory."""
@@ -177,8 +195,12 @@ class Checkpoint:
                     raise ValueError("checksum mismatch")
                 chunks = pickle.loads(body)
             except Exception as exc:  # noqa: BLE001 - a damaged file is recomputed
-                warnings.warn(f"checkpoint file {path!r} is damaged ({exc}); its replicates "
-                              "are computed again", RuntimeWarning, stacklevel=4)
+                warnings.warn(
+                    f"checkpoint file {path!r} is damaged ({exc}); its replicates "
+                    "are computed again",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
                 with contextlib.suppress(OSError):
                     os.unlink(path)
                 continue
@@ -208,8 +230,11 @@ class Checkpoint:
 
 def _differences(stored: dict, current: dict) -> str:
     keys = sorted(set(stored) | set(current))
-    diffs = [f"{k}: checkpoint has {stored.get(k)!r}, this call has {current.get(k)!r}"
-             for k in keys if stored.get(k) != current.get(k)]
+    diffs = [
+        f"{k}: checkpoint has {stored.get(k)!r}, this call has {current.get(k)!r}"
+        for k in keys
+        if stored.get(k) != current.get(k)
+    ]
     return "; ".join(diffs)
 
 

@@ -22,6 +22,7 @@ Examples
 >>> check.table.shape
 (18, 4)
 """
+
 from __future__ import annotations
 
 import numbers
@@ -80,6 +81,7 @@ def _band(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
 def _axes(ax):
     if ax is None:
         import matplotlib.pyplot as plt
+
         _, ax = plt.subplots()
     return ax
 
@@ -133,12 +135,14 @@ class DensityCheck:
         returns the matplotlib Axes (a new figure's unless ``ax`` is given).
         """
         ax = _axes(ax)
-        edges = np.histogram_bin_edges(np.concatenate([self.simulated.ravel(), self.observed]),
-                                       bins=bins)
+        edges = np.histogram_bin_edges(
+            np.concatenate([self.simulated.ravel(), self.observed]), bins=bins
+        )
         for j in range(self.nsim):
             dens, _ = np.histogram(self.simulated[:, j], bins=edges, density=True)
-            ax.stairs(dens, edges, color="steelblue", alpha=min(0.3, 5 / self.nsim),
-                      gid="simulated")
+            ax.stairs(
+                dens, edges, color="steelblue", alpha=min(0.3, 5 / self.nsim), gid="simulated"
+            )
         dens, _ = np.histogram(self.observed, bins=edges, density=True)
         ax.stairs(dens, edges, color="black", linewidth=2, label="observed", gid="observed")
         ax.set_xlabel("response")
@@ -183,16 +187,27 @@ def density(result, nsim: int = 100, seed=None, *, level: float = 0.95) -> Densi
     y = _observed(result)
     Y = simulate(result, nsim, seed)
     probs = np.asarray(_DENSITY_PROBS)
-    sim_q = np.quantile(Y, probs, axis=0).T          # (nsim, len(probs))
+    sim_q = np.quantile(Y, probs, axis=0).T  # (nsim, len(probs))
     lo, hi = _band(sim_q, level)
     obs_q = np.quantile(y, probs)
-    table = pd.DataFrame({"prob": probs, "observed": obs_q, "lower": lo,
-                          "median": np.median(sim_q, axis=0), "upper": hi,
-                          "outside": (obs_q < lo) | (obs_q > hi)})
-    return DensityCheck(observed=_frozen(y), simulated=_frozen(Y), quantiles=table,
-                        share_mean_above=float(np.mean(Y.mean(axis=0) > y.mean())),
-                        share_sd_above=float(np.mean(Y.std(axis=0, ddof=1) > y.std(ddof=1))),
-                        level=level)
+    table = pd.DataFrame(
+        {
+            "prob": probs,
+            "observed": obs_q,
+            "lower": lo,
+            "median": np.median(sim_q, axis=0),
+            "upper": hi,
+            "outside": (obs_q < lo) | (obs_q > hi),
+        }
+    )
+    return DensityCheck(
+        observed=_frozen(y),
+        simulated=_frozen(Y),
+        quantiles=table,
+        share_mean_above=float(np.mean(Y.mean(axis=0) > y.mean())),
+        share_sd_above=float(np.mean(Y.std(axis=0, ddof=1) > y.std(ddof=1))),
+        level=level,
+    )
 
 
 # -- 2. group summaries --------------------------------------------------------------------
@@ -244,12 +259,32 @@ class GroupCheck:
         t = self.table
         x = np.arange(len(t))
         out = t["outside"].to_numpy()
-        ax.vlines(x, t["lower"], t["upper"], color="steelblue", linewidth=3, alpha=0.6,
-                  label=f"{self.level:.0%} predictive interval", gid="interval")
-        ax.plot(x[~out], t["observed"].to_numpy()[~out], "o", color="black", label="observed",
-                gid="observed")
-        ax.plot(x[out], t["observed"].to_numpy()[out], "o", color="red",
-                label="observed, outside", gid="outside")
+        ax.vlines(
+            x,
+            t["lower"],
+            t["upper"],
+            color="steelblue",
+            linewidth=3,
+            alpha=0.6,
+            label=f"{self.level:.0%} predictive interval",
+            gid="interval",
+        )
+        ax.plot(
+            x[~out],
+            t["observed"].to_numpy()[~out],
+            "o",
+            color="black",
+            label="observed",
+            gid="observed",
+        )
+        ax.plot(
+            x[out],
+            t["observed"].to_numpy()[out],
+            "o",
+            color="red",
+            label="observed, outside",
+            gid="outside",
+        )
         ax.set_xticks(x)
         ax.set_xticklabels([str(g) for g in t.index], rotation=90 if len(t) > 12 else 0)
         ax.set_xlabel(self.by)
@@ -271,8 +306,10 @@ def _grouping_of(result, by) -> tuple[str, np.ndarray, tuple]:
             return term.label, term.codes, term.levels
     data = result.spec.data
     if not isinstance(by, str) or by not in data.columns:
-        raise ValueError(f"by must be a grouping factor {[t.label for t in terms]} or a column "
-                         f"of the model's data {list(data.columns)}, got {by!r}")
+        raise ValueError(
+            f"by must be a grouping factor {[t.label for t in terms]} or a column "
+            f"of the model's data {list(data.columns)}, got {by!r}"
+        )
     codes, levels = _grouping(data, (by,), by)
     return by, codes, levels
 
@@ -301,8 +338,9 @@ def _group_stat(stat, Y: np.ndarray, codes: np.ndarray, ngroups: int) -> np.ndar
     return np.array([[float(stat(Y[r, j])) for r in rows] for j in range(Y.shape[1])])
 
 
-def group_summary(result, by=None, stat="mean", nsim: int = 200, level: float = 0.95,
-                  seed=None) -> GroupCheck:
+def group_summary(
+    result, by=None, stat="mean", nsim: int = 200, level: float = 0.95, seed=None
+) -> GroupCheck:
     """Compare a statistic of each group with its predictive interval from ``nsim`` simulations.
 
     A well-calibrated model leaves about ``1 - level`` of the groups outside;
@@ -355,11 +393,20 @@ def group_summary(result, by=None, stat="mean", nsim: int = 200, level: float = 
     sims = _group_stat(stat, Y, codes, len(levels))
     lo, hi = _band(sims, level)
     outside = (observed < lo) | (observed > hi)
-    table = pd.DataFrame({"observed": observed, "lower": lo, "upper": hi, "outside": outside},
-                         index=pd.Index(levels, name=name))
+    table = pd.DataFrame(
+        {"observed": observed, "lower": lo, "upper": hi, "outside": outside},
+        index=pd.Index(levels, name=name),
+    )
     stat_name = stat if isinstance(stat, str) else getattr(stat, "__name__", "statistic")
-    return GroupCheck(table=table, simulated=_frozen(sims), share_outside=float(outside.mean()),
-                      expected_share=1 - level, by=name, stat=stat_name, level=level)
+    return GroupCheck(
+        table=table,
+        simulated=_frozen(sims),
+        share_outside=float(outside.mean()),
+        expected_share=1 - level,
+        by=name,
+        stat=stat_name,
+        level=level,
+    )
 
 
 # -- 3. a scalar statistic -----------------------------------------------------------------
@@ -411,18 +458,30 @@ class StatisticCheck:
         """Histogram of the simulated ``T*`` with the observed ``T`` as a vertical line;
         returns the matplotlib Axes."""
         ax = _axes(ax)
-        ax.hist(self.simulated, bins=bins, color="steelblue", alpha=0.7, label="simulated",
-                gid="simulated")
-        ax.axvline(self.observed, color="black", linewidth=2, gid="observed",
-                   label=f"observed (p = {self.p_value:.3g}, {self.alternative})")
+        ax.hist(
+            self.simulated,
+            bins=bins,
+            color="steelblue",
+            alpha=0.7,
+            label="simulated",
+            gid="simulated",
+        )
+        ax.axvline(
+            self.observed,
+            color="black",
+            linewidth=2,
+            gid="observed",
+            label=f"observed (p = {self.p_value:.3g}, {self.alternative})",
+        )
         ax.set_xlabel("T")
         ax.set_ylabel("count")
         ax.legend()
         return ax
 
 
-def statistic(result, T, nsim: int = 500, seed=None, alternative: str = "two-sided"
-              ) -> StatisticCheck:
+def statistic(
+    result, T, nsim: int = 500, seed=None, alternative: str = "two-sided"
+) -> StatisticCheck:
     """Simulation p-value of a scalar statistic ``T(y, result)``.
 
     ``T`` is evaluated on the observed response and on each of ``nsim``
@@ -477,14 +536,27 @@ def statistic(result, T, nsim: int = 500, seed=None, alternative: str = "two-sid
     if nan.all():
         raise ValueError(f"T is NaN for all {nsim} simulated responses")
     if nan.any():
-        warnings.warn(f"T is NaN for {int(nan.sum())} of {nsim} simulated responses; "
-                      "they are left out of the p-values", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"T is NaN for {int(nan.sum())} of {nsim} simulated responses; "
+            "they are left out of the p-values",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     sims = sims[~nan]
     m = sims.size
     p_greater = (1 + int(np.sum(sims >= observed))) / (1 + m)
     p_less = (1 + int(np.sum(sims <= observed))) / (1 + m)
-    p_value = {"greater": p_greater, "less": p_less,
-               "two-sided": min(1.0, 2 * min(p_greater, p_less))}[alternative]
-    return StatisticCheck(observed=observed, simulated=_frozen(sims), n_nan=int(nan.sum()),
-                          p_greater=p_greater, p_less=p_less, p_value=p_value,
-                          alternative=alternative)
+    p_value = {
+        "greater": p_greater,
+        "less": p_less,
+        "two-sided": min(1.0, 2 * min(p_greater, p_less)),
+    }[alternative]
+    return StatisticCheck(
+        observed=observed,
+        simulated=_frozen(sims),
+        n_nan=int(nan.sum()),
+        p_greater=p_greater,
+        p_less=p_less,
+        p_value=p_value,
+        alternative=alternative,
+    )

@@ -1,4 +1,5 @@
 """Command line: ``mixboot fit | boot | demo | power`` — a thin layer over the public API."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ def _read(path: str) -> pd.DataFrame:
         try:
             numbers = pd.to_numeric(present)
         except (TypeError, ValueError):
-            continue                               # text: "" stays a level
+            continue  # text: "" stays a level
         out = pd.Series(np.nan, index=col.index, dtype=float)
         out[present.index] = numbers.astype(float)
         frame[name] = out
@@ -44,16 +45,23 @@ def _read(path: str) -> pd.DataFrame:
 def _interval_table(boot, level: float) -> str:
     perc = boot.confint(method="perc", level=level)
     short = boot.confint(method="shortest", level=level)
-    frame = pd.DataFrame({"estimate": boot.reported_estimate().to_numpy(),
-                          "boot se": boot.reported().std(ddof=1).to_numpy(),
-                          "perc lower": perc["lower"].to_numpy(), "perc upper": perc["upper"].to_numpy(),
-                          "shortest lower": short["lower"].to_numpy(),
-                          "shortest upper": short["upper"].to_numpy()}, index=list(perc.index))
+    frame = pd.DataFrame(
+        {
+            "estimate": boot.reported_estimate().to_numpy(),
+            "boot se": boot.reported().std(ddof=1).to_numpy(),
+            "perc lower": perc["lower"].to_numpy(),
+            "perc upper": perc["upper"].to_numpy(),
+            "shortest lower": short["lower"].to_numpy(),
+            "shortest upper": short["upper"].to_numpy(),
+        },
+        index=list(perc.index),
+    )
     return frame.to_string(float_format=lambda x: f"{x:.5g}")
 
 
 def _cmd_fit(args) -> int:
     import mixboot as mb
+
     result = mb.fit(args.formula, _read(args.data), REML=not args.ml)
     print(result.summary())
     return 0
@@ -98,17 +106,20 @@ def _check_run_args(args) -> None:
     if args.seed is not None and args.seed < 0:
         raise _OptionError(f"--seed must be a non-negative integer, got {args.seed}")
     if args.jobs != -1 and args.jobs < 1:
-        raise _OptionError(f"--jobs must be a positive integer or -1 (all cores), "
-                           f"got {args.jobs}")
+        raise _OptionError(f"--jobs must be a positive integer or -1 (all cores), got {args.jobs}")
     if args.checkpoint is not None:
         _check_checkpoint(args.checkpoint)
     if args.scheduler is not None:
         if not _ADDRESS.fullmatch(args.scheduler):
-            raise _OptionError(f"--scheduler must be a scheduler address such as "
-                               f"tcp://host:8786 or host:8786, got {args.scheduler!r}")
+            raise _OptionError(
+                f"--scheduler must be a scheduler address such as "
+                f"tcp://host:8786 or host:8786, got {args.scheduler!r}"
+            )
         if args.jobs != 1:
-            raise _OptionError(f"--scheduler runs the work on the cluster's workers: leave "
-                               f"--jobs at 1 (got --jobs {args.jobs})")
+            raise _OptionError(
+                f"--scheduler runs the work on the cluster's workers: leave "
+                f"--jobs at 1 (got --jobs {args.jobs})"
+            )
         try:
             import dask.distributed  # noqa: F401 - only to fail before any work
         except ImportError:
@@ -156,6 +167,7 @@ def _client(address):
         yield None
         return
     from dask.distributed import Client
+
     try:
         client = Client(address)
     except OSError as exc:
@@ -169,18 +181,32 @@ def _client(address):
 # --------------------------------------------------------------------------- boot
 def _run_boot(result, args, client=None) -> int:
     import mixboot as mb
-    boot = mb.bootMer(result, B=args.B, seed=args.seed, n_jobs=args.jobs,
-                      show_progress=args.progress, tol=args.tol, checkpoint=args.checkpoint,
-                      client=client)
+
+    boot = mb.bootMer(
+        result,
+        B=args.B,
+        seed=args.seed,
+        n_jobs=args.jobs,
+        show_progress=args.progress,
+        tol=args.tol,
+        checkpoint=args.checkpoint,
+        client=client,
+    )
     if args.checkpoint is not None:
         done = boot.meta["checkpoint"]
-        print(f"checkpoint {args.checkpoint}: {done['loaded']} replicates read back, "
-              f"{done['computed']} computed")
-    print(f"Parametric bootstrap: {boot.B} replicates, seed {boot.meta['seed_entropy']}, "
-          f"{int(round(100 * args.level))}% intervals")
+        print(
+            f"checkpoint {args.checkpoint}: {done['loaded']} replicates read back, "
+            f"{done['computed']} computed"
+        )
+    print(
+        f"Parametric bootstrap: {boot.B} replicates, seed {boot.meta['seed_entropy']}, "
+        f"{int(round(100 * args.level))}% intervals"
+    )
     print(_interval_table(boot, args.level))
-    print(f"failed: {boot.n_failed}, singular: {boot.n_singular}, "
-          f"non-converged: {boot.n_nonconverged}")
+    print(
+        f"failed: {boot.n_failed}, singular: {boot.n_singular}, "
+        f"non-converged: {boot.n_nonconverged}"
+    )
     if args.out:
         boot.save(args.out)
         print(f"saved to {args.out}")
@@ -189,6 +215,7 @@ def _run_boot(result, args, client=None) -> int:
 
 def _cmd_boot(args) -> int:
     import mixboot as mb
+
     with _client(args.scheduler) as client:
         result = mb.fit(args.formula, _read(args.data), REML=not args.ml)
         print(result.summary())
@@ -200,6 +227,7 @@ def _cmd_demo(args) -> int:
     import time
 
     import mixboot as mb
+
     df = mb.datasets.load("reaction")
     formula = "Reaction ~ 1 + Days + (1 + Days | Subject)"
     print(f"Built-in example 'reaction' (simulated, {len(df)} rows); fitting {formula} by ML\n")
@@ -232,8 +260,10 @@ def _load_config(path: str) -> dict:
             try:
                 import tomli as tomllib  # type: ignore[no-redef]
             except ImportError:
-                raise SystemExit("mixboot: reading TOML needs Python 3.11+ or the tomli "
-                                 "package; or write the file as JSON") from None
+                raise SystemExit(
+                    "mixboot: reading TOML needs Python 3.11+ or the tomli "
+                    "package; or write the file as JSON"
+                ) from None
         try:
             config = tomllib.loads(text.decode())
         except tomllib.TOMLDecodeError as exc:
@@ -242,8 +272,9 @@ def _load_config(path: str) -> dict:
         try:
             config = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc}); TOML files must end in .toml") \
-                from None
+            raise ValueError(
+                f"{path}: not valid JSON ({exc}); TOML files must end in .toml"
+            ) from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a table/object of settings at the top level")
     return config
@@ -252,11 +283,14 @@ def _load_config(path: str) -> dict:
 def _design_from(config: dict, base: Path):
     """The data frame a ``nested``, ``crossed`` or ``csv`` entry describes."""
     import mixboot as mb
+
     spec = config.get("design", config)
     given = [k for k in _DESIGNS if k in spec]
     if len(given) != 1:
-        raise ValueError(f"the design file must give exactly one design among {list(_DESIGNS)} "
-                         f"(at the top level or under 'design'), got {given or 'none'}")
+        raise ValueError(
+            f"the design file must give exactly one design among {list(_DESIGNS)} "
+            f"(at the top level or under 'design'), got {given or 'none'}"
+        )
     kind = given[0]
     args = spec[kind]
     if kind == "csv":
@@ -268,6 +302,7 @@ def _design_from(config: dict, base: Path):
 
 def _cmd_power(args) -> int:
     import mixboot as mb
+
     config = _load_config(args.design)
     settings = {k: config.get(k) for k in _RUN_KEYS}
     for key in _RUN_KEYS:
@@ -279,16 +314,34 @@ def _cmd_power(args) -> int:
     if "re" not in config and "theta" not in config:
         missing.append("re (or theta)")
     if missing:
-        raise ValueError(f"power analysis needs {missing}: give them in {args.design} "
-                         "(or --formula / --test on the command line)")
-    unknown = set(config) - {*_RUN_KEYS, *_DESIGNS, "design", "beta", "sigma", "re", "theta",
-                             "REML", "contrasts"}
+        raise ValueError(
+            f"power analysis needs {missing}: give them in {args.design} "
+            "(or --formula / --test on the command line)"
+        )
+    unknown = set(config) - {
+        *_RUN_KEYS,
+        *_DESIGNS,
+        "design",
+        "beta",
+        "sigma",
+        "re",
+        "theta",
+        "REML",
+        "contrasts",
+    }
     if unknown:
         raise ValueError(f"{args.design}: unknown setting(s) {sorted(unknown)}")
     data = _design_from(config, Path(args.design).resolve().parent)
-    model = mb.model(settings["formula"], data, beta=config["beta"], sigma=config["sigma"],
-                     re=config.get("re"), theta=config.get("theta"),
-                     REML=config.get("REML", True), contrasts=config.get("contrasts"))
+    model = mb.model(
+        settings["formula"],
+        data,
+        beta=config["beta"],
+        sigma=config["sigma"],
+        re=config.get("re"),
+        theta=config.get("theta"),
+        REML=config.get("REML", True),
+        contrasts=config.get("contrasts"),
+    )
     defaults = {"nsim": 1000, "alpha": 0.05, "method": None, "pb_B": 199}
     common = {k: d if settings[k] is None else settings[k] for k, d in defaults.items()}
     common.update(seed=settings["seed"], n_jobs=args.jobs, show_progress=args.progress)
@@ -299,8 +352,9 @@ def _cmd_power(args) -> int:
             sizes = settings["sizes"]
             if isinstance(sizes, str):
                 sizes = _sizes(sizes)
-            curve = mb.power_curve(model, settings["test"], sizes=sizes,
-                                   along=settings["along"], **common)
+            curve = mb.power_curve(
+                model, settings["test"], sizes=sizes, along=settings["along"], **common
+            )
             print(curve.summary())
         else:
             print(mb.power(model, settings["test"], **common).summary())
@@ -311,24 +365,34 @@ def _sizes(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--sizes takes integers separated by commas, "
-                                         f"got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--sizes takes integers separated by commas, got {text!r}"
+        ) from None
 
 
 def _add_power_options(p):
-    p.add_argument("--design", required=True,
-                   help="JSON or TOML file: the design (nested / crossed / csv) and the "
-                        "parameters beta, sigma, re (or theta); may also hold the settings below")
+    p.add_argument(
+        "--design",
+        required=True,
+        help="JSON or TOML file: the design (nested / crossed / csv) and the "
+        "parameters beta, sigma, re (or theta); may also hold the settings below",
+    )
     p.add_argument("--formula", help='lme4 formula, e.g. "y ~ treatment + (1|subject)"')
     p.add_argument("--test", help="coefficient or fixed term to test, e.g. treatment")
     p.add_argument("--nsim", type=int, help="simulated data sets (default 1000)")
     p.add_argument("--seed", type=int, help="random seed (default: random)")
     p.add_argument("--alpha", type=float, help="significance level (default 0.05)")
-    p.add_argument("--method", choices=["satterthwaite", "kr", "wald", "lrt", "pb"],
-                   help="test (default satterthwaite: t with Satterthwaite's df, as the "
-                        "fit's p-values)")
-    p.add_argument("--pb-B", dest="pb_B", type=int,
-                   help="bootstrap responses per data set for --method pb (default 199)")
+    p.add_argument(
+        "--method",
+        choices=["satterthwaite", "kr", "wald", "lrt", "pb"],
+        help="test (default satterthwaite: t with Satterthwaite's df, as the fit's p-values)",
+    )
+    p.add_argument(
+        "--pb-B",
+        dest="pb_B",
+        type=int,
+        help="bootstrap responses per data set for --method pb (default 199)",
+    )
     p.add_argument("--sizes", type=_sizes, help="power curve: sizes, e.g. 20,30,40")
     p.add_argument("--along", help="power curve: grouping column to resize (e.g. subject)")
     _add_run_options(p, "--nsim")
@@ -336,14 +400,21 @@ def _add_power_options(p):
 
 def _add_run_options(p, size_option: str):
     """Options every simulating command shares."""
-    p.add_argument("--jobs", type=int, default=1,
-                   help="worker processes, -1 for all cores (default 1)")
-    p.add_argument("--checkpoint", metavar="PATH",
-                   help="directory that keeps finished replicates; re-running the same command "
-                        f"resumes, a larger {size_option} extends")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="run on a Dask cluster at this scheduler address, e.g. "
-                        "tcp://host:8786; needs pip install 'mixboot[dask]'")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="worker processes, -1 for all cores (default 1)"
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="directory that keeps finished replicates; re-running the same command "
+        f"resumes, a larger {size_option} extends",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on a Dask cluster at this scheduler address, e.g. "
+        "tcp://host:8786; needs pip install 'mixboot[dask]'",
+    )
     p.add_argument("--progress", action="store_true", help="show a progress bar")
 
 
@@ -357,8 +428,9 @@ def _add_boot_options(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixboot", description="Linear mixed models: fit, "
-                                     "parametric bootstrap, simulation.")
+    parser = argparse.ArgumentParser(
+        prog="mixboot", description="Linear mixed models: fit, parametric bootstrap, simulation."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fit", help="fit a model and print its summary")
     p.add_argument("data", help="CSV file")
@@ -374,8 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="fit and bootstrap a built-in example (no download)")
     _add_boot_options(p)
     p.set_defaults(func=_cmd_demo, check=_check_boot_args)
-    p = sub.add_parser("power", help="power of a fixed-effect test by simulation (or a curve "
-                       "over sizes)")
+    p = sub.add_parser(
+        "power", help="power of a fixed-effect test by simulation (or a curve over sizes)"
+    )
     _add_power_options(p)
     p.set_defaults(func=_cmd_power, check=_check_power_args)
     return parser
@@ -399,9 +472,15 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         kept = getattr(args, "checkpoint", None)
-        print("mixboot: interrupted" + (f"; finished replicates are kept in {kept}: run the "
-                                        "same command again to resume" if kept else ""),
-              file=sys.stderr)
+        print(
+            "mixboot: interrupted"
+            + (
+                f"; finished replicates are kept in {kept}: run the same command again to resume"
+                if kept
+                else ""
+            ),
+            file=sys.stderr,
+        )
         return 130
 
 

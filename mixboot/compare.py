@@ -26,6 +26,7 @@ fits already: their statistic is the difference of the fits' ``objective``
 >>> round(float(table.table["Chisq"].iloc[1]), 3)
 16.629
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,8 +68,9 @@ GLMM_CHUNK = 32
 # --------------------------------------------------------------------------- LMM or GLMM
 def is_glmm(model_or_result) -> bool:
     """True for a GLMM (its model or a result of it)."""
-    return isinstance(getattr(model_or_result, "model", model_or_result),
-                      GeneralizedLinearMixedModel)
+    return isinstance(
+        getattr(model_or_result, "model", model_or_result), GeneralizedLinearMixedModel
+    )
 
 
 def chunk_size(*models) -> int:
@@ -83,8 +85,9 @@ def refit_start(result) -> np.ndarray:
     """Where refits of ``result``'s model start: theta (LMM) or (theta, beta) (GLMM, as
     lme4's ``refit``)."""
     theta = np.asarray(result.theta, dtype=float)
-    return np.concatenate([theta, np.asarray(result.beta, dtype=float)]) if is_glmm(result) \
-        else theta
+    return (
+        np.concatenate([theta, np.asarray(result.beta, dtype=float)]) if is_glmm(result) else theta
+    )
 
 
 def simulate_responses(model, children, *, beta, sigma, theta) -> np.ndarray:
@@ -92,13 +95,21 @@ def simulate_responses(model, children, *, beta, sigma, theta) -> np.ndarray:
     on the fitted scale with its trials and offset; an LMM's without its offset)."""
     spec = model.spec
     if is_glmm(model):
-        return simulate_glmm_block(spec, model.family, children, beta=beta, theta=theta,
-                                   trials=spec.trials, offset=spec.offset)
+        return simulate_glmm_block(
+            spec,
+            model.family,
+            children,
+            beta=beta,
+            theta=theta,
+            trials=spec.trials,
+            offset=spec.offset,
+        )
     return simulate_block(spec, children, beta=beta, sigma=sigma, theta=theta)
 
 
-def refit_columns(model, Y: np.ndarray, *, start: np.ndarray, tol: float | None, fail,
-                  vcov=None) -> list[tuple[np.ndarray, RefitBatch]]:
+def refit_columns(
+    model, Y: np.ndarray, *, start: np.ndarray, tol: float | None, fail, vcov=None
+) -> list[tuple[np.ndarray, RefitBatch]]:
     """Refit every column of Y (n, B): :func:`mixboot.refit.refit_isolated` for an LMM.
 
     A GLMM is refitted by :meth:`GeneralizedLinearMixedModel.refit` from ``start`` =
@@ -115,8 +126,15 @@ def refit_columns(model, Y: np.ndarray, *, start: np.ndarray, tol: float | None,
         r = model.refit(Yc.T, start=start, settings=settings)
         B = Yc.shape[1]
         vc = np.full((B, p, p), np.nan) if vcov is None else vcov(model, r)
-        return RefitBatch(theta=r.theta, objective=r.objective, beta=r.beta, sigma=np.ones(B),
-                          converged=r.converged, evaluations=r.evaluations, vcov_unscaled=vc)
+        return RefitBatch(
+            theta=r.theta,
+            objective=r.objective,
+            beta=r.beta,
+            sigma=np.ones(B),
+            converged=r.converged,
+            evaluations=r.evaluations,
+            vcov_unscaled=vc,
+        )
 
     try:
         return [(np.arange(Y.shape[1]), refit(Y))]
@@ -125,7 +143,7 @@ def refit_columns(model, Y: np.ndarray, *, start: np.ndarray, tol: float | None,
     batches = []
     for i in range(Y.shape[1]):
         try:
-            batches.append((np.array([i]), refit(Y[:, i:i + 1])))
+            batches.append((np.array([i]), refit(Y[:, i : i + 1])))
         except Exception as exc:  # noqa: BLE001
             fail(i, exc)
     return batches
@@ -171,12 +189,15 @@ def columns_to_drop(spec, test: str) -> tuple[np.ndarray, str]:
     for label, cols in terms:
         if _term_key(label) == key:
             if cols.size == 0:
-                raise ValueError(f"term {label!r} of {spec.formula!r} has no columns left in the "
-                                 "fixed-effects matrix (all were aliased)")
+                raise ValueError(
+                    f"term {label!r} of {spec.formula!r} has no columns left in the "
+                    "fixed-effects matrix (all were aliased)"
+                )
             return cols, label
     raise ValueError(
         f"test {test!r} names no fixed-effect coefficient or term of {spec.formula!r}; "
-        f"coefficients: {list(spec.fe_names)}; terms: {[label for label, _ in terms]}")
+        f"coefficients: {list(spec.fe_names)}; terms: {[label for label, _ in terms]}"
+    )
 
 
 def reduced_model(result, test: str):
@@ -226,10 +247,13 @@ def reduced_model(result, test: str):
     keep = np.setdiff1d(np.arange(spec.p), drop)
     formula = f"{spec.formula} - {label}"
     reduced = dataclasses.replace(
-        spec, formula=formula,
+        spec,
+        formula=formula,
         parts=dataclasses.replace(spec.parts, fixed=f"{spec.parts.fixed} - {label}", text=formula),
-        X=np.ascontiguousarray(spec.X[:, keep]), fe_names=tuple(spec.fe_names[i] for i in keep),
-        kept_columns=spec.kept_columns[keep])
+        X=np.ascontiguousarray(spec.X[:, keep]),
+        fe_names=tuple(spec.fe_names[i] for i in keep),
+        kept_columns=spec.kept_columns[keep],
+    )
     if is_glmm(result):
         return GeneralizedLinearMixedModel(reduced, result.family, nAGQ=result.nAGQ), int(drop.size)
     return LinearMixedModel(reduced, REML=False), int(drop.size)
@@ -245,11 +269,15 @@ def _check_same_data(fits, names) -> None:
     first, name0 = fits[0], names[0]
     for r, name in zip(fits[1:], names[1:]):
         if r.nobs != first.nobs:
-            raise ValueError(f"models were not all fitted to the same observations: {name0!r} "
-                             f"has {first.nobs}, {name!r} has {r.nobs}")
+            raise ValueError(
+                f"models were not all fitted to the same observations: {name0!r} "
+                f"has {first.nobs}, {name!r} has {r.nobs}"
+            )
         if not np.array_equal(np.asarray(r.y), np.asarray(first.y)):
-            raise ValueError(f"models were not all fitted to the same response values: "
-                             f"{name0!r} and {name!r} differ")
+            raise ValueError(
+                f"models were not all fitted to the same response values: "
+                f"{name0!r} and {name!r} differ"
+            )
 
 
 def _check_same_kind(fits, names) -> None:
@@ -257,10 +285,14 @@ def _check_same_kind(fits, names) -> None:
     kinds = [(r.family.name, r.family.link.name) if is_glmm(r) else None for r in fits]
     for kind, name in zip(kinds[1:], names[1:]):
         if kind != kinds[0]:
+
             def say(k):
                 return "a linear mixed model" if k is None else f"a {k[0]}({k[1]}) GLMM"
-            raise ValueError(f"models of different kinds cannot be compared: {names[0]!r} is "
-                             f"{say(kinds[0])}, {name!r} is {say(kind)}")
+
+            raise ValueError(
+                f"models of different kinds cannot be compared: {names[0]!r} is "
+                f"{say(kinds[0])}, {name!r} is {say(kind)}"
+            )
 
 
 def _ml_fit(result):
@@ -373,13 +405,22 @@ def lrt(*fits: LMMResult | GLMMResult, names: Sequence[str] | None = None) -> LR
     chisq = np.concatenate([[np.nan], np.maximum(0.0, 2 * np.diff(loglik))])
     df = np.diff(npar)
     # Equal numbers of parameters (Df 0) give no test, as in lme4.
-    p = np.concatenate([[np.nan], np.where(df > 0, special.chdtrc(np.maximum(df, 1), chisq[1:]),
-                                           np.nan)])
-    table = pd.DataFrame({
-        "npar": npar, "AIC": deviance + 2 * npar, "BIC": deviance + npar * np.log(nobs),
-        "logLik": loglik, "deviance": deviance, "Chisq": chisq,
-        "Df": pd.array([pd.NA, *df.tolist()], dtype="Int64"),
-        "Pr(>Chisq)": p}, index=pd.Index([names[i] for i in order], name="model"))
+    p = np.concatenate(
+        [[np.nan], np.where(df > 0, special.chdtrc(np.maximum(df, 1), chisq[1:]), np.nan)]
+    )
+    table = pd.DataFrame(
+        {
+            "npar": npar,
+            "AIC": deviance + 2 * npar,
+            "BIC": deviance + npar * np.log(nobs),
+            "logLik": loglik,
+            "deviance": deviance,
+            "Chisq": chisq,
+            "Df": pd.array([pd.NA, *df.tolist()], dtype="Int64"),
+            "Pr(>Chisq)": p,
+        },
+        index=pd.Index([names[i] for i in order], name="model"),
+    )
     return LRTTable(table=table, fits=tuple(ml), refitted=tuple(refitted))
 
 
@@ -429,17 +470,27 @@ class PBTest:
     @property
     def table(self) -> pd.DataFrame:
         """PBmodcomp's layout: rows LRT (chi-square) and PBtest (bootstrap)."""
-        return pd.DataFrame({"stat": [self.lrt, self.lrt], "df": [self.df, pd.NA],
-                             "p.value": [self.p_chisq, self.p_boot]},
-                            index=pd.Index(["LRT", "PBtest"]))
+        return pd.DataFrame(
+            {
+                "stat": [self.lrt, self.lrt],
+                "df": [self.df, pd.NA],
+                "p.value": [self.p_chisq, self.p_boot],
+            },
+            index=pd.Index(["LRT", "PBtest"]),
+        )
 
     def __repr__(self) -> str:
-        lines = ["Parametric bootstrap likelihood-ratio test",
-                 f"large: {self.formula_large}", f"small: {self.formula_small}"]
+        lines = [
+            "Parametric bootstrap likelihood-ratio test",
+            f"large: {self.formula_large}",
+            f"small: {self.formula_small}",
+        ]
         if self.note:
             lines.append(self.note)
-        lines.append(f"bootstrap: {self.n_valid} valid of B = {self.B} replicates"
-                     + (f" ({self.n_failed} failed, excluded)" if self.n_failed else ""))
+        lines.append(
+            f"bootstrap: {self.n_valid} valid of B = {self.B} replicates"
+            + (f" ({self.n_failed} failed, excluded)" if self.n_failed else "")
+        )
         lines.append(f"  {'':6} {'stat':>10} {'df':>4} {'p.value':>10}")
         lines.append(f"  {'LRT':6} {self.lrt:>10.4f} {self.df:>4d} {self.p_chisq:>10.4g}")
         lines.append(f"  {'PBtest':6} {self.lrt:>10.4f} {'':>4} {self.p_boot:>10.4g}")
@@ -453,10 +504,10 @@ class PBTest:
 class _PBContext:
     """What a worker needs for pb_lrt replicates: the two ML models and where to start."""
 
-    small: object         # LinearMixedModel (ML) or GeneralizedLinearMixedModel
+    small: object  # LinearMixedModel (ML) or GeneralizedLinearMixedModel
     large: object
-    beta: np.ndarray      # the small fit's estimates: responses are simulated under them
-    sigma: float          # 1 for a GLMM
+    beta: np.ndarray  # the small fit's estimates: responses are simulated under them
+    sigma: float  # 1 for a GLMM
     theta_small: np.ndarray
     start_small: np.ndarray  # refits start at the fits' estimates (refit_start)
     start_large: np.ndarray
@@ -474,23 +525,32 @@ def _pb_chunk(ctx: _PBContext, reps, children):
         out["failures"].append((int(reps[i]), stage, f"{type(exc).__name__}: {exc}"))
 
     try:
-        Y = simulate_responses(ctx.small, children, beta=ctx.beta, sigma=ctx.sigma,
-                               theta=ctx.theta_small)
+        Y = simulate_responses(
+            ctx.small, children, beta=ctx.beta, sigma=ctx.sigma, theta=ctx.theta_small
+        )
     except Exception as exc:  # noqa: BLE001 - recorded per replicate, run goes on
         for i in range(B):
             fail(i, "simulate", exc)
         return out
     deviance = {}
-    for which, model, start in (("small", ctx.small, ctx.start_small),
-                                ("large", ctx.large, ctx.start_large)):
+    for which, model, start in (
+        ("small", ctx.small, ctx.start_small),
+        ("large", ctx.large, ctx.start_large),
+    ):
         dev, conv = np.full(B, np.nan), np.zeros(B, dtype=bool)
-        for idx, rb in refit_columns(model, Y, start=start, tol=ctx.tol,
-                                     fail=lambda i, exc, w=which: fail(i, f"refit {w}", exc)):
+        for idx, rb in refit_columns(
+            model,
+            Y,
+            start=start,
+            tol=ctx.tol,
+            fail=lambda i, exc, w=which: fail(i, f"refit {w}", exc),
+        ):
             dev[idx], conv[idx] = rb.objective, rb.converged
         for i in np.flatnonzero(~failed & ~(conv & np.isfinite(dev))):
             failed[i] = True
-            out["failures"].append((int(reps[i]), f"refit {which}",
-                                    "did not converge or gave a non-finite deviance"))
+            out["failures"].append(
+                (int(reps[i]), f"refit {which}", "did not converge or gave a non-finite deviance")
+            )
         deviance[which] = dev
     stat = deviance["small"] - deviance["large"]
     out["lrt"] = np.where(failed, np.nan, stat)
@@ -507,15 +567,25 @@ def _check_nested_fixed(small, large) -> None:
     bad = np.linalg.norm(resid, axis=0) > 1e-7 * np.maximum(np.linalg.norm(Xs, axis=0), 1.0)
     if bad.any():
         cols = [small.spec.fe_names[i] for i in np.flatnonzero(bad)]
-        raise ValueError(f"the models are not nested: fixed-effect column(s) {cols} of small "
-                         f"({small.formula!r}) are not in the column space of large's X "
-                         f"({large.formula!r})")
+        raise ValueError(
+            f"the models are not nested: fixed-effect column(s) {cols} of small "
+            f"({small.formula!r}) are not in the column space of large's X "
+            f"({large.formula!r})"
+        )
 
 
-def pb_lrt(large: LMMResult | GLMMResult, small: LMMResult | GLMMResult, B: int = 1000,
-           seed: runner.Seed = None, *, n_jobs: int = 1,
-           show_progress: bool = False, tol: float | None = None, client=None,
-           checkpoint=None) -> PBTest:
+def pb_lrt(
+    large: LMMResult | GLMMResult,
+    small: LMMResult | GLMMResult,
+    B: int = 1000,
+    seed: runner.Seed = None,
+    *,
+    n_jobs: int = 1,
+    show_progress: bool = False,
+    tol: float | None = None,
+    client=None,
+    checkpoint=None,
+) -> PBTest:
     """Parametric-bootstrap likelihood-ratio test of nested models, as pbkrtest's PBmodcomp.
 
     B responses are simulated from ``small`` at its ML estimates; both models are
@@ -561,37 +631,64 @@ def pb_lrt(large: LMMResult | GLMMResult, small: LMMResult | GLMMResult, B: int 
     """
     _check_fit(large, "large")
     _check_fit(small, "small")
-    runner.check_run_options(B=B, n_jobs=n_jobs, tol=tol, show_progress=show_progress,
-                             client=client, checkpoint=checkpoint)
+    runner.check_run_options(
+        B=B,
+        n_jobs=n_jobs,
+        tol=tol,
+        show_progress=show_progress,
+        client=client,
+        checkpoint=checkpoint,
+    )
     _check_same_kind([large, small], ["large", "small"])
     _check_same_data([large, small], ["large", "small"])
     large_ml, large_refit = _ml_fit(large)
     small_ml, small_refit = _ml_fit(small)
     df = large_ml.n_params - small_ml.n_params
     if df <= 0:
-        raise ValueError(f"small must have fewer parameters than large: small "
-                         f"({small.formula!r}) has {small_ml.n_params}, large "
-                         f"({large.formula!r}) has {large_ml.n_params}")
+        raise ValueError(
+            f"small must have fewer parameters than large: small "
+            f"({small.formula!r}) has {small_ml.n_params}, large "
+            f"({large.formula!r}) has {large_ml.n_params}"
+        )
     _check_nested_fixed(small_ml, large_ml)
     observed = small_ml.objective - large_ml.objective
     B = int(B)
     glmm = is_glmm(small_ml)
-    ctx = _PBContext(small=small_ml.model, large=large_ml.model,
-                     beta=np.asarray(small_ml.beta, dtype=float),
-                     sigma=1.0 if glmm else float(small_ml.sigma),
-                     theta_small=np.asarray(small_ml.theta, dtype=float),
-                     start_small=refit_start(small_ml), start_large=refit_start(large_ml), tol=tol)
-    identity = {"workflow": "pb_lrt", "small": small_ml.spec.fingerprint,
-                "small_formula": small_ml.formula, "large": large_ml.spec.fingerprint,
-                "large_formula": large_ml.formula, "tol": tol, "version": __version__}
+    ctx = _PBContext(
+        small=small_ml.model,
+        large=large_ml.model,
+        beta=np.asarray(small_ml.beta, dtype=float),
+        sigma=1.0 if glmm else float(small_ml.sigma),
+        theta_small=np.asarray(small_ml.theta, dtype=float),
+        start_small=refit_start(small_ml),
+        start_large=refit_start(large_ml),
+        tol=tol,
+    )
+    identity = {
+        "workflow": "pb_lrt",
+        "small": small_ml.spec.fingerprint,
+        "small_formula": small_ml.formula,
+        "large": large_ml.spec.fingerprint,
+        "large_formula": large_ml.formula,
+        "tol": tol,
+        "version": __version__,
+    }
     if glmm:
-        identity.update(family=f"{small_ml.family.name}({small_ml.family.link.name})",
-                        nAGQ=[small_ml.nAGQ, large_ml.nAGQ])
-    job = runner.Job(task=_pb_chunk, payload=ctx, B=B,
-                     chunk=chunk_size(small_ml.model, large_ml.model), desc="pb_lrt",
-                     identity=identity)
-    outcome = runner.run(job, seed, n_jobs=n_jobs, client=client, checkpoint=checkpoint,
-                         show_progress=show_progress)
+        identity.update(
+            family=f"{small_ml.family.name}({small_ml.family.link.name})",
+            nAGQ=[small_ml.nAGQ, large_ml.nAGQ],
+        )
+    job = runner.Job(
+        task=_pb_chunk,
+        payload=ctx,
+        B=B,
+        chunk=chunk_size(small_ml.model, large_ml.model),
+        desc="pb_lrt",
+        identity=identity,
+    )
+    outcome = runner.run(
+        job, seed, n_jobs=n_jobs, client=client, checkpoint=checkpoint, show_progress=show_progress
+    )
     root = outcome.seed
     boot = outcome.values["lrt"]
     boot.setflags(write=False)
@@ -599,13 +696,27 @@ def pb_lrt(large: LMMResult | GLMMResult, small: LMMResult | GLMMResult, B: int 
     n_valid = int(valid.sum())
     n_failed = B - n_valid
     if n_failed:
-        warnings.warn(f"{n_failed} of {B} bootstrap replicates failed and are excluded from "
-                      "p_boot; see .failures", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{n_failed} of {B} bootstrap replicates failed and are excluded from "
+            "p_boot; see .failures",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     p_boot = (1 + int(np.sum(boot[valid] >= observed - TIE_TOL))) / (1 + n_valid)
     refitted = tuple(name for name, was in (("large", large_refit), ("small", small_refit)) if was)
     p_chisq = float(special.chdtrc(df, max(observed, 0.0)))
-    return PBTest(lrt=float(observed), df=int(df), p_chisq=p_chisq, p_boot=float(p_boot),
-                  n_valid=n_valid, n_failed=n_failed, B=B, lrt_boot=boot,
-                  seed=int(root.entropy), formula_large=large.formula, formula_small=small.formula,
-                  refitted=refitted,
-                  failures=outcome.failures)
+    return PBTest(
+        lrt=float(observed),
+        df=int(df),
+        p_chisq=p_chisq,
+        p_boot=float(p_boot),
+        n_valid=n_valid,
+        n_failed=n_failed,
+        B=B,
+        lrt_boot=boot,
+        seed=int(root.entropy),
+        formula_large=large.formula,
+        formula_small=small.formula,
+        refitted=refitted,
+        failures=outcome.failures,
+    )

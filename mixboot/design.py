@@ -29,8 +29,17 @@ import pandas as pd
 __all__ = ["crossed", "nested", "extend"]
 
 
-def crossed(*, subjects, items, within=None, between=None, item_between=None,
-            replicates=1, subject="subject", item="item"):
+def crossed(
+    *,
+    subjects,
+    items,
+    within=None,
+    between=None,
+    item_between=None,
+    replicates=1,
+    subject="subject",
+    item="item",
+):
     """Fully crossed design: every subject responds to every item.
 
     Parameters
@@ -216,7 +225,9 @@ def extend(data, *, along, size):
     if not isinstance(along, str):
         raise TypeError(f"along must be a column name (str), got {type(along).__name__}")
     if along not in data.columns:
-        raise ValueError(f"along={along!r} is not a column of data; columns are {list(data.columns)}")
+        raise ValueError(
+            f"along={along!r} is not a column of data; columns are {list(data.columns)}"
+        )
     n_levels = _check_count(size, "size")
     column = data[along]
     if column.isna().any():
@@ -246,8 +257,9 @@ def extend(data, *, along, size):
 
     out = data.iloc[rows].reset_index(drop=True)
     if isinstance(column.dtype, pd.CategoricalDtype):
-        out[along] = pd.Categorical.from_codes(new_code, categories=levels,
-                                               ordered=column.cat.ordered)
+        out[along] = pd.Categorical.from_codes(
+            new_code, categories=levels, ordered=column.cat.ordered
+        )
     else:
         out[along] = pd.Series(np.asarray(levels, dtype=object)[new_code].tolist())
     return out
@@ -290,7 +302,9 @@ def _check_factors(factors, argument, taken):
     if factors is None:
         return []
     if not isinstance(factors, Mapping):
-        raise TypeError(f"{argument} must be a dict of name -> levels, got {type(factors).__name__}")
+        raise TypeError(
+            f"{argument} must be a dict of name -> levels, got {type(factors).__name__}"
+        )
     checked = []
     for name, levels in factors.items():
         _claim(name, argument, taken)
@@ -364,8 +378,10 @@ _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 def _new_labels(old, count, along):
     """Labels for ``count`` new levels that continue the pattern of ``old``."""
-    if all(isinstance(label, numbers.Integral) and not isinstance(label, (bool, np.bool_))
-           for label in old):
+    if all(
+        isinstance(label, numbers.Integral) and not isinstance(label, (bool, np.bool_))
+        for label in old
+    ):
         start = max(old) + 1
         return [start + k for k in range(count)]
     matches = [_NUMBERED.match(label) if isinstance(label, str) else None for label in old]

@@ -29,6 +29,7 @@ prior weights equal to the trials, as R's ``glm`` does.
 >>> poisson().variance(np.array([2.0, 3.0]))
 array([2., 3.])
 """
+
 from __future__ import annotations
 
 import warnings
@@ -55,6 +56,7 @@ def _arr(x) -> np.ndarray:
 
 # ---------------------------------------------------------------- links
 
+
 def _logit_linkfun(mu):
     mu = _arr(mu)
     return np.log(mu / (1.0 - mu))
@@ -66,7 +68,7 @@ def _logit_linkinv(eta):
     eta = _arr(eta)
     with np.errstate(over="ignore"):
         tmp = np.exp(eta)
-    if not (np.abs(eta) <= _LOGIT_THRESH).all():      # rare: only then the clamps
+    if not (np.abs(eta) <= _LOGIT_THRESH).all():  # rare: only then the clamps
         tmp = np.where(eta < -_LOGIT_THRESH, EPS, np.where(eta > _LOGIT_THRESH, _INVEPS, tmp))
     return tmp / (1.0 + tmp)
 
@@ -154,8 +156,13 @@ LINKS = {
     "cloglog": Link("cloglog", _cloglog_linkfun, _cloglog_linkinv, _cloglog_mu_eta),
     "log": Link("log", lambda mu: np.log(_arr(mu)), _log_linkinv, _log_linkinv),
     "identity": Link("identity", _arr, _arr, lambda eta: np.ones_like(_arr(eta))),
-    "sqrt": Link("sqrt", lambda mu: np.sqrt(_arr(mu)), lambda eta: _arr(eta) ** 2,
-                 lambda eta: 2.0 * _arr(eta), _sqrt_valid_eta),
+    "sqrt": Link(
+        "sqrt",
+        lambda mu: np.sqrt(_arr(mu)),
+        lambda eta: _arr(eta) ** 2,
+        lambda eta: 2.0 * _arr(eta),
+        _sqrt_valid_eta,
+    ),
 }
 
 # Supported links per family, canonical first.
@@ -166,6 +173,7 @@ FAMILY_LINKS = {
 
 
 # ---------------------------------------------------------------- families
+
 
 def _ylogy(y, mu):
     # y * log(y / mu), taken as 0 where y == 0
@@ -225,8 +233,10 @@ class Family:
             trials = _arr(trials)
             n = np.rint(trials)
             if np.any(np.abs(trials - n) > _TOL_COUNTS) or np.any(n < 1):
-                raise ValueError("trials: cannot simulate a binomial response from "
-                                 "non-integer or zero trial counts (prior weights)")
+                raise ValueError(
+                    "trials: cannot simulate a binomial response from "
+                    "non-integer or zero trial counts (prior weights)"
+                )
             return rng.binomial(n.astype(np.int64), mu) / n
         return rng.poisson(mu).astype(float)
 
@@ -265,16 +275,20 @@ def get_family(family, link=None) -> Family:
         name = "poisson" if lowered == "poisson" else "binomial"
         bernoulli = lowered == "bernoulli"
     else:
-        raise ValueError(f"family: unknown family {family!r}; supported: "
-                         "'binomial', 'bernoulli', 'poisson' (or a Family)")
+        raise ValueError(
+            f"family: unknown family {family!r}; supported: "
+            "'binomial', 'bernoulli', 'poisson' (or a Family)"
+        )
     supported = FAMILY_LINKS[name]
     if link is None:
         link = supported[0]
     if isinstance(link, Link):
         link = link.name
     if not isinstance(link, str) or link not in supported:
-        raise ValueError(f"link: {link!r} is not supported for the {name} family; "
-                         f"supported: {', '.join(supported)}")
+        raise ValueError(
+            f"link: {link!r} is not supported for the {name} family; "
+            f"supported: {', '.join(supported)}"
+        )
     return Family(name, LINKS[link], bernoulli=bernoulli)
 
 
@@ -289,6 +303,7 @@ def poisson(link: str = "log") -> Family:
 
 
 # ---------------------------------------------------------------- responses
+
 
 def _rows(mask, limit: int = 5) -> str:
     idx = np.flatnonzero(mask)
@@ -327,15 +342,19 @@ def _binary_levels(y, name: str) -> np.ndarray | None:
     else:
         return None
     if len(levels) != 2:
-        raise ValueError(f"{name}: a binomial response given as a factor needs exactly two "
-                         f"levels (first = failure, second = success); found {len(levels)}: "
-                         f"{', '.join(map(str, levels))}")
+        raise ValueError(
+            f"{name}: a binomial response given as a factor needs exactly two "
+            f"levels (first = failure, second = success); found {len(levels)}: "
+            f"{', '.join(map(str, levels))}"
+        )
     return (series != levels[0]).to_numpy(dtype=float)
 
 
 def _warn_noninteger(m, what: str) -> None:
     if np.any(np.abs(m - np.round(m)) > _TOL_INTEGER):
-        warnings.warn(f"{what}: non-integer #successes in a binomial glm!", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{what}: non-integer #successes in a binomial glm!", UserWarning, stacklevel=3
+        )
 
 
 def _counts(values, what: str) -> np.ndarray:
@@ -343,13 +362,21 @@ def _counts(values, what: str) -> np.ndarray:
     if np.any(arr < 0):
         raise ValueError(f"{what}: negative counts in rows {_rows(arr < 0)}")
     if np.any(np.abs(arr - np.round(arr)) > _TOL_COUNTS):
-        raise ValueError(f"{what}: non-integer counts in rows "
-                         f"{_rows(np.abs(arr - np.round(arr)) > _TOL_COUNTS)}")
+        raise ValueError(
+            f"{what}: non-integer counts in rows {_rows(np.abs(arr - np.round(arr)) > _TOL_COUNTS)}"
+        )
     return np.round(arr)
 
 
-def prepare_response(family: Family, y, *, weights=None, failures=None, name: str = "response",
-                     bernoulli: bool = False):
+def prepare_response(
+    family: Family,
+    y,
+    *,
+    weights=None,
+    failures=None,
+    name: str = "response",
+    bernoulli: bool = False,
+):
     """Response proportions, prior weights and trial counts for ``family``.
 
     Binomial: ``failures`` given means ``y`` counts successes (lme4's
@@ -362,11 +389,13 @@ def prepare_response(family: Family, y, *, weights=None, failures=None, name: st
     if family.name == "poisson":
         yv = _numeric(y, name)
         if np.any(yv < 0):
-            raise ValueError(f"{name}: negative values not allowed for the poisson family "
-                             f"(rows {_rows(yv < 0)})")
+            raise ValueError(
+                f"{name}: negative values not allowed for the poisson family (rows {_rows(yv < 0)})"
+            )
         if np.any(yv != np.round(yv)):
-            warnings.warn(f"{name}: non-integer counts for the poisson family", UserWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"{name}: non-integer counts for the poisson family", UserWarning, stacklevel=2
+            )
         wt = np.ones_like(yv) if weights is None else _weights(weights, yv.size, positive=False)
         return yv, wt, np.ones_like(yv)
 
@@ -377,18 +406,24 @@ def prepare_response(family: Family, y, *, weights=None, failures=None, name: st
             raise ValueError(f"failures: length {f.size} differs from {name}'s {s.size}")
         n = s + f
         if np.any(n == 0):
-            raise ValueError(f"{name}: rows {_rows(n == 0)} have zero trials (successes + failures)")
+            raise ValueError(
+                f"{name}: rows {_rows(n == 0)} have zero trials (successes + failures)"
+            )
         wt = n if weights is None else n * _weights(weights, n.size, positive=True)
         return s / n, wt, n
 
     binary = _binary_levels(y, name)
     yv = binary if binary is not None else _numeric(y, name)
     if np.any((yv < 0) | (yv > 1)):
-        raise ValueError(f"{name}: binomial response values must be 0 <= y <= 1 (rows "
-                         f"{_rows((yv < 0) | (yv > 1))}); give counts of successes with failures=")
+        raise ValueError(
+            f"{name}: binomial response values must be 0 <= y <= 1 (rows "
+            f"{_rows((yv < 0) | (yv > 1))}); give counts of successes with failures="
+        )
     if bernoulli and np.any((yv != 0) & (yv != 1)):
-        raise ValueError(f"{name}: the bernoulli family needs a 0/1 response "
-                         f"(rows {_rows((yv != 0) & (yv != 1))})")
+        raise ValueError(
+            f"{name}: the bernoulli family needs a 0/1 response "
+            f"(rows {_rows((yv != 0) & (yv != 1))})"
+        )
     wt = np.ones_like(yv) if weights is None else _weights(weights, yv.size, positive=True)
     _warn_noninteger(wt * yv, name)
     return yv, wt, wt.copy()

@@ -12,14 +12,21 @@ taken out) and keeps R's spelling of each factor for lme4's coefficient names.
 >>> parts.response, parts.fixed, [(t.expr, t.group) for t in parts.random]
 ('Reaction', '1 + Days', [('1 + Days', ('Subject',))])
 """
+
 from __future__ import annotations
 
 import functools
 import re
 from dataclasses import dataclass
 
-__all__ = ["FormulaError", "RandomTermSpec", "FormulaParts", "Translated", "parse_formula",
-           "translate"]
+__all__ = [
+    "FormulaError",
+    "RandomTermSpec",
+    "FormulaParts",
+    "Translated",
+    "parse_formula",
+    "translate",
+]
 
 _NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$|^`[^`]+`$")
 
@@ -90,7 +97,7 @@ def _find_bar(inner: str) -> tuple[str, str, bool] | None:
             depth -= 1
         elif ch == "|" and depth == 0:
             double = i + 1 < len(inner) and inner[i + 1] == "|"
-            rhs = inner[i + 2:] if double else inner[i + 1:]
+            rhs = inner[i + 2 :] if double else inner[i + 1 :]
             return inner[:i], rhs, double
     return None
 
@@ -173,7 +180,9 @@ def parse_formula(formula: str) -> FormulaParts:
             bar = _find_bar(stripped[1:-1])
         if bar is None:
             if "|" in stripped:
-                raise FormulaError(f"random-effect term {stripped!r} must be in parentheses: (expr | group)")
+                raise FormulaError(
+                    f"random-effect term {stripped!r} must be in parentheses: (expr | group)"
+                )
             fixed_pieces.append(f"{sep} {stripped}" if fixed_pieces or sep == "-" else stripped)
             continue
         if sep == "-":
@@ -193,8 +202,11 @@ def parse_formula(formula: str) -> FormulaParts:
     if not random:
         raise FormulaError(
             f"formula {formula!r} has no random-effect term such as (1 | group); "
-            "mixboot fits mixed models only")
-    return FormulaParts(response=lhs.strip("` "), fixed=fixed, random=tuple(random), text=formula.strip())
+            "mixboot fits mixed models only"
+        )
+    return FormulaParts(
+        response=lhs.strip("` "), fixed=fixed, random=tuple(random), text=formula.strip()
+    )
 
 
 # --------------------------------------------------------------------------- R expressions
@@ -202,7 +214,8 @@ def parse_formula(formula: str) -> FormulaParts:
 # are tokenized here and written out twice: as Python code for formulaic (``^`` a
 # power, ``factor(x)`` a ``C(x)``) and as R prints them (lme4's coefficient names).
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<ws>\s+)
   | (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?L?)
   | (?P<name>[A-Za-z.][A-Za-z0-9._]*|_[A-Za-z0-9._]*)
@@ -210,22 +223,47 @@ _TOKEN = re.compile(r"""
   | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
   | (?P<py>\{[^{}]*\})
   | (?P<op>%[^%]*%|\*\*|==|!=|<=|>=|&&|\|\||[-+*/^:<>!&|=~(),\[\]])
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
 # R function -> (Python spelling for formulaic, how it may be used)
 _FUNCTIONS = {
-    "I": "I", "scale": "scale", "center": "center", "poly": "poly", "log": "log",
-    "log10": "log10", "log2": "log2", "exp": "exp", "sqrt": "np.sqrt", "abs": "np.abs",
-    "factor": "C", "as.factor": "C", "C": "C", "as.numeric": "np.float64", "Q": "Q",
+    "I": "I",
+    "scale": "scale",
+    "center": "center",
+    "poly": "poly",
+    "log": "log",
+    "log10": "log10",
+    "log2": "log2",
+    "exp": "exp",
+    "sqrt": "np.sqrt",
+    "abs": "np.abs",
+    "factor": "C",
+    "as.factor": "C",
+    "C": "C",
+    "as.numeric": "np.float64",
+    "Q": "Q",
     "offset": "offset",
 }
 # formulaic's own spellings, passed on as they are: C(g, Treatment('b')) and the like.
-_FORMULAIC = {"Treatment", "Sum", "Helmert", "Poly", "Diff", "contr.treatment", "contr.sum",
-              "contr.helmert", "contr.poly", "standardize"}
-_KNOWN = ("I(), scale(), center(), poly(x, k), factor(), as.factor(), as.numeric(), log(), "
-          "log10(), log2(), exp(), sqrt(), abs(), offset(), C(), Q('name') and `backticks`")
-_CONSTANTS = {"TRUE": "True", "FALSE": "False", "pi": "np.pi",
-              "Inf": "np.inf"}
+_FORMULAIC = {
+    "Treatment",
+    "Sum",
+    "Helmert",
+    "Poly",
+    "Diff",
+    "contr.treatment",
+    "contr.sum",
+    "contr.helmert",
+    "contr.poly",
+    "standardize",
+}
+_KNOWN = (
+    "I(), scale(), center(), poly(x, k), factor(), as.factor(), as.numeric(), log(), "
+    "log10(), log2(), exp(), sqrt(), abs(), offset(), C(), Q('name') and `backticks`"
+)
+_CONSTANTS = {"TRUE": "True", "FALSE": "False", "pi": "np.pi", "Inf": "np.inf"}
 _R_SPACED = {"+", "-", "*", "==", "!=", "<", ">", "<=", ">=", "&", "|", "&&", "||", "=", "~"}
 _PY_OPS = {"^": "**", "%%": "%", "%/%": "//", "!": "~", "&&": "&", "||": "|"}
 
@@ -274,7 +312,9 @@ def _r_text(toks) -> str:
     """The tokens as R's deparse prints them (spaces around + - * ==, none around ^ / :)."""
     out, prev = [], None
     for kind, tok in toks:
-        unary = tok in ("-", "+", "!") and (prev is None or (prev[0] == "op" and prev[1] not in (")", "]")))
+        unary = tok in ("-", "+", "!") and (
+            prev is None or (prev[0] == "op" and prev[1] not in (")", "]"))
+        )
         if kind == "op" and tok in _R_SPACED and not unary:
             out.append(f" {tok} ")
         elif kind == "op" and tok == ",":
@@ -295,13 +335,13 @@ def _py_code(toks, text: str, variables: list, where: str) -> str:
         if kind == "name" and nxt == ("op", "("):
             out.append(_function(tok, text))
         elif kind == "name" and nxt == ("op", "="):
-            out.append(tok)                       # a keyword argument: poly(x, degree = 2)
+            out.append(tok)  # a keyword argument: poly(x, degree = 2)
         elif kind == "name" and tok.startswith(("contr.", "np.")):
             out.append(tok)
         elif kind == "name" and tok in _CONSTANTS:
             out.append(_CONSTANTS[tok])
         elif kind == "name" and tok in ("True", "False", "None"):
-            out.append(tok)                       # Python's spelling, from a translated text
+            out.append(tok)  # Python's spelling, from a translated text
         elif kind == "name":
             variables.append(tok)
             out.append(f"Q({tok!r})" if "." in tok else tok)
@@ -309,12 +349,16 @@ def _py_code(toks, text: str, variables: list, where: str) -> str:
             variables.append(tok[1:-1])
             out.append(f"Q({tok[1:-1]!r})")
         elif kind == "py":
-            out.append(tok)                       # formulaic's {python} block, as it is
+            out.append(tok)  # formulaic's {python} block, as it is
             variables.extend(_block_names(tok))
         elif kind == "num":
             out.append(tok.rstrip("L"))
         elif kind == "op":
-            out.append(f" {_PY_OPS.get(tok, tok)} " if tok not in "(),[]" else tok + (" " if tok == "," else ""))
+            out.append(
+                f" {_PY_OPS.get(tok, tok)} "
+                if tok not in "(),[]"
+                else tok + (" " if tok == "," else "")
+            )
         else:
             out.append(tok)
     code = "".join(out)
@@ -329,6 +373,7 @@ def _block_names(block: str) -> list[str]:
     not attributes and not Python's own."""
     import builtins
     import keyword
+
     names = re.findall(r"(?<![\w.'\"])([A-Za-z_]\w*)(?!\s*[\w(.])", block)
     return [n for n in names if not keyword.iskeyword(n) and not hasattr(builtins, n)]
 
@@ -340,7 +385,8 @@ def _function(name: str, text: str) -> str:
         raise FormulaError(
             f"unknown function {name!r} in the formula part {text!r}; mixboot understands "
             f"{_KNOWN}. Compute other transformations in Python as a new column "
-            f"(e.g. data['z'] = np.some_function(data['x'])) and use that column")
+            f"(e.g. data['z'] = np.some_function(data['x'])) and use that column"
+        )
     return _FUNCTIONS[name]
 
 
@@ -366,28 +412,33 @@ def translate(text: str, *, allow_offset: bool = False) -> Translated:
         nxt = toks[i + 1] if i + 1 < len(toks) else None
         if kind == "name" and nxt == ("op", "("):
             end = _closing(toks, i + 1, text)
-            call = toks[i:end + 1]
+            call = toks[i : end + 1]
             rname = _r_text(call)
             if tok == "offset":
                 prev = out[-1].strip() if out else "+"
                 after = toks[end + 1] if end + 1 < len(toks) else None
-                if not allow_offset or prev not in ("+", "") or after not in (None, ("op", "+"), ("op", "-")):
-                    raise FormulaError(f"offset() must be a term of its own in the fixed part, "
-                                       f"got {text!r}")
-                inner = _py_code(toks[i + 2:end], text, variables, rname)
+                if (
+                    not allow_offset
+                    or prev not in ("+", "")
+                    or after not in (None, ("op", "+"), ("op", "-"))
+                ):
+                    raise FormulaError(
+                        f"offset() must be a term of its own in the fixed part, got {text!r}"
+                    )
+                inner = _py_code(toks[i + 2 : end], text, variables, rname)
                 offsets.append((rname, inner))
                 if out:
-                    out.pop()                     # the '+' before the offset
+                    out.pop()  # the '+' before the offset
                 elif after == ("op", "+"):
-                    end += 1                      # offset first: drop the '+' after it
+                    end += 1  # offset first: drop the '+' after it
                 i = end + 1
                 continue
             fn = _function(tok, text)
-            args = _py_code(toks[i + 2:end], text, variables, rname)
+            args = _py_code(toks[i + 2 : end], text, variables, rname)
             if tok == "Q":
-                variables.extend(t[1:-1] for k, t in toks[i + 2:end] if k == "str")
+                variables.extend(t[1:-1] for k, t in toks[i + 2 : end] if k == "str")
             py = f"{fn}({args})"
-            if tok != "C":                        # C(g, contr.sum) keeps its own naming
+            if tok != "C":  # C(g, contr.sum) keeps its own naming
                 names[re.sub(r"\s+", "", py)] = rname
             out.append(py)
             i = end + 1
@@ -402,7 +453,7 @@ def translate(text: str, *, allow_offset: bool = False) -> Translated:
             variables.append(tok[1:-1])
             out.append(tok)
             if not re.fullmatch(r"[A-Za-z.][A-Za-z0-9._]*", tok[1:-1]):
-                names[re.sub(r"\s+", "", tok[1:-1])] = tok   # R prints `odd name`
+                names[re.sub(r"\s+", "", tok[1:-1])] = tok  # R prints `odd name`
         elif kind == "op" and tok in "+-*/:^~" or tok.startswith("%"):
             out.append(f" {tok} " if tok != ":" else ":")
         else:
@@ -412,5 +463,9 @@ def translate(text: str, *, allow_offset: bool = False) -> Translated:
     if offsets and not python:
         python = "1"
     python = re.sub(r"^\+\s*", "", python)
-    return Translated(python=python, names=names, variables=tuple(dict.fromkeys(variables)),
-                      offsets=tuple(offsets))
+    return Translated(
+        python=python,
+        names=names,
+        variables=tuple(dict.fromkeys(variables)),
+        offsets=tuple(offsets),
+    )

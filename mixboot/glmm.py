@@ -21,6 +21,7 @@ arguments alone and a refit's numbers never depend on its batch mates.
 >>> round(r.objective, 2), round(float(r.theta[0]), 3)
 (184.05, 0.642)
 """
+
 from __future__ import annotations
 
 import time
@@ -49,15 +50,23 @@ class GeneralizedLinearMixedModel:
     def __init__(self, spec: ModelSpec, family: Family, *, nAGQ: int = 1):
         self.spec, self.family = spec, family
         self.nAGQ = check_nagq(nAGQ, spec)
-        self.workspace = GlmmWorkspace(spec, family, prior_weights=spec.prior_weights,
-                                       trials=spec.trials, offset=spec.offset)
+        self.workspace = GlmmWorkspace(
+            spec, family, prior_weights=spec.prior_weights, trials=spec.trials, offset=spec.offset
+        )
         ws = self.workspace
         eta0 = family.link.linkfun(family.mustart(spec.y, spec.prior_weights))
-        glm = ws.pirls(np.zeros((1, spec.n_theta)), np.zeros((1, spec.p)), spec.y[None],
-                       joint=True, eta0=eta0[None])
+        glm = ws.pirls(
+            np.zeros((1, spec.n_theta)),
+            np.zeros((1, spec.p)),
+            spec.y[None],
+            joint=True,
+            eta0=eta0[None],
+        )
         if not glm.converged[0]:
-            raise ValueError("the generalized linear model without random effects did not "
-                             "converge (PIRLS): check the response and predictors")
+            raise ValueError(
+                "the generalized linear model without random effects did not "
+                "converge (PIRLS): check the response and predictors"
+            )
         #: the GLM's coefficients: where every stage-1 evaluation starts
         self.beta_glm = glm.beta[0]
         self.c0 = float(self.saturated(spec.y[None])[0])
@@ -68,26 +77,32 @@ class GeneralizedLinearMixedModel:
         fam, pw, trials = self.family, self.spec.prior_weights, self.spec.trials
         Y = np.atleast_2d(Y)
         mu = np.clip(Y, 1e-3, 1 - 1e-3) if fam.name == "binomial" else Y + 0.5
-        return np.array([fam.aic(y, m, pw, trials) - fam.dev_resids(y, m, pw).sum()
-                         for y, m in zip(Y, mu)])
+        return np.array(
+            [fam.aic(y, m, pw, trials) - fam.dev_resids(y, m, pw).sum() for y, m in zip(Y, mu)]
+        )
 
     # -- the criteria ---------------------------------------------------------------
     @property
     def n_theta(self) -> int:
         return self.spec.n_theta
 
-    def stage1(self, theta: np.ndarray, Y: np.ndarray, start: PirlsState | None = None,
-               which: np.ndarray | None = None) -> PirlsState:
+    def stage1(
+        self,
+        theta: np.ndarray,
+        Y: np.ndarray,
+        start: PirlsState | None = None,
+        which: np.ndarray | None = None,
+    ) -> PirlsState:
         """PIRLS over (u, beta) at each theta (B, k) for responses Y (B, n), from the
         GLM's beta and u = 0, or from problem ``which[i]`` of ``start``."""
         B = theta.shape[0]
         if start is None:
-            return self.workspace.pirls(theta, np.broadcast_to(self.beta_glm, (B, self.spec.p)),
-                                        Y, joint=True)
+            return self.workspace.pirls(
+                theta, np.broadcast_to(self.beta_glm, (B, self.spec.p)), Y, joint=True
+            )
         return self.workspace.pirls(theta, start.beta[which], Y, joint=True, u0=start.u[which])
 
-    def stage2(self, x: np.ndarray, Y: np.ndarray, u0: np.ndarray) -> tuple[PirlsState,
-                                                                             np.ndarray]:
+    def stage2(self, x: np.ndarray, Y: np.ndarray, u0: np.ndarray) -> tuple[PirlsState, np.ndarray]:
         """PIRLS over u at each (theta, beta) row of x; returns the state and the criterion."""
         k = self.n_theta
         theta, beta = x[:, :k], x[:, k:]
@@ -109,8 +124,16 @@ class GeneralizedLinearMixedModel:
         return out
 
     # -- optimization -----------------------------------------------------------------
-    def optimize(self, Y: np.ndarray, *, theta0: np.ndarray, x0: np.ndarray | None,
-                 settings: OptSummary, stages: tuple = (1, 2), finish: bool = False):
+    def optimize(
+        self,
+        Y: np.ndarray,
+        *,
+        theta0: np.ndarray,
+        x0: np.ndarray | None,
+        settings: OptSummary,
+        stages: tuple = (1, 2),
+        finish: bool = False,
+    ):
         """Fit B responses Y (B, n): stage 1 from theta0 (B, k), stage 2 from its result
         (or from x0 (B, k + p) when stage 1 is skipped).  Returns (x, fmin, converged,
         evaluations, method, u, hessian): x holds theta then beta; ``hessian`` (B, k + p,
@@ -132,16 +155,29 @@ class GeneralizedLinearMixedModel:
 
             # Before stage 2 an approximate optimum is enough: stage 2 refines all.
             then2 = self.nAGQ >= 1 and 2 in stages
-            first = (replace(settings, ftol_rel=max(settings.ftol_rel, STAGE1_FTOL))
-                     if then2 else settings)
-            opt = minimize_batch(eval1, theta0, self.lower(1), first,
-                                 canonical=self.spec.canonical_theta, keep_sign=True,
-                                 finish=finish or then2)
+            first = (
+                replace(settings, ftol_rel=max(settings.ftol_rel, STAGE1_FTOL))
+                if then2
+                else settings
+            )
+            opt = minimize_batch(
+                eval1,
+                theta0,
+                self.lower(1),
+                first,
+                canonical=self.spec.canonical_theta,
+                keep_sign=True,
+                finish=finish or then2,
+            )
             st = self.stage1(opt.theta, Y, at_start, np.arange(B))
             x = np.concatenate([opt.theta, st.beta], axis=1)
             u = st.u
-            fmin, conv, evals, method = opt.fmin, opt.converged & st.converged, opt.evaluations, \
-                opt.method
+            fmin, conv, evals, method = (
+                opt.fmin,
+                opt.converged & st.converged,
+                opt.evaluations,
+                opt.method,
+            )
         else:
             x = np.array(x0, dtype=float)
             if 2 in stages:
@@ -158,8 +194,15 @@ class GeneralizedLinearMixedModel:
             def eval2(xx, which):
                 return self.stage2(xx, Y[which], u_start[which])[1]
 
-            opt = minimize_batch(eval2, x, self.lower(2), settings, canonical=self.canonical,
-                                 keep_sign=True, finish=finish)
+            opt = minimize_batch(
+                eval2,
+                x,
+                self.lower(2),
+                settings,
+                canonical=self.canonical,
+                keep_sign=True,
+                finish=finish,
+            )
             x, fmin = opt.theta, opt.fmin
             conv = conv & opt.converged
             evals = evals + opt.evaluations
@@ -168,8 +211,9 @@ class GeneralizedLinearMixedModel:
             u = self.stage2(x, Y, u_start)[0].u
         return x, fmin, conv, evals, method, u, hessian
 
-    def refit(self, Y: np.ndarray, *, start: np.ndarray, settings: OptSummary | None = None
-              ) -> Refits:
+    def refit(
+        self, Y: np.ndarray, *, start: np.ndarray, settings: OptSummary | None = None
+    ) -> Refits:
         """Refit responses Y (B, n) from ``start`` = (theta, beta) of a fit, as lme4's
         ``refit``: one stage (over theta with beta from PIRLS for ``nAGQ=0``, over
         (theta, beta) otherwise), each replicate on its own."""
@@ -178,17 +222,23 @@ class GeneralizedLinearMixedModel:
         settings = settings or OptSummary()
         start = np.broadcast_to(np.asarray(start, dtype=float), (B, k + self.spec.p))
         if self.nAGQ == 0:
-            x, fmin, conv, evals, _, u, _ = self.optimize(Y, theta0=start[:, :k], x0=None,
-                                                       settings=settings, stages=(1,),
-                                                       finish=True)
+            x, fmin, conv, evals, _, u, _ = self.optimize(
+                Y, theta0=start[:, :k], x0=None, settings=settings, stages=(1,), finish=True
+            )
         else:
             # stage 2 from the fit's estimates, PIRLS started from u = 0
-            x, fmin, conv, evals, _, u, _ = self.optimize(Y, theta0=None, x0=start,
-                                                       settings=settings, stages=(2,),
-                                                       finish=True)
+            x, fmin, conv, evals, _, u, _ = self.optimize(
+                Y, theta0=None, x0=start, settings=settings, stages=(2,), finish=True
+            )
         objective = fmin + self.saturated(Y)
-        return Refits(theta=x[:, :k], beta=x[:, k:], objective=objective, u=u,
-                      converged=conv & np.isfinite(objective), evaluations=evals)
+        return Refits(
+            theta=x[:, :k],
+            beta=x[:, k:],
+            objective=objective,
+            u=u,
+            converged=conv & np.isfinite(objective),
+            evaluations=evals,
+        )
 
     def fit(self, *, start=None, optimizer: dict | None = None, warn: bool = True):
         """Fit the model to its own response and return a :class:`GLMMResult`."""
@@ -196,66 +246,98 @@ class GeneralizedLinearMixedModel:
         settings = OptSummary().with_overrides(**(optimizer or {}))
         theta0 = spec.theta_start if start is None else _check_theta(start, spec)
         t0 = time.perf_counter()
-        x, fmin, conv, evals, method, u, H = self.optimize(spec.y[None], theta0=theta0[None],
-                                                        x0=None, settings=settings)
-        optsum = replace(settings, optimizer=method[0], theta_start=theta0, theta=x[0, :self.n_theta],
-                         fmin=float(fmin[0]), evaluations=int(evals[0]),
-                         returncode="FTOL_REACHED" if conv[0] else "FAILURE",
-                         elapsed=time.perf_counter() - t0)
+        x, fmin, conv, evals, method, u, H = self.optimize(
+            spec.y[None], theta0=theta0[None], x0=None, settings=settings
+        )
+        optsum = replace(
+            settings,
+            optimizer=method[0],
+            theta_start=theta0,
+            theta=x[0, : self.n_theta],
+            fmin=float(fmin[0]),
+            evaluations=int(evals[0]),
+            returncode="FTOL_REACHED" if conv[0] else "FAILURE",
+            elapsed=time.perf_counter() - t0,
+        )
         if warn and not conv[0]:
-            warnings.warn(f"the GLMM fit did not converge ({method[0]}, {int(evals[0])} "
-                          "evaluations); estimates may not be at the optimum", ConvergenceWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"the GLMM fit did not converge ({method[0]}, {int(evals[0])} "
+                "evaluations); estimates may not be at the optimum",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         result = build_glmm_result(self, x[0], u[0], optsum, known_hessian=H[0])
         if warn and result.is_singular:
             warnings.warn(SINGULAR_MESSAGE, SingularFitWarning, stacklevel=3)
         return result
 
     def __repr__(self) -> str:
-        return (f"GeneralizedLinearMixedModel({self.spec.formula!r}, family={self.family.name}"
-                f"({self.family.link.name}), nAGQ={self.nAGQ})")
+        return (
+            f"GeneralizedLinearMixedModel({self.spec.formula!r}, family={self.family.name}"
+            f"({self.family.link.name}), nAGQ={self.nAGQ})"
+        )
 
 
 @dataclass(frozen=True)
 class Refits:
     """Estimates of B refits (:meth:`GeneralizedLinearMixedModel.refit`)."""
 
-    theta: np.ndarray        # (B, n_theta)
-    beta: np.ndarray         # (B, p)
-    objective: np.ndarray    # (B,) -2 log-likelihood
-    u: np.ndarray            # (B, q) spherical modes
-    converged: np.ndarray    # (B,)
+    theta: np.ndarray  # (B, n_theta)
+    beta: np.ndarray  # (B, p)
+    objective: np.ndarray  # (B,) -2 log-likelihood
+    u: np.ndarray  # (B, q) spherical modes
+    converged: np.ndarray  # (B,)
     evaluations: np.ndarray  # (B,)
 
 
 def check_nagq(nAGQ, spec: ModelSpec) -> int:
-    if isinstance(nAGQ, bool) or not isinstance(nAGQ, (int, np.integer)) or not 0 <= nAGQ <= MAX_AGQ:
+    if (
+        isinstance(nAGQ, bool)
+        or not isinstance(nAGQ, (int, np.integer))
+        or not 0 <= nAGQ <= MAX_AGQ
+    ):
         raise ValueError(f"nAGQ must be an integer from 0 to {MAX_AGQ}, got {nAGQ!r}")
     if nAGQ > 1 and (len(spec.terms) != 1 or spec.terms[0].p != 1):
-        raise ValueError(f"nAGQ={nAGQ} (adaptive Gauss-Hermite quadrature) needs a single scalar "
-                         f"random-effect term such as (1 | g); this model has "
-                         f"{[t.expr + ' | ' + t.label for t in spec.terms]}: use nAGQ=1 (Laplace)")
+        raise ValueError(
+            f"nAGQ={nAGQ} (adaptive Gauss-Hermite quadrature) needs a single scalar "
+            f"random-effect term such as (1 | g); this model has "
+            f"{[t.expr + ' | ' + t.label for t in spec.terms]}: use nAGQ=1 (Laplace)"
+        )
     return int(nAGQ)
 
 
 def _check_theta(start, spec: ModelSpec) -> np.ndarray:
     start = np.asarray(start, dtype=float).ravel()
     if start.shape != (spec.n_theta,):
-        raise ValueError(f"start must have {spec.n_theta} theta values {spec.theta_names}, "
-                         f"got {start.size}")
+        raise ValueError(
+            f"start must have {spec.n_theta} theta values {spec.theta_names}, got {start.size}"
+        )
     if np.any(start < spec.lower_bounds):
-        raise ValueError("start has negative values on the diagonal of a relative covariance "
-                         "factor")
+        raise ValueError(
+            "start has negative values on the diagonal of a relative covariance factor"
+        )
     return start
 
 
-def fit_glmm(formula: str, data, *, family, link=None, weights=None, offset=None, nAGQ: int = 1,
-             groups=None, contrasts: dict | None = None, start=None,
-             optimizer: dict | None = None):
+def fit_glmm(
+    formula: str,
+    data,
+    *,
+    family,
+    link=None,
+    weights=None,
+    offset=None,
+    nAGQ: int = 1,
+    groups=None,
+    contrasts: dict | None = None,
+    start=None,
+    optimizer: dict | None = None,
+):
     """Fit a GLMM (glmer's Laplace approximation by default); see :func:`mixboot.fit`."""
     fam = get_family(family, link)
     if groups is not None:
         formula = groups_formula(formula, groups)
-    spec = build_spec(formula, data, contrasts=contrasts, family=fam, weights=weights,
-                      offset=offset)
+    spec = build_spec(
+        formula, data, contrasts=contrasts, family=fam, weights=weights, offset=offset
+    )
     return GeneralizedLinearMixedModel(spec, fam, nAGQ=nAGQ).fit(start=start, optimizer=optimizer)

@@ -1,4 +1,5 @@
 """The immutable result of a GLMM fit, built whole by :func:`build_glmm_result`."""
+
 from __future__ import annotations
 
 import warnings
@@ -114,8 +115,9 @@ class GLMMResult:
 
     @cached_property
     def bse(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self.vcov_matrix)), index=self.fe_params.index,
-                         name="Std. Error")
+        return pd.Series(
+            np.sqrt(np.diag(self.vcov_matrix)), index=self.fe_params.index, name="Std. Error"
+        )
 
     @property
     def tvalues(self) -> pd.Series:
@@ -125,20 +127,28 @@ class GLMMResult:
     @property
     def pvalues(self) -> pd.Series:
         """Two-sided Wald z p-values, as glmer's summary."""
-        return pd.Series(2 * stats.norm.sf(np.abs(self.tvalues)), index=self.fe_params.index,
-                         name="Pr(>|z|)")
+        return pd.Series(
+            2 * stats.norm.sf(np.abs(self.tvalues)), index=self.fe_params.index, name="Pr(>|z|)"
+        )
 
     def coef_table(self) -> pd.DataFrame:
-        return pd.DataFrame({"Estimate": self.fe_params, "Std. Error": self.bse,
-                             "z value": self.tvalues, "Pr(>|z|)": self.pvalues})
+        return pd.DataFrame(
+            {
+                "Estimate": self.fe_params,
+                "Std. Error": self.bse,
+                "z value": self.tvalues,
+                "Pr(>|z|)": self.pvalues,
+            }
+        )
 
     def conf_int(self, level: float = 0.95) -> pd.DataFrame:
         """Wald intervals for the fixed effects on the link scale."""
         if not 0 < level < 1:
             raise ValueError(f"level must be between 0 and 1, got {level!r}")
         q = stats.norm.ppf(0.5 + level / 2)
-        return pd.DataFrame({"lower": self.fe_params - q * self.bse,
-                             "upper": self.fe_params + q * self.bse})
+        return pd.DataFrame(
+            {"lower": self.fe_params - q * self.bse, "upper": self.fe_params + q * self.bse}
+        )
 
     # -- random effects -------------------------------------------------------------
     def _factors(self):
@@ -164,12 +174,25 @@ class GLMMResult:
         """Conditional modes b per grouping factor (levels x coefficients), link scale."""
         out: dict[str, pd.DataFrame] = {}
         for term, T, u in zip(self.spec.terms, self._factors(), self.u):
-            frame = pd.DataFrame(u @ T.T, index=pd.Index(term.levels, name=term.label),
-                                 columns=list(term.colnames))
+            frame = pd.DataFrame(
+                u @ T.T, index=pd.Index(term.levels, name=term.label), columns=list(term.colnames)
+            )
             prev = out.get(term.label)
-            out[term.label] = frame if prev is None else pd.concat(
-                [prev, frame.rename(columns={c: f"{c}_{term.expr}" for c in frame.columns
-                                             if c in prev.columns})], axis=1)
+            out[term.label] = (
+                frame
+                if prev is None
+                else pd.concat(
+                    [
+                        prev,
+                        frame.rename(
+                            columns={
+                                c: f"{c}_{term.expr}" for c in frame.columns if c in prev.columns
+                            }
+                        ),
+                    ],
+                    axis=1,
+                )
+            )
         return out
 
     @cached_property
@@ -182,8 +205,9 @@ class GLMMResult:
         """Response residuals y - mu."""
         return self.y - self.fittedvalues
 
-    def predict(self, newdata=None, *, type: str = "link", re_form=None,
-                allow_new_levels: bool = False) -> np.ndarray:
+    def predict(
+        self, newdata=None, *, type: str = "link", re_form=None, allow_new_levels: bool = False
+    ) -> np.ndarray:
         """Predictions on the link (default, as lme4) or response scale; ``newdata``,
         ``re_form`` and ``allow_new_levels`` as :func:`mixboot.predict`."""
         if type not in ("link", "response"):
@@ -224,33 +248,58 @@ class GLMMResult:
     def df_resid(self) -> int:
         return self.nobs - self.n_params
 
-    simulate = simulate        # mixboot.simulate with this fit as ``result``
+    simulate = simulate  # mixboot.simulate with this fit as ``result``
 
     # -- printing -----------------------------------------------------------------------
     def summary(self) -> str:
         fam = self.family
-        out = [glmm_title(self),
-               f" Family: {fam.name}  ( {fam.link.name} )",
-               f"Formula: {self.formula}", "",
-               format_table([[f"{self.aic:.1f}", f"{self.bic:.1f}", f"{self.loglik:.1f}",
-                              f"{self.deviance:.1f}", str(self.df_resid)]],
-                            ["AIC", "BIC", "logLik", "deviance", "df.resid"], align_left=0),
-               "", "Random effects:"]
+        out = [
+            glmm_title(self),
+            f" Family: {fam.name}  ( {fam.link.name} )",
+            f"Formula: {self.formula}",
+            "",
+            format_table(
+                [
+                    [
+                        f"{self.aic:.1f}",
+                        f"{self.bic:.1f}",
+                        f"{self.loglik:.1f}",
+                        f"{self.deviance:.1f}",
+                        str(self.df_resid),
+                    ]
+                ],
+                ["AIC", "BIC", "logLik", "deviance", "df.resid"],
+                align_left=0,
+            ),
+            "",
+            "Random effects:",
+        ]
         rows = []
         vc = self.varcorr
         for grp, sub in vc.groupby("grp", sort=False):
             var = sub[sub["var2"].isna()]
             for i, (_, row) in enumerate(var.iterrows()):
-                rows.append([grp if i == 0 else "", row["var1"], f"{row['vcov']:.4g}",
-                             f"{row['sdcor']:.4g}"])
+                rows.append(
+                    [
+                        grp if i == 0 else "",
+                        row["var1"],
+                        f"{row['vcov']:.4g}",
+                        f"{row['sdcor']:.4g}",
+                    ]
+                )
         out.append(format_table(rows, ["Groups", "Name", "Variance", "Std.Dev."], align_left=2))
         groups = ", ".join(f"{k}, {v}" for k, v in self.ngroups.items())
         out += [f"Number of obs: {self.nobs}, groups:  {groups}", "", "Fixed effects:"]
         tab = self.coef_table()
-        out.append(format_table([[n, f"{b:.4f}", f"{se:.4f}", f"{z:.2f}",
-                                  "<2e-16" if p < 2e-16 else f"{p:.3g}"]
-                                 for n, (b, se, z, p) in zip(tab.index, tab.to_numpy())],
-                                ["", "Estimate", "Std. Error", "z value", "Pr(>|z|)"]))
+        out.append(
+            format_table(
+                [
+                    [n, f"{b:.4f}", f"{se:.4f}", f"{z:.2f}", "<2e-16" if p < 2e-16 else f"{p:.3g}"]
+                    for n, (b, se, z, p) in zip(tab.index, tab.to_numpy())
+                ],
+                ["", "Estimate", "Std. Error", "z value", "Pr(>|z|)"],
+            )
+        )
         if self.is_singular:
             out += ["", "boundary (singular) fit: see is_singular"]
         if not self.converged:
@@ -258,17 +307,26 @@ class GLMMResult:
         return "\n".join(out)
 
     def __repr__(self) -> str:
-        return (f"<GLMMResult {self.formula!r} {self.family.name}({self.family.link.name}), "
-                f"nAGQ={self.nAGQ}: objective {self.objective:.4f}, nobs {self.nobs}, "
-                f"theta {np.round(self.theta, 4).tolist()}>")
+        return (
+            f"<GLMMResult {self.formula!r} {self.family.name}({self.family.link.name}), "
+            f"nAGQ={self.nAGQ}: objective {self.objective:.4f}, nobs {self.nobs}, "
+            f"theta {np.round(self.theta, 4).tolist()}>"
+        )
 
     def _repr_html_(self) -> str:
         return _html.glmm(self)
 
 
-def build_glmm_result(model, x: np.ndarray, u: np.ndarray, optsum: OptSummary, *,
-                      y: np.ndarray | None = None, hessian: bool = True,
-                      known_hessian: np.ndarray | None = None) -> GLMMResult:
+def build_glmm_result(
+    model,
+    x: np.ndarray,
+    u: np.ndarray,
+    optsum: OptSummary,
+    *,
+    y: np.ndarray | None = None,
+    hessian: bool = True,
+    known_hessian: np.ndarray | None = None,
+) -> GLMMResult:
     """Every estimate at x = (theta, beta) with modes near ``u``, for response ``y``
     (the model's own by default).  ``hessian=False`` skips the finite-difference
     Hessian (the costly part): ``vcov`` then comes from the penalized information
@@ -286,36 +344,49 @@ def build_glmm_result(model, x: np.ndarray, u: np.ndarray, optsum: OptSummary, *
         crit = st.laplace
     else:
         st, crit = model.stage2(np.concatenate([theta, beta])[None], y, u[None])
-    objective = float(crit[0]) + (model.c0 if response is None else
-                                  float(model.saturated(y)[0]))
+    objective = float(crit[0]) + (model.c0 if response is None else float(model.saturated(y)[0]))
     vcov, method = None, "rx"
     if model.nAGQ >= 1 and hessian:
         if known_hessian is not None and np.all(np.isfinite(known_hessian)):
             H = known_hessian
         else:
             xx = np.concatenate([theta, beta])[None]
-            H = fd_derivatives(lambda pts, which: model.stage2(pts, y[which * 0],
-                                                               st.u[which * 0])[1], xx)[2][0]
+            H = fd_derivatives(
+                lambda pts, which: model.stage2(pts, y[which * 0], st.u[which * 0])[1], xx
+            )[2][0]
         H = 0.5 * (H + H.T)
         try:
             np.linalg.cholesky(H)
             vcov = 2.0 * np.linalg.inv(H)[k:, k:]
             method = "hessian"
         except np.linalg.LinAlgError:
-            warnings.warn("the Hessian of the criterion is not positive definite: standard "
-                          "errors from the penalized information given theta (lme4's "
-                          "use.hessian = FALSE)", UserWarning, stacklevel=3)
+            warnings.warn(
+                "the Hessian of the criterion is not positive definite: standard "
+                "errors from the penalized information given theta (lme4's "
+                "use.hessian = FALSE)",
+                UserWarning,
+                stacklevel=3,
+            )
     if vcov is None:
         vcov = ws.vcov_rx(theta, st.eta[0])
     uu, off = [], 0
     for t in spec.terms:
-        uu.append(np.array(st.u[0, off:off + t.q].reshape(t.nlevels, t.p)))
+        uu.append(np.array(st.u[0, off : off + t.q].reshape(t.nlevels, t.p)))
         off += t.q
     for a in (theta, beta, vcov, *uu):
         a.setflags(write=False)
     if response is not None:
         response = response.copy()
         response.setflags(write=False)
-    return GLMMResult(model=model, theta=theta, beta=np.array(beta), u=tuple(uu),
-                      eta=st.eta[0].copy(), objective=objective, vcov_matrix=vcov,
-                      vcov_method=method, optsum=optsum, response=response)
+    return GLMMResult(
+        model=model,
+        theta=theta,
+        beta=np.array(beta),
+        u=tuple(uu),
+        eta=st.eta[0].copy(),
+        objective=objective,
+        vcov_matrix=vcov,
+        vcov_method=method,
+        optsum=optsum,
+        response=response,
+    )

@@ -28,6 +28,7 @@ the treatment-coded design, each term's columns made orthogonal (over the
 over-parametrized "all levels" design) to those of the terms containing it, then
 mapped to the model's own coding.
 """
+
 from __future__ import annotations
 
 import re
@@ -37,13 +38,27 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["DDF_METHODS", "KenwardRoger", "Satterthwaite", "check_ddf", "coef_table", "anova_table",
-           "contrast_test"]
+__all__ = [
+    "DDF_METHODS",
+    "KenwardRoger",
+    "Satterthwaite",
+    "check_ddf",
+    "coef_table",
+    "anova_table",
+    "contrast_test",
+]
 
 DDF_METHODS = ("satterthwaite", "kenward-roger", "wald")
-_ALIASES = {"satterthwaite": "satterthwaite", "wald": "wald", "z": "wald",
-            "normal": "wald", "kenward-roger": "kenward-roger", "kr": "kenward-roger",
-            "kenward": "kenward-roger", "kenwardroger": "kenward-roger"}
+_ALIASES = {
+    "satterthwaite": "satterthwaite",
+    "wald": "wald",
+    "z": "wald",
+    "normal": "wald",
+    "kenward-roger": "kenward-roger",
+    "kr": "kenward-roger",
+    "kenward": "kenward-roger",
+    "kenwardroger": "kenward-roger",
+}
 
 # Central differences in theta: first step _STEP * |theta_i| (_STEP_ZERO where
 # |theta_i| < _ZERO_TOL), halved _LEVELS - 1 times, Richardson-extrapolated
@@ -85,8 +100,10 @@ def _pieces(ws, thetas: np.ndarray, resp=None):
     d0, r2, vc = [], [], []
     for fac in _factorize(ws, thetas, resp):
         if not np.all(fac.ok):
-            raise FloatingPointError("the model could not be factorized near its estimates; "
-                                     "Satterthwaite degrees of freedom are unavailable")
+            raise FloatingPointError(
+                "the model could not be factorized near its estimates; "
+                "Satterthwaite degrees of freedom are unavailable"
+            )
         L = fac.L
         d = np.log(np.diagonal(L, axis1=-2, axis2=-1))
         C = fac.C
@@ -94,9 +111,9 @@ def _pieces(ws, thetas: np.ndarray, resp=None):
             logc = np.log(C[..., 0, 0]).sum(axis=1)
         else:
             logc = np.linalg.slogdet(C)[1].sum(axis=1)
-        part = logc + 2.0 * d[:, :ws.qr].sum(axis=1)
+        part = logc + 2.0 * d[:, : ws.qr].sum(axis=1)
         if ws.REML:
-            part = part + 2.0 * d[:, ws.qr:ws.m0].sum(axis=1)
+            part = part + 2.0 * d[:, ws.qr : ws.m0].sum(axis=1)
         d0.append(part)
         r2.append(L[:, -1, -1] ** 2)
         vc.append(ws.vcov_unscaled_batch(fac))
@@ -116,10 +133,10 @@ def deviance(ws, theta, sigma) -> float:
 class Satterthwaite:
     """What every Satterthwaite df needs: C, its Jacobian in varpar, and A = 2 H^-1."""
 
-    vcov: np.ndarray        # (p, p)  C = sigma^2 vcov_unscaled
-    jac: np.ndarray         # (k + 1, p, p)  dC / d varpar, varpar = (theta, sigma)
-    A: np.ndarray           # (k + 1, k + 1)
-    hessian: np.ndarray     # (k + 1, k + 1)
+    vcov: np.ndarray  # (p, p)  C = sigma^2 vcov_unscaled
+    jac: np.ndarray  # (k + 1, p, p)  dC / d varpar, varpar = (theta, sigma)
+    A: np.ndarray  # (k + 1, k + 1)
+    hessian: np.ndarray  # (k + 1, k + 1)
 
     @classmethod
     def from_result(cls, result) -> Satterthwaite:
@@ -138,7 +155,7 @@ class Satterthwaite:
         h0 = np.where(np.abs(theta) > _ZERO_TOL, _STEP * np.abs(theta), _STEP_ZERO)
         pts = [theta]
         for m in range(_LEVELS):
-            h = h0 / 2 ** m
+            h = h0 / 2**m
             for i in range(k):
                 for s in (1, -1):
                     t = theta.copy()
@@ -153,8 +170,8 @@ class Satterthwaite:
         # the result's own response: a refit to a simulated y shares the model with the fit
         d0, r2, vc = _pieces(ws, np.array(pts), ws.responses(np.asarray(result.y, dtype=float)))
         dof = ws.n - ws.p if ws.REML else ws.n
-        s2 = sigma ** 2
-        f = d0 + r2 / s2      # the theta-dependent part of the deviance at this sigma
+        s2 = sigma**2
+        f = d0 + r2 / s2  # the theta-dependent part of the deviance at this sigma
         per_level = 2 * k + 4 * len(pairs)
 
         def axis(values, m, i):
@@ -163,7 +180,7 @@ class Satterthwaite:
 
         def corner(values, m, n):
             base = 1 + m * per_level + 2 * k + 4 * n
-            return values[base:base + 4]
+            return values[base : base + 4]
 
         H = np.empty((k + 1, k + 1))
         jac = np.empty((k + 1,) + vc.shape[1:])
@@ -171,9 +188,9 @@ class Satterthwaite:
         for i in range(k):
             est_h, est_j, est_g = [], [], []
             for m in range(_LEVELS):
-                hs = h0[i] / 2 ** m
+                hs = h0[i] / 2**m
                 fp, fm = axis(f, m, i)
-                est_h.append((fp - 2.0 * f[0] + fm) / hs ** 2)
+                est_h.append((fp - 2.0 * f[0] + fm) / hs**2)
                 vp, vm = axis(vc, m, i)
                 est_j.append((vp - vm) / (2.0 * hs))
                 rp, rm = axis(r2, m, i)
@@ -185,11 +202,11 @@ class Satterthwaite:
             est = []
             for m in range(_LEVELS):
                 c = corner(f, m, n)
-                est.append((c[0] - c[1] - c[2] + c[3]) / (4.0 * h0[i] * h0[j] / 4 ** m))
+                est.append((c[0] - c[1] - c[2] + c[3]) / (4.0 * h0[i] * h0[j] / 4**m))
             H[i, j] = H[j, i] = _richardson(est)
         # sigma: exact derivatives of dof log(2 pi s^2) + r2 / s^2.
-        H[k, k] = -2.0 * dof / s2 + 6.0 * r2[0] / s2 ** 2
-        H[:k, k] = H[k, :k] = -2.0 * gr2 / sigma ** 3
+        H[k, k] = -2.0 * dof / s2 + 6.0 * r2[0] / s2**2
+        H[:k, k] = H[k, :k] = -2.0 * gr2 / sigma**3
         jac[k] = 2.0 * sigma * vc[0]
         A = 2.0 * np.linalg.pinv(H)
         return cls(vcov=s2 * vc[0], jac=jac, A=A, hessian=H)
@@ -204,11 +221,13 @@ class Satterthwaite:
         spec, ws = result.spec, result.model.workspace
         n = spec.n
         if n > _EXPECTED_MAX_N:
-            raise ValueError(f"Satterthwaite df for a model from parameters use dense {n} x {n} "
-                             f"matrices (at most {_EXPECTED_MAX_N} observations); use ddf='wald'")
+            raise ValueError(
+                f"Satterthwaite df for a model from parameters use dense {n} x {n} "
+                f"matrices (at most {_EXPECTED_MAX_N} observations); use ddf='wald'"
+            )
         theta = np.asarray(result.theta, dtype=float)
         sigma = float(result.sigma)
-        s2 = sigma ** 2
+        s2 = sigma**2
         k = theta.size
         G = np.zeros((n, n))
         dG = np.zeros((k, n, n))
@@ -228,7 +247,7 @@ class Satterthwaite:
         Vi = np.linalg.inv(V)
         X = spec.X
         XtVi = X.T @ Vi
-        cov_unscaled = np.linalg.inv(XtVi @ X)                 # (X'V^-1X)^-1
+        cov_unscaled = np.linalg.inv(XtVi @ X)  # (X'V^-1X)^-1
         W = Vi - XtVi.T @ cov_unscaled @ XtVi if ws.REML else Vi
         derivs = [s2 * dG[i] for i in range(k)] + [2.0 * sigma * (G + np.eye(n))]
         WD = [W @ D for D in derivs]
@@ -244,14 +263,14 @@ class Satterthwaite:
         v = l @ self.vcov @ l
         g = np.einsum("i,kij,j->k", l, self.jac, l)
         denom = g @ self.A @ g
-        return float(2.0 * v ** 2 / denom) if denom > 0 else np.inf
+        return float(2.0 * v**2 / denom) if denom > 0 else np.inf
 
     def df_coefficients(self) -> np.ndarray:
         v = np.diag(self.vcov)
-        g = np.einsum("kii->ki", self.jac)            # (k+1, p)
+        g = np.einsum("kii->ki", self.jac)  # (k+1, p)
         denom = np.einsum("ki,kl,li->i", g, self.A, g)
         with np.errstate(divide="ignore"):
-            return np.where(denom > 0, 2.0 * v ** 2 / denom, np.inf)
+            return np.where(denom > 0, 2.0 * v**2 / denom, np.inf)
 
 
 @dataclass(frozen=True)
@@ -267,21 +286,25 @@ class KenwardRoger:
     V vanish).  Dense n x n matrices: for up to 6000 observations.
     """
 
-    vcov: np.ndarray         # Phi
-    vcov_adj: np.ndarray     # Phi_A
-    P: np.ndarray            # (g, p, p)
-    W: np.ndarray            # (g, g)
+    vcov: np.ndarray  # Phi
+    vcov_adj: np.ndarray  # Phi_A
+    P: np.ndarray  # (g, p, p)
+    W: np.ndarray  # (g, g)
 
     @classmethod
     def from_result(cls, result) -> KenwardRoger:
         if not result.REML:
-            raise ValueError("Kenward-Roger degrees of freedom need a REML fit; refit with "
-                             "REML=True or use ddf='satterthwaite'")
+            raise ValueError(
+                "Kenward-Roger degrees of freedom need a REML fit; refit with "
+                "REML=True or use ddf='satterthwaite'"
+            )
         spec = result.spec
         n = spec.n
         if n > _EXPECTED_MAX_N:
-            raise ValueError(f"Kenward-Roger uses dense {n} x {n} matrices (at most "
-                             f"{_EXPECTED_MAX_N} observations); use ddf='satterthwaite'")
+            raise ValueError(
+                f"Kenward-Roger uses dense {n} x {n} matrices (at most "
+                f"{_EXPECTED_MAX_N} observations); use ddf='satterthwaite'"
+            )
         s2 = float(result.sigma) ** 2
         theta = np.asarray(result.theta, dtype=float)
         G, values = [], []
@@ -312,7 +335,7 @@ class KenwardRoger:
         IE = np.empty((ng, ng))
         Q = np.empty((ng, ng) + Phi.shape)
         for i in range(ng):
-            left = X.T @ SiG[i]                              # X'Sigma^-1 G_i
+            left = X.T @ SiG[i]  # X'Sigma^-1 G_i
             for j in range(i, ng):
                 IE[i, j] = IE[j, i] = np.sum(PrG[i] * PrG[j].T)
                 Q[i, j] = left @ SiG[j] @ SiX
@@ -331,7 +354,7 @@ class KenwardRoger:
         q = L.shape[0]
         V0 = self.vcov
         Theta = L.T @ np.linalg.solve(L @ V0 @ L.T, L)
-        U = np.array([Theta @ V0 @ Pi @ V0 for Pi in self.P])    # (g, p, p)
+        U = np.array([Theta @ V0 @ Pi @ V0 for Pi in self.P])  # (g, p, p)
         tr = np.einsum("gii->g", U)
         A1 = float(tr @ self.W @ tr)
         A2 = float(np.einsum("ij,iab,jba->", self.W, U, U))
@@ -346,20 +369,20 @@ class KenwardRoger:
         # a balanced design make them vanish together); other zero divisors give inf.
         num = 1.0 - A2 / q
         ratio = 1.0 if abs(num) < 1e-14 and abs(v1) < 1e-14 else _divide(num, v1)
-        rho = (1.0 / q) * ratio ** 2 * _divide(v0, v2)
+        rho = (1.0 / q) * ratio**2 * _divide(v0, v2)
         return float(4.0 + _divide(q + 2.0, q * rho - 1.0))
 
     def df_coefficients(self) -> np.ndarray:
-        return np.array([self.df_contrast(np.eye(self.vcov.shape[0])[i])
-                         for i in range(self.vcov.shape[0])])
+        return np.array(
+            [self.df_contrast(np.eye(self.vcov.shape[0])[i]) for i in range(self.vcov.shape[0])]
+        )
 
 
 def _richardson(estimates: list) -> np.ndarray:
     """Extrapolate central-difference estimates at steps h, h/2, h/4, ... to step 0."""
     table = [np.asarray(e, dtype=float) for e in estimates]
     for j in range(1, len(table)):
-        table = [(4.0 ** j * table[m + 1] - table[m]) / (4.0 ** j - 1.0)
-                 for m in range(len(table) - 1)]
+        table = [(4.0**j * table[m + 1] - table[m]) / (4.0**j - 1.0) for m in range(len(table) - 1)]
     return table[0]
 
 
@@ -375,7 +398,7 @@ def contrast_test(sat: Satterthwaite, L: np.ndarray, beta: np.ndarray) -> dict:
     PtL = (P.T @ L)[:q]
     t2 = (PtL @ beta) ** 2 / d[:q]
     F = float(t2.sum() / q)
-    g = np.einsum("mi,kij,mj->mk", PtL, sat.jac, PtL)            # (q, k+1)
+    g = np.einsum("mi,kij,mj->mk", PtL, sat.jac, PtL)  # (q, k+1)
     denom = np.einsum("mk,kl,ml->m", g, sat.A, g)
     with np.errstate(divide="ignore"):
         nu = np.where(denom > 0, 2.0 * d[:q] ** 2 / denom, np.inf)
@@ -401,11 +424,19 @@ def coef_table(result, ddf: str) -> pd.DataFrame:
     ddf = check_ddf(ddf)
     names = list(result.spec.fe_names)
     est = np.asarray(result.beta, dtype=float)
-    se = np.sqrt(np.diag(result.sigma ** 2 * np.asarray(result.vcov_unscaled)))
+    se = np.sqrt(np.diag(result.sigma**2 * np.asarray(result.vcov_unscaled)))
     t = est / se
     if ddf == "wald":
-        return pd.DataFrame({"Estimate": est, "Std. Error": se, "df": np.nan, "z value": t,
-                             "Pr(>|z|)": 2.0 * stats.norm.sf(np.abs(t))}, index=names)
+        return pd.DataFrame(
+            {
+                "Estimate": est,
+                "Std. Error": se,
+                "df": np.nan,
+                "z value": t,
+                "Pr(>|z|)": 2.0 * stats.norm.sf(np.abs(t)),
+            },
+            index=names,
+        )
     if ddf == "kenward-roger":
         kr = result._kenward_roger
         se = np.sqrt(np.diag(kr.vcov_adj))
@@ -413,8 +444,16 @@ def coef_table(result, ddf: str) -> pd.DataFrame:
         df = kr.df_coefficients()
     else:
         df = result._satterthwaite.df_coefficients()
-    return pd.DataFrame({"Estimate": est, "Std. Error": se, "df": df, "t value": t,
-                         "Pr(>|t|)": 2.0 * stats.t.sf(np.abs(t), df)}, index=names)
+    return pd.DataFrame(
+        {
+            "Estimate": est,
+            "Std. Error": se,
+            "df": df,
+            "t value": t,
+            "Pr(>|t|)": 2.0 * stats.t.sf(np.abs(t), df),
+        },
+        index=names,
+    )
 
 
 def anova_table(result, ddf: str) -> pd.DataFrame:
@@ -429,14 +468,18 @@ def anova_table(result, ddf: str) -> pd.DataFrame:
         if L.shape[0] == 0:
             continue
         if ddf == "wald":
-            C = result.sigma ** 2 * np.asarray(result.vcov_unscaled)
+            C = result.sigma**2 * np.asarray(result.vcov_unscaled)
             VL = L @ C @ L.T
             w, P = np.linalg.eigh(VL)
             keep = w > max(1e-8 * w.max(), 0.0)
             PtL = (P.T @ L)[keep]
             F = float(np.sum((PtL @ beta) ** 2 / w[keep]) / keep.sum())
-            res = {"F": F, "NumDF": int(keep.sum()), "DenDF": np.inf,
-                   "p": float(stats.chi2.sf(F * keep.sum(), keep.sum()))}
+            res = {
+                "F": F,
+                "NumDF": int(keep.sum()),
+                "DenDF": np.inf,
+                "p": float(stats.chi2.sf(F * keep.sum(), keep.sum())),
+            }
         elif kr is not None:
             # as lmerTest: the unscaled F with Kenward-Roger's adjusted covariance, on the
             # Kenward-Roger denominator df
@@ -447,7 +490,7 @@ def anova_table(result, ddf: str) -> pd.DataFrame:
             res = {"F": F, "NumDF": q, "DenDF": den, "p": float(stats.f.sf(F, q, den))}
         else:
             res = contrast_test(result._satterthwaite, L, beta)
-        ms = res["F"] * result.sigma ** 2
+        ms = res["F"] * result.sigma**2
         rows.append([ms * res["NumDF"], ms, res["NumDF"], res["DenDF"], res["F"], res["p"]])
         index.append(label)
     out = pd.DataFrame(rows, index=index, columns=columns)
@@ -458,6 +501,7 @@ def anova_table(result, ddf: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------- type III
 def _factor_name(piece: str) -> str:
     from .compare import _factor_key
+
     return _factor_key(piece)
 
 
@@ -485,12 +529,14 @@ def type3_contrasts(spec) -> list[tuple[str, np.ndarray]]:
 
 def _user_label(spec, label: str) -> str:
     coded = set(getattr(spec, "contrasts", None) or {})
-    return ":".join(_factor_name(piece) if _factor_name(piece) in coded else piece
-                    for piece in label.split(":"))
+    return ":".join(
+        _factor_name(piece) if _factor_name(piece) in coded else piece for piece in label.split(":")
+    )
 
 
 def _type3_contrasts(spec) -> list[tuple[str, np.ndarray]]:
     from .compare import _fixed_terms
+
     terms = [(label, cols) for label, cols in _fixed_terms(spec) if label != "(Intercept)"]
     X = spec.X
     p = X.shape[1]
@@ -521,15 +567,16 @@ def _type3_contrasts(spec) -> list[tuple[str, np.ndarray]]:
         block_terms += [label] * full.shape[1]
     rdX = np.column_stack(blocks)
     # Coefficients of each rdX column in Xt's columns (rdX lies in Xt's column space).
-    M = np.linalg.lstsq(Xt, rdX, rcond=None)[0]           # (p, P)
-    Lfull = M.T.copy()                                   # rows: rdX columns; cols: Xt columns
+    M = np.linalg.lstsq(Xt, rdX, rcond=None)[0]  # (p, P)
+    Lfull = M.T.copy()  # rows: rdX columns; cols: Xt columns
     Lfull[np.abs(Lfull) < 1e-10 * max(np.abs(Lfull).max(), 1.0)] = 0.0
     factors = {label: _term_factors(label) for label, _ in terms}
     cols_of = {label: cols for label, cols in terms}
     order = sorted(terms, key=lambda tc: -len(factors[tc[0]]))
     for label, cols in order:
-        containing = [other for other, _ in terms
-                      if other != label and factors[label] < factors[other]]
+        containing = [
+            other for other, _ in terms if other != label and factors[label] < factors[other]
+        ]
         if not containing:
             continue
         B = Lfull[:, np.concatenate([cols_of[o] for o in containing])]
@@ -540,10 +587,10 @@ def _type3_contrasts(spec) -> list[tuple[str, np.ndarray]]:
         Lfull[:, cols] = resid
     # Keep the rows of rdX's columns that are columns of Xt: the identity's positions.
     rows = _matching_rows(rdX, Xt)
-    Lsq = Lfull[rows]                                   # (p, p)
+    Lsq = Lfull[rows]  # (p, p)
     out = []
     for label, cols in terms:
-        Lt = Lsq[:, cols].T                             # (k_term, p)
+        Lt = Lsq[:, cols].T  # (k_term, p)
         if coded:
             Lt = Lt @ np.linalg.lstsq(Xt, X, rcond=None)[0]
         Lt = Lt[np.abs(Lt).sum(axis=1) > 1e-8]
@@ -555,17 +602,20 @@ def _matching_rows(rdX: np.ndarray, Xt: np.ndarray) -> np.ndarray:
     """For each column of Xt, the index of an equal column of rdX."""
     rows = []
     for j in range(Xt.shape[1]):
-        diff = np.abs(rdX - Xt[:, j:j + 1]).max(axis=0)
+        diff = np.abs(rdX - Xt[:, j : j + 1]).max(axis=0)
         hit = np.flatnonzero(diff < 1e-10 * max(np.abs(Xt[:, j]).max(), 1.0))
         if hit.size == 0:
-            raise ValueError("type III contrasts: a column of the fixed-effects matrix is not a "
-                             "column of the over-parametrized design")
+            raise ValueError(
+                "type III contrasts: a column of the fixed-effects matrix is not a "
+                "column of the over-parametrized design"
+            )
         rows.append(hit[0])
     return np.array(rows)
 
 
 def _full_matrix(expr: str, data: pd.DataFrame) -> np.ndarray:
     from formulaic import model_matrix
+
     mm = model_matrix(f"0 + {expr}", data, ensure_full_rank=False, na_action="raise")
     return np.asarray(mm, dtype=float)
 
@@ -573,9 +623,11 @@ def _full_matrix(expr: str, data: pd.DataFrame) -> np.ndarray:
 def _treatment_matrix(spec) -> np.ndarray:
     """The fixed-effects matrix rebuilt with treatment coding (kept columns only)."""
     from formulaic import model_matrix
+
     formula = re.sub(r"C\(\s*([^,\s)]+)\s*,[^)]*\)", r"C(\1)", spec.fixed_formula)
-    mm = np.asarray(model_matrix(formula, spec.data, ensure_full_rank=True, na_action="raise"),
-                    dtype=float)
+    mm = np.asarray(
+        model_matrix(formula, spec.data, ensure_full_rank=True, na_action="raise"), dtype=float
+    )
     if mm.shape[1] != spec.X.shape[1] + len(spec.dropped):
         raise ValueError("type III contrasts: the treatment-coded design does not match")
     return mm[:, spec.kept_columns]

@@ -46,9 +46,7 @@ def _as_samples(samples) -> np.ndarray:
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
-        raise ValueError(
-            f"samples must be a 1-D or 2-D (B, p) array, got shape {arr.shape}"
-        )
+        raise ValueError(f"samples must be a 1-D or 2-D (B, p) array, got shape {arr.shape}")
     return arr
 
 
@@ -123,7 +121,7 @@ def shortest(samples, level=0.95) -> np.ndarray:
             continue
         v = np.sort(v)
         k = _shortest_count(level, n)
-        widths = v[k - 1:] - v[: n - k + 1]
+        widths = v[k - 1 :] - v[: n - k + 1]
         i = int(np.argmin(widths))  # argmin keeps the first of equal widths
         out[j] = (v[i], v[i + k - 1])
     return out

@@ -6,6 +6,7 @@
 >>> round(result.objective, 4)
 1757.3544
 """
+
 from __future__ import annotations
 
 import warnings
@@ -50,8 +51,14 @@ class LinearMixedModel:
         self.REML = bool(REML)
         self.workspace = Workspace(spec, REML=self.REML)
 
-    def fit(self, *, start=None, optimizer: dict | None = None, warn: bool = True,
-            ddf: str = "satterthwaite"):
+    def fit(
+        self,
+        *,
+        start=None,
+        optimizer: dict | None = None,
+        warn: bool = True,
+        ddf: str = "satterthwaite",
+    ):
         """Optimize theta for the model's own response and return an LMMResult.
 
         ``ddf`` ("satterthwaite", "kenward-roger" (REML only) or "wald") is the
@@ -59,14 +66,23 @@ class LinearMixedModel:
         """
         ddf = check_ddf(ddf)
         if ddf == "kenward-roger" and not self.REML:
-            raise ValueError("ddf='kenward-roger' needs a REML fit: use REML=True, or "
-                             "ddf='satterthwaite' for an ML fit")
+            raise ValueError(
+                "ddf='kenward-roger' needs a REML fit: use REML=True, or "
+                "ddf='satterthwaite' for an ML fit"
+            )
         spec = self.spec
         theta0 = spec.theta_start if start is None else _check_start(start, spec)
         settings = OptSummary().with_overrides(**(optimizer or {}))
         ws = self.workspace
-        opt = fit_theta(lambda th: ws.factorize(th).objective, theta0, spec.lower_bounds,
-                        settings, canonical=spec.canonical_theta, newton=ws.dense, warn=warn)
+        opt = fit_theta(
+            lambda th: ws.factorize(th).objective,
+            theta0,
+            spec.lower_bounds,
+            settings,
+            canonical=spec.canonical_theta,
+            newton=ws.dense,
+            warn=warn,
+        )
         result = build_result(self, opt.theta, opt, ddf=ddf)
         if warn and result.is_singular:
             warnings.warn(SINGULAR_MESSAGE, SingularFitWarning, stacklevel=3)
@@ -79,17 +95,32 @@ class LinearMixedModel:
 def _check_start(start, spec: ModelSpec) -> np.ndarray:
     start = np.asarray(start, dtype=float).ravel()
     if start.shape != (spec.n_theta,):
-        raise ValueError(f"start must have {spec.n_theta} theta values {spec.theta_names}, "
-                         f"got {start.size}")
+        raise ValueError(
+            f"start must have {spec.n_theta} theta values {spec.theta_names}, got {start.size}"
+        )
     if np.any(start < spec.lower_bounds):
-        raise ValueError("start has negative values on the diagonal of a relative covariance factor")
+        raise ValueError(
+            "start has negative values on the diagonal of a relative covariance factor"
+        )
     return start
 
 
-def fit(formula: str, data, *, REML: bool = True, groups=None, contrasts: dict | None = None,
-        start=None, optimizer: dict | None = None, ddf: str = "satterthwaite", family=None,
-        link: str | None = None, weights=None, offset=None,
-        nAGQ: int = 1) -> LMMResult | GLMMResult:
+def fit(
+    formula: str,
+    data,
+    *,
+    REML: bool = True,
+    groups=None,
+    contrasts: dict | None = None,
+    start=None,
+    optimizer: dict | None = None,
+    ddf: str = "satterthwaite",
+    family=None,
+    link: str | None = None,
+    weights=None,
+    offset=None,
+    nAGQ: int = 1,
+) -> LMMResult | GLMMResult:
     """Fit a linear mixed model from an lme4 formula by REML (default) or ML; with
     ``family``, a generalized linear mixed model as lme4's ``glmer``.
 
@@ -132,21 +163,36 @@ def fit(formula: str, data, *, REML: bool = True, groups=None, contrasts: dict |
     0.585
     """
     if family is not None and not (isinstance(family, str) and family == "gaussian"):
-        return fit_glmm(formula, data, family=family, link=link, weights=weights, offset=offset,
-                        nAGQ=nAGQ, groups=groups, contrasts=contrasts, start=start,
-                        optimizer=optimizer)
+        return fit_glmm(
+            formula,
+            data,
+            family=family,
+            link=link,
+            weights=weights,
+            offset=offset,
+            nAGQ=nAGQ,
+            groups=groups,
+            contrasts=contrasts,
+            start=start,
+            optimizer=optimizer,
+        )
     if weights is not None:
-        raise ValueError("weights= are prior weights of a GLMM (give family=); a linear mixed "
-                         "model with case weights is not supported")
+        raise ValueError(
+            "weights= are prior weights of a GLMM (give family=); a linear mixed "
+            "model with case weights is not supported"
+        )
     if nAGQ != 1:
-        raise ValueError("nAGQ applies to GLMMs (give family=); a linear mixed model's "
-                         "likelihood is exact")
+        raise ValueError(
+            "nAGQ applies to GLMMs (give family=); a linear mixed model's likelihood is exact"
+        )
     if not isinstance(REML, (bool, np.bool_)):
         raise TypeError(f"REML must be True or False, got {REML!r}")
     ddf = check_ddf(ddf)
     if ddf == "kenward-roger" and not REML:
-        raise ValueError("ddf='kenward-roger' needs a REML fit: use REML=True, or "
-                         "ddf='satterthwaite' for an ML fit")
+        raise ValueError(
+            "ddf='kenward-roger' needs a REML fit: use REML=True, or "
+            "ddf='satterthwaite' for an ML fit"
+        )
     if groups is not None:
         formula = groups_formula(formula, groups)
     spec = build_spec(formula, data, contrasts=contrasts, offset=offset)

@@ -22,6 +22,7 @@ is paid per Newton iteration, not per problem.
   decrease is below 1e-6 of the criterion (``FINISH``), one last Newton step
   whose decrease a single evaluation confirms to 10% also ends the search.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -85,17 +86,25 @@ class _Stencils:
         h = FD_STEP * np.maximum(1.0, np.abs(th))
         pts = (th[:, None, :] + self.offsets[None, :, :] * h[:, None, :]).reshape(-1, k)
         fv = self.evaluate(pts, np.repeat(idx, self.npts)).reshape(idx.size, self.npts)
-        scale = np.concatenate([2.0 * h, (h[:, :, None] * h[:, None, :]).reshape(-1, k * k)],
-                               axis=1)
+        scale = np.concatenate(
+            [2.0 * h, (h[:, :, None] * h[:, None, :]).reshape(-1, k * k)], axis=1
+        )
         # One small product per problem (not one across problems, whose bits would
         # depend on how many problems share the call).
         d = np.matmul(fv[:, None, :], self.weights)[:, 0, :] / scale
         return fv[:, 0], d[:, :k], d[:, k:].reshape(-1, k, k)
 
 
-def newton_batch(evaluate, theta0: np.ndarray, *, ftol_rel: float, max_evals: int | None = None,
-                 keep_sign: np.ndarray | None = None, finish: bool = False,
-                 hessian_out: np.ndarray | None = None):
+def newton_batch(
+    evaluate,
+    theta0: np.ndarray,
+    *,
+    ftol_rel: float,
+    max_evals: int | None = None,
+    keep_sign: np.ndarray | None = None,
+    finish: bool = False,
+    hessian_out: np.ndarray | None = None,
+):
     """Minimize B independent criteria from theta0 (B, k); returns theta, f, converged, evals.
 
     A problem that has used ``max_evals`` evaluations stops, not converged.
@@ -133,7 +142,9 @@ def newton_batch(evaluate, theta0: np.ndarray, *, ftol_rel: float, max_evals: in
         slope = (gi * d).sum(axis=1)
         fscale = np.maximum(1.0, np.abs(fi))
         xscale = np.maximum(1.0, np.abs(theta[idx]).max(axis=1))
-        done = (-0.5 * slope <= ftol_rel * fscale) | (np.abs(gi).max(axis=1) * xscale <= 1e-9 * fscale)
+        done = (-0.5 * slope <= ftol_rel * fscale) | (
+            np.abs(gi).max(axis=1) * xscale <= 1e-9 * fscale
+        )
         # Near the optimum (predicted decrease below FINISH of the criterion) one more
         # Newton step, tested by a single evaluation, ends the search: its error is
         # second order in the current one, so the stencil around it would only confirm.

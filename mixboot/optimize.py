@@ -14,6 +14,7 @@ from the best point found, when Newton does not converge.  Fits and refits
 follow this one policy (:func:`minimize_batch`).  The settings and the
 outcome of one optimization live together in an :class:`OptSummary`.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,15 +26,30 @@ import numpy as np
 
 from .newton import newton_batch, zero_small_batch
 
-__all__ = ["BatchOptimum", "ConvergenceWarning", "OptSummary", "minimize_batch", "minimize_theta",
-           "fit_theta"]
+__all__ = [
+    "BatchOptimum",
+    "ConvergenceWarning",
+    "OptSummary",
+    "minimize_batch",
+    "minimize_theta",
+    "fit_theta",
+]
 
-_SUCCESS = {nlopt.SUCCESS: "SUCCESS", nlopt.STOPVAL_REACHED: "STOPVAL_REACHED",
-            nlopt.FTOL_REACHED: "FTOL_REACHED", nlopt.XTOL_REACHED: "XTOL_REACHED"}
-_FAILURE = {nlopt.MAXEVAL_REACHED: "MAXEVAL_REACHED", nlopt.MAXTIME_REACHED: "MAXTIME_REACHED",
-            nlopt.FAILURE: "FAILURE", nlopt.INVALID_ARGS: "INVALID_ARGS",
-            nlopt.OUT_OF_MEMORY: "OUT_OF_MEMORY", nlopt.ROUNDOFF_LIMITED: "ROUNDOFF_LIMITED",
-            nlopt.FORCED_STOP: "FORCED_STOP"}
+_SUCCESS = {
+    nlopt.SUCCESS: "SUCCESS",
+    nlopt.STOPVAL_REACHED: "STOPVAL_REACHED",
+    nlopt.FTOL_REACHED: "FTOL_REACHED",
+    nlopt.XTOL_REACHED: "XTOL_REACHED",
+}
+_FAILURE = {
+    nlopt.MAXEVAL_REACHED: "MAXEVAL_REACHED",
+    nlopt.MAXTIME_REACHED: "MAXTIME_REACHED",
+    nlopt.FAILURE: "FAILURE",
+    nlopt.INVALID_ARGS: "INVALID_ARGS",
+    nlopt.OUT_OF_MEMORY: "OUT_OF_MEMORY",
+    nlopt.ROUNDOFF_LIMITED: "ROUNDOFF_LIMITED",
+    nlopt.FORCED_STOP: "FORCED_STOP",
+}
 
 
 METHODS = ("auto", "newton", "LN_BOBYQA")
@@ -90,8 +106,15 @@ class OptSummary:
         return self.returncode in _SUCCESS.values()
 
     def with_overrides(self, **overrides) -> OptSummary:
-        unknown = set(overrides) - {"optimizer", "ftol_rel", "ftol_abs", "xtol_abs",
-                                    "xtol_zero_abs", "initial_step", "maxeval"}
+        unknown = set(overrides) - {
+            "optimizer",
+            "ftol_rel",
+            "ftol_abs",
+            "xtol_abs",
+            "xtol_zero_abs",
+            "initial_step",
+            "maxeval",
+        }
         if unknown:
             raise TypeError(f"unknown optimizer setting(s) {sorted(unknown)}")
         method = overrides.get("optimizer", self.optimizer)
@@ -100,9 +123,15 @@ class OptSummary:
         return replace(self, **overrides)
 
 
-def minimize_theta(objective, theta0: np.ndarray, lower: np.ndarray,
-                   settings: OptSummary | None = None, *, warn: bool = True,
-                   zero_small: bool = True) -> OptSummary:
+def minimize_theta(
+    objective,
+    theta0: np.ndarray,
+    lower: np.ndarray,
+    settings: OptSummary | None = None,
+    *,
+    warn: bool = True,
+    zero_small: bool = True,
+) -> OptSummary:
     """Minimize ``objective(theta)`` from ``theta0`` subject to ``theta >= lower`` by BOBYQA.
 
     ``zero_small``: finish by trying small bounded elements at zero (off when
@@ -126,8 +155,9 @@ def minimize_theta(objective, theta0: np.ndarray, lower: np.ndarray,
     opt.set_ftol_abs(settings.ftol_abs)
     opt.set_xtol_abs(settings.xtol_abs)
     opt.set_maxeval(settings.maxeval)
-    opt.set_initial_step(np.where(lower == 0, settings.initial_step, settings.initial_step / 1.5)
-                         .tolist())
+    opt.set_initial_step(
+        np.where(lower == 0, settings.initial_step, settings.initial_step / 1.5).tolist()
+    )
     try:
         theta = np.asarray(opt.optimize(theta0.tolist()))
         code = opt.last_optimize_result()
@@ -148,39 +178,57 @@ def minimize_theta(objective, theta0: np.ndarray, lower: np.ndarray,
     # when the objective is no worse than every value seen.
     if rc == "ROUNDOFF_LIMITED" and len(fitlog) and fmin <= fitlog[:, -1].min() + 1e-8:
         rc = "FTOL_REACHED"
-    summary = replace(settings, optimizer="LN_BOBYQA", theta_start=theta0, theta=theta,
-                      fmin=float(fmin),
-                      evaluations=len(log), returncode=rc,
-                      elapsed=time.perf_counter() - start, fitlog=fitlog)
+    summary = replace(
+        settings,
+        optimizer="LN_BOBYQA",
+        theta_start=theta0,
+        theta=theta,
+        fmin=float(fmin),
+        evaluations=len(log),
+        returncode=rc,
+        elapsed=time.perf_counter() - start,
+        fitlog=fitlog,
+    )
     if warn and not summary.converged:
         _warn(summary)
     return summary
 
 
 def _warn(summary: OptSummary) -> None:
-    warnings.warn(f"optimizer {summary.optimizer} stopped with {summary.returncode} after "
-                  f"{summary.evaluations} evaluations; estimates may not be at the optimum",
-                  ConvergenceWarning, stacklevel=4)
+    warnings.warn(
+        f"optimizer {summary.optimizer} stopped with {summary.returncode} after "
+        f"{summary.evaluations} evaluations; estimates may not be at the optimum",
+        ConvergenceWarning,
+        stacklevel=4,
+    )
 
 
 @dataclass(frozen=True)
 class BatchOptimum:
     """The outcome of :func:`minimize_batch` for B problems."""
 
-    theta: np.ndarray        # (B, k), canonical (inside the bounds)
-    fmin: np.ndarray         # (B,)
-    converged: np.ndarray    # (B,) bool
+    theta: np.ndarray  # (B, k), canonical (inside the bounds)
+    fmin: np.ndarray  # (B,)
+    converged: np.ndarray  # (B,) bool
     evaluations: np.ndarray  # (B,) int
-    method: tuple            # per problem: "newton", "newton+LN_BOBYQA" or "LN_BOBYQA"
-    returncode: tuple        # per problem
+    method: tuple  # per problem: "newton", "newton+LN_BOBYQA" or "LN_BOBYQA"
+    returncode: tuple  # per problem
     #: (B, k, k) the finite-difference Hessian Newton ended with, at ``theta`` up to the
     #: sign flips into the bounds; NaN where another method (or a last step) moved theta
     hessian: np.ndarray | None = None
 
 
-def minimize_batch(evaluate, theta0: np.ndarray, lower: np.ndarray, settings: OptSummary,
-                   *, canonical, newton: bool = True, keep_sign: bool = False,
-                   finish: bool = False) -> BatchOptimum:
+def minimize_batch(
+    evaluate,
+    theta0: np.ndarray,
+    lower: np.ndarray,
+    settings: OptSummary,
+    *,
+    canonical,
+    newton: bool = True,
+    keep_sign: bool = False,
+    finish: bool = False,
+) -> BatchOptimum:
     """The optimizer policy of every fit and refit: B problems minimized together.
 
     1. Batched Newton from ``theta0`` (B, k), when ``newton`` (dense workspaces)
@@ -205,13 +253,22 @@ def minimize_batch(evaluate, theta0: np.ndarray, lower: np.ndarray, settings: Op
     use_newton = newton and method in ("auto", "newton")
     hessian = np.full((B, k, k), np.nan)
     if use_newton:
-        theta, f, conv, evals = newton_batch(evaluate, theta0, ftol_rel=settings.ftol_rel,
-                                             keep_sign=(lower == 0) if keep_sign else None,
-                                             finish=finish, hessian_out=hessian,
-                                             max_evals=settings.maxeval)
+        theta, f, conv, evals = newton_batch(
+            evaluate,
+            theta0,
+            ftol_rel=settings.ftol_rel,
+            keep_sign=(lower == 0) if keep_sign else None,
+            finish=finish,
+            hessian_out=hessian,
+            max_evals=settings.maxeval,
+        )
         methods = ["newton"] * B
-        codes = ["FTOL_REACHED" if c else ("MAXEVAL_REACHED" if e >= settings.maxeval
-                                           else "NEWTON_STALLED") for c, e in zip(conv, evals)]
+        codes = [
+            "FTOL_REACHED"
+            if c
+            else ("MAXEVAL_REACHED" if e >= settings.maxeval else "NEWTON_STALLED")
+            for c, e in zip(conv, evals)
+        ]
     else:
         theta, f = theta0.copy(), np.full(B, np.inf)
         conv, evals = np.zeros(B, dtype=bool), np.zeros(B, dtype=np.int64)
@@ -223,9 +280,14 @@ def minimize_batch(evaluate, theta0: np.ndarray, lower: np.ndarray, settings: Op
                 continue
             which = np.array([b])
             start = theta[b] if np.isfinite(f[b]) else theta0[b]
-            bob = minimize_theta(lambda th, which=which: float(evaluate(th[None, :], which)[0]),
-                                 canonical(start), lower, replace(settings, maxeval=left),
-                                 warn=False, zero_small=False)
+            bob = minimize_theta(
+                lambda th, which=which: float(evaluate(th[None, :], which)[0]),
+                canonical(start),
+                lower,
+                replace(settings, maxeval=left),
+                warn=False,
+                zero_small=False,
+            )
             theta[b], f[b], conv[b] = bob.theta, bob.fmin, bob.converged
             hessian[b] = np.nan
             evals[b] += bob.evaluations
@@ -235,13 +297,27 @@ def minimize_batch(evaluate, theta0: np.ndarray, lower: np.ndarray, settings: Op
     before = theta.copy()
     theta, f = zero_small_batch(evaluate, theta, lower, settings.xtol_zero_abs, f)
     hessian[np.any(theta != before, axis=1)] = np.nan
-    return BatchOptimum(theta=theta, fmin=f, converged=conv & np.isfinite(f), evaluations=evals,
-                        method=tuple(methods), returncode=tuple(codes), hessian=hessian)
+    return BatchOptimum(
+        theta=theta,
+        fmin=f,
+        converged=conv & np.isfinite(f),
+        evaluations=evals,
+        method=tuple(methods),
+        returncode=tuple(codes),
+        hessian=hessian,
+    )
 
 
-def fit_theta(evaluate_batch, theta0: np.ndarray, lower: np.ndarray,
-              settings: OptSummary | None = None, *, canonical, newton: bool = True,
-              warn: bool = True) -> OptSummary:
+def fit_theta(
+    evaluate_batch,
+    theta0: np.ndarray,
+    lower: np.ndarray,
+    settings: OptSummary | None = None,
+    *,
+    canonical,
+    newton: bool = True,
+    warn: bool = True,
+) -> OptSummary:
     """One fit by :func:`minimize_batch`; the evaluations are logged in ``fitlog``.
 
     ``evaluate_batch(theta (B, k)) -> (B,)`` evaluates several thetas in one
@@ -258,13 +334,21 @@ def fit_theta(evaluate_batch, theta0: np.ndarray, lower: np.ndarray,
         return vals
 
     start = time.perf_counter()
-    opt = minimize_batch(evaluate, theta0[None, :], lower, settings, canonical=canonical,
-                         newton=newton)
+    opt = minimize_batch(
+        evaluate, theta0[None, :], lower, settings, canonical=canonical, newton=newton
+    )
     fitlog = np.concatenate(log) if log else np.empty((0, k + 1))
-    summary = replace(settings, optimizer=opt.method[0], theta_start=theta0,
-                      theta=opt.theta[0], fmin=float(opt.fmin[0]), evaluations=len(fitlog),
-                      returncode=opt.returncode[0], elapsed=time.perf_counter() - start,
-                      fitlog=fitlog)
+    summary = replace(
+        settings,
+        optimizer=opt.method[0],
+        theta_start=theta0,
+        theta=opt.theta[0],
+        fmin=float(opt.fmin[0]),
+        evaluations=len(fitlog),
+        returncode=opt.returncode[0],
+        elapsed=time.perf_counter() - start,
+        fitlog=fitlog,
+    )
     if warn and not summary.converged:
         _warn(summary)
     return summary

@@ -22,6 +22,7 @@ theta is T's lower triangle column by column.
 2     group  (Intercept)    x   4.2    0.7
 3  Residual          NaN  NaN   1.0    1.0
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -51,9 +52,23 @@ _PSD_TOL = 1e-10
 TRIALS_COLUMN = ".trials"
 
 
-def model(formula: str, data, *, beta, sigma: float | None = None, re=None, theta=None,
-          REML: bool = True, groups=None, contrasts: dict | None = None, family=None,
-          link=None, trials=None, offset=None, nAGQ: int = 1) -> LMMResult | GLMMResult:
+def model(
+    formula: str,
+    data,
+    *,
+    beta,
+    sigma: float | None = None,
+    re=None,
+    theta=None,
+    REML: bool = True,
+    groups=None,
+    contrasts: dict | None = None,
+    family=None,
+    link=None,
+    trials=None,
+    offset=None,
+    nAGQ: int = 1,
+) -> LMMResult | GLMMResult:
     """An unfitted model with the given parameters, usable wherever a fit is.
 
     Parameters
@@ -95,28 +110,54 @@ def model(formula: str, data, *, beta, sigma: float | None = None, re=None, thet
     _check_re_theta(re, theta)
     if family is not None:
         if sigma is not None:
-            raise ValueError("sigma does not apply to a GLMM (its scale is fixed at 1): leave it "
-                             "out and give the random effects' SDs on the link scale in re=")
+            raise ValueError(
+                "sigma does not apply to a GLMM (its scale is fixed at 1): leave it "
+                "out and give the random effects' SDs on the link scale in re="
+            )
         if REML is not True:
             raise ValueError("REML does not apply to a GLMM (fitted by maximum likelihood)")
-        return _glmm_model(formula, data, beta=beta, re=re, theta=theta, groups=groups,
-                           contrasts=contrasts, family=family, link=link, trials=trials,
-                           offset=offset, nAGQ=nAGQ)
+        return _glmm_model(
+            formula,
+            data,
+            beta=beta,
+            re=re,
+            theta=theta,
+            groups=groups,
+            contrasts=contrasts,
+            family=family,
+            link=link,
+            trials=trials,
+            offset=offset,
+            nAGQ=nAGQ,
+        )
     for name, value in (("link", link), ("trials", trials), ("offset", offset)):
         if value is not None:
             raise ValueError(f"{name}= applies to GLMMs: give family= too")
     if sigma is None:
-        raise TypeError("model() needs sigma= (the residual SD) for a linear mixed model, or "
-                        "family= for a GLMM")
-    return _lmm_model(formula, data, beta=beta, sigma=sigma, re=re, theta=theta, REML=REML,
-                      groups=groups, contrasts=contrasts)
+        raise TypeError(
+            "model() needs sigma= (the residual SD) for a linear mixed model, or family= for a GLMM"
+        )
+    return _lmm_model(
+        formula,
+        data,
+        beta=beta,
+        sigma=sigma,
+        re=re,
+        theta=theta,
+        REML=REML,
+        groups=groups,
+        contrasts=contrasts,
+    )
 
 
 def _check_re_theta(re, theta) -> None:
     if (re is None) == (theta is None):
-        raise ValueError("give the random effects either as re={...} (SDs and correlations) "
-                         "or as theta=[...], not both" if re is not None else
-                         "random effects are missing: give re={...} or theta=[...]")
+        raise ValueError(
+            "give the random effects either as re={...} (SDs and correlations) "
+            "or as theta=[...], not both"
+            if re is not None
+            else "random effects are missing: give re={...} or theta=[...]"
+        )
 
 
 def _lmm_model(formula, data, *, beta, sigma, re, theta, REML, groups, contrasts):
@@ -134,8 +175,9 @@ def _lmm_model(formula, data, *, beta, sigma, re, theta, REML, groups, contrasts
     return _result_from_parameters(lmm, beta, sigma, theta)
 
 
-def _glmm_model(formula, data, *, beta, re, theta, groups, contrasts, family, link, trials,
-                offset, nAGQ):
+def _glmm_model(
+    formula, data, *, beta, re, theta, groups, contrasts, family, link, trials, offset, nAGQ
+):
     fam = get_family(family, link)
     if groups is not None:
         formula = groups_formula(formula, groups)
@@ -144,11 +186,13 @@ def _glmm_model(formula, data, *, beta, re, theta, groups, contrasts, family, li
         if fam.name != "binomial":
             raise ValueError(f"trials= applies to binomial GLMMs, not {fam.name}")
         if not isinstance(trials, str):
-            data = data.assign(**{TRIALS_COLUMN: np.broadcast_to(
-                np.asarray(trials, dtype=float), (len(data),))})
+            data = data.assign(
+                **{TRIALS_COLUMN: np.broadcast_to(np.asarray(trials, dtype=float), (len(data),))}
+            )
             trials = TRIALS_COLUMN
-    placeholder = build_spec(formula, data, contrasts=contrasts, family=fam, weights=trials,
-                             offset=offset)
+    placeholder = build_spec(
+        formula, data, contrasts=contrasts, family=fam, weights=trials, offset=offset
+    )
     theta = theta_from_re(placeholder, re, 1.0) if re is not None else theta
     beta, _, theta = check_parameters(_Template(placeholder), beta, 1.0, theta)
     _check_theta_bounds(placeholder, theta)
@@ -156,8 +200,15 @@ def _glmm_model(formula, data, *, beta, re, theta, groups, contrasts, family, li
     # The response column is a placeholder; the model's own response (where a fit
     # or a GLM start would read it) is one draw from the model, on a fixed stream.
     _, streams = seed_streams(0, 1)
-    y = simulate_glmm_block(placeholder, fam, streams, beta=beta, theta=theta,
-                            trials=placeholder.trials, offset=placeholder.offset)[:, 0]
+    y = simulate_glmm_block(
+        placeholder,
+        fam,
+        streams,
+        beta=beta,
+        theta=theta,
+        trials=placeholder.trials,
+        offset=placeholder.offset,
+    )[:, 0]
     spec = replace(placeholder, y=y)
     glmm = GeneralizedLinearMixedModel(spec, fam, nAGQ=nAGQ)
     eta = glmm.workspace.eta(np.zeros((1, glmm.workspace.q)), theta[None], beta[None])[0]
@@ -165,29 +216,45 @@ def _glmm_model(formula, data, *, beta, re, theta, groups, contrasts, family, li
     vc = glmm.workspace.vcov_rx(theta, eta)
     for a in (theta, beta, vc, eta, *u):
         a.setflags(write=False)
-    optsum = replace(OptSummary(), optimizer="none", theta_start=theta, theta=theta,
-                     returncode=FROM_PARAMETERS)
-    return GLMMResult(model=glmm, theta=theta, beta=beta, u=u, eta=eta, objective=np.nan,
-                      vcov_matrix=vc, vcov_method="rx", optsum=optsum)
+    optsum = replace(
+        OptSummary(), optimizer="none", theta_start=theta, theta=theta, returncode=FROM_PARAMETERS
+    )
+    return GLMMResult(
+        model=glmm,
+        theta=theta,
+        beta=beta,
+        u=u,
+        eta=eta,
+        objective=np.nan,
+        vcov_matrix=vc,
+        vcov_method="rx",
+        optsum=optsum,
+    )
 
 
 def _check_theta_bounds(spec, theta) -> None:
     if np.any(theta[spec.lower_bounds == 0] < 0):
-        raise ValueError("theta has negative values on the diagonal of a relative covariance "
-                         f"factor ({list(spec.theta_names)})")
+        raise ValueError(
+            "theta has negative values on the diagonal of a relative covariance "
+            f"factor ({list(spec.theta_names)})"
+        )
 
 
 def theta_from_re(spec, re, sigma: float) -> np.ndarray:
     """lme4's theta for random-effect SDs / correlations given per grouping factor."""
     if not isinstance(re, Mapping):
-        raise TypeError("re must be a dict {grouping factor: SDs or {'sd': [...], 'corr': "
-                        f"[[...]]}}, got {type(re).__name__}")
+        raise TypeError(
+            "re must be a dict {grouping factor: SDs or {'sd': [...], 'corr': "
+            f"[[...]]}}, got {type(re).__name__}"
+        )
     labels = list(dict.fromkeys(t.label for t in spec.terms))
     unknown = [g for g in re if g not in labels]
     missing = [g for g in labels if g not in re]
     if unknown or missing:
-        raise ValueError(f"re names grouping factor(s) {unknown} not in the formula / lacks "
-                         f"{missing}; the formula's grouping factors: {labels}")
+        raise ValueError(
+            f"re names grouping factor(s) {unknown} not in the formula / lacks "
+            f"{missing}; the formula's grouping factors: {labels}"
+        )
     theta = np.empty(spec.n_theta)
     for g in labels:
         idx = [i for i, t in enumerate(spec.terms) if t.label == g]
@@ -200,9 +267,11 @@ def theta_from_re(spec, re, sigma: float) -> np.ndarray:
             block = slice(off, off + term.p)
             outside = np.delete(corr[block], np.arange(off, off + term.p), axis=1)
             if np.any(outside != 0):
-                raise ValueError(f"re[{g!r}]: effects of separate terms on {g!r} (as '||' "
-                                 "writes them) cannot be correlated")
-            T = _psd_cholesky(cov[block, block] / sigma ** 2)
+                raise ValueError(
+                    f"re[{g!r}]: effects of separate terms on {g!r} (as '||' "
+                    "writes them) cannot be correlated"
+                )
+            T = _psd_cholesky(cov[block, block] / sigma**2)
             theta[sl] = term.theta_from_factor(T)
             off += term.p
     return theta
@@ -213,14 +282,17 @@ def _sd_corr(g: str, value, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(value, Mapping):
         extra = set(value) - {"sd", "corr"}
         if extra or "sd" not in value:
-            raise ValueError(f"re[{g!r}] takes keys 'sd' and optionally 'corr', got {sorted(value)}")
+            raise ValueError(
+                f"re[{g!r}] takes keys 'sd' and optionally 'corr', got {sorted(value)}"
+            )
         sd, corr = value["sd"], value.get("corr")
     else:
         sd, corr = value, None
     sd = np.atleast_1d(np.asarray(sd, dtype=float))
     if sd.ndim != 1 or sd.size != p:
-        raise ValueError(f"re[{g!r}]['sd'] must have {p} value(s), one per effect {names}, "
-                         f"got {sd.size}")
+        raise ValueError(
+            f"re[{g!r}]['sd'] must have {p} value(s), one per effect {names}, got {sd.size}"
+        )
     if not np.all(np.isfinite(sd)) or np.any(sd < 0):
         raise ValueError(f"re[{g!r}]['sd'] must be finite and >= 0, got {sd.tolist()}")
     if corr is None:
@@ -229,8 +301,10 @@ def _sd_corr(g: str, value, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     if p == 1 and corr.size == 1:
         corr = corr.reshape(1, 1)
     if corr.shape != (p, p):
-        raise ValueError(f"re[{g!r}]['corr'] must be a {p}x{p} matrix for effects {names}, "
-                         f"got shape {corr.shape}")
+        raise ValueError(
+            f"re[{g!r}]['corr'] must be a {p}x{p} matrix for effects {names}, "
+            f"got shape {corr.shape}"
+        )
     if not np.allclose(corr, corr.T, atol=1e-12, rtol=0):
         raise ValueError(f"re[{g!r}]['corr'] must be symmetric")
     if not np.allclose(np.diag(corr), 1.0, atol=1e-12, rtol=0):
@@ -250,7 +324,7 @@ def _psd_cholesky(A: np.ndarray) -> np.ndarray:
         if d <= _PSD_TOL * scale:
             continue  # a degenerate direction: this column of T stays zero
         T[j, j] = np.sqrt(d)
-        T[j + 1:, j] = (A[j + 1:, j] - T[j + 1:, :j] @ T[j, :j]) / T[j, j]
+        T[j + 1 :, j] = (A[j + 1 :, j] - T[j + 1 :, :j] @ T[j, :j]) / T[j, j]
     return T
 
 
@@ -272,8 +346,10 @@ def _with_response(formula: str, data):
     if response in data.columns:
         return data
     if not response.isidentifier():
-        raise ValueError(f"the response {response!r} is not a column of data; for a model from "
-                         "parameters name it with a plain column name")
+        raise ValueError(
+            f"the response {response!r} is not a column of data; for a model from "
+            "parameters name it with a plain column name"
+        )
     return data.assign(**{response: 0.0})
 
 
@@ -301,8 +377,19 @@ def _result_from_parameters(lmm, beta, sigma, theta):
     u = tuple(np.zeros((t.nlevels, t.p)) for t in spec.terms)
     for a in (y, theta, beta, vc, *u):
         a.setflags(write=False)
-    optsum = replace(OptSummary(), optimizer="none", theta_start=theta, theta=theta,
-                     returncode=FROM_PARAMETERS)
-    return LMMResult(model=lmm, y=y, theta=theta, beta=beta, sigma=float(sigma),
-                     objective=np.nan, logdet_z=np.nan, pwrss=np.nan, u=u,
-                     vcov_unscaled=vc, optsum=optsum)
+    optsum = replace(
+        OptSummary(), optimizer="none", theta_start=theta, theta=theta, returncode=FROM_PARAMETERS
+    )
+    return LMMResult(
+        model=lmm,
+        y=y,
+        theta=theta,
+        beta=beta,
+        sigma=float(sigma),
+        objective=np.nan,
+        logdet_z=np.nan,
+        pwrss=np.nan,
+        u=u,
+        vcov_unscaled=vc,
+        optsum=optsum,
+    )

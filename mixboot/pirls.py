@@ -28,6 +28,7 @@ pass, each problem's arithmetic on its own rows only (per-problem bincounts and
 stacked products), so a problem's numbers never depend on its batch mates.  A
 problem that has converged is frozen by masks, not removed from the batch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,14 +60,14 @@ MAX_HALVINGS = 12
 class PirlsState:
     """Conditional modes and the Laplace pieces for a batch of problems."""
 
-    u: np.ndarray          # (B, q) spherical random effects, terms in spec order
-    beta: np.ndarray       # (B, p)
-    eta: np.ndarray        # (B, n) linear predictor (offset included)
-    devres: np.ndarray     # (B,) sum of unit deviances at u
-    usq: np.ndarray        # (B,) |u|^2
-    logdet: np.ndarray     # (B,) log |Lambda'Z'WZ Lambda + I|
-    C: np.ndarray          # (B, l1, p1, p1) first-term blocks of that matrix
-    L: np.ndarray          # (B, m, m) tail Cholesky factor (response row last)
+    u: np.ndarray  # (B, q) spherical random effects, terms in spec order
+    beta: np.ndarray  # (B, p)
+    eta: np.ndarray  # (B, n) linear predictor (offset included)
+    devres: np.ndarray  # (B,) sum of unit deviances at u
+    usq: np.ndarray  # (B,) |u|^2
+    logdet: np.ndarray  # (B,) log |Lambda'Z'WZ Lambda + I|
+    C: np.ndarray  # (B, l1, p1, p1) first-term blocks of that matrix
+    L: np.ndarray  # (B, m, m) tail Cholesky factor (response row last)
     converged: np.ndarray  # (B,) bool
     iterations: np.ndarray  # (B,) int
 
@@ -151,7 +152,7 @@ class _Order:
         self.starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
         self.cells = sk[self.starts]
         self.identity = bool(np.all(self.perm == np.arange(key.size)))
-        self.singletons = self.starts.size == key.size     # one observation per cell
+        self.singletons = self.starts.size == key.size  # one observation per cell
 
     def gather(self, v: np.ndarray) -> np.ndarray:
         return v if self.identity else v[:, self.perm]
@@ -183,10 +184,16 @@ class _CellSums:
             orders[name] = _Order(key)
         self.order = order = orders[name]
         self.name = name
-        ca = order.cells // b.nlevels if b.nlevels > 1 and len(split) == 2 else (
-            order.cells if a.nlevels > 1 else np.zeros_like(order.cells))
-        cb = order.cells % b.nlevels if b.nlevels > 1 and len(split) == 2 else (
-            order.cells if b.nlevels > 1 else np.zeros_like(order.cells))
+        ca = (
+            order.cells // b.nlevels
+            if b.nlevels > 1 and len(split) == 2
+            else (order.cells if a.nlevels > 1 else np.zeros_like(order.cells))
+        )
+        cb = (
+            order.cells % b.nlevels
+            if b.nlevels > 1 and len(split) == 2
+            else (order.cells if b.nlevels > 1 else np.zeros_like(order.cells))
+        )
         self.pos = place(ca, cb)
         prod = (a.zraw[:, :, None] * b.zraw[:, None, :]).reshape(a.zraw.shape[0], -1)
         self.prod = prod[order.perm]
@@ -245,7 +252,7 @@ class _SparseSchur:
         ends = np.searchsorted(level_sorted, np.arange(l1), side="right")
         e1, e2 = [], []
         for j in range(l1):
-            idx = order[starts[j]:ends[j]]
+            idx = order[starts[j] : ends[j]]
             a, b = np.meshgrid(idx, idx, indexing="ij")
             keep = rows[a] >= rows[b]
             e1.append(a[keep])
@@ -255,7 +262,7 @@ class _SparseSchur:
         target = rows[e1] * m0 + rows[e2]
         self.pairs = _Order(target)
         self.e1, self.e2 = e1[self.pairs.perm], e2[self.pairs.perm]
-        self.pidx = (level[self.e1] * p1 * p1 + beta[self.e1] * p1 + beta[self.e2])
+        self.pidx = level[self.e1] * p1 * p1 + beta[self.e1] * p1 + beta[self.e2]
         self.row_order = _Order(rows)
         self.m0, self.l1, self.p1 = m0, l1, p1
 
@@ -275,11 +282,10 @@ class _SparseSchur:
         S[:, :m0, :m0] = A22 - M.reshape(B, m0, m0)
         # the response row: R (P z1y) and z1y' P z1y
         z1y = resp.z1y
-        Pz = np.matmul(P, z1y[..., None])[..., 0].reshape(B, -1)          # (B, q1)
+        Pz = np.matmul(P, z1y[..., None])[..., 0].reshape(B, -1)  # (B, q1)
         lev = self.level * self.p1 + self.beta
         row = np.zeros((B, m0))
-        row[:, self.row_order.cells] = self.row_order.sums(
-            self.row_order.gather(Rv * Pz[:, lev]))
+        row[:, self.row_order.cells] = self.row_order.sums(self.row_order.gather(Rv * Pz[:, lev]))
         S[:, m0, :m0] = resp.taily - row
         S[:, m0, m0] = resp.yty - np.ascontiguousarray(z1y.reshape(B, -1) * Pz).sum(axis=1)
         # full symmetric, as the dense kernel gives
@@ -290,10 +296,12 @@ class _SparseSchur:
 
 def _block_place(pa: int, pb: int, row0: int, col0: int, width: int):
     """Positions in a row-major (rows, width) array of block (row0 + ca pa + i, col0 + cb pb + j)."""
+
     def place(ca, cb):
         rows = row0 + ca[:, None] * pa + np.arange(pa)[None, :]
         cols = col0 + cb[:, None] * pb + np.arange(pb)[None, :]
         return (rows[:, :, None] * width + cols[:, None, :]).reshape(ca.size, pa * pb)
+
     return place
 
 
@@ -304,8 +312,15 @@ class GlmmWorkspace:
     ``prior_weights`` the trials times any case weights, as R's ``glm``.
     """
 
-    def __init__(self, spec, family: Family, *, prior_weights: np.ndarray, trials: np.ndarray,
-                 offset: np.ndarray | None):
+    def __init__(
+        self,
+        spec,
+        family: Family,
+        *,
+        prior_weights: np.ndarray,
+        trials: np.ndarray,
+        offset: np.ndarray | None,
+    ):
         self.spec, self.family = spec, family
         self.n, self.p = spec.n, spec.p
         self.X = np.ascontiguousarray(spec.X)
@@ -326,9 +341,9 @@ class GlmmWorkspace:
         b1, p1 = self.blocks[0], self.p1
         self._orders: dict = {}
         # the first term's diagonal blocks, flat in (l1, p1, p1)
-        self.sums11 = _CellSums(b1, b1, lambda ca, cb: (ca[:, None] * p1 * p1
-                                                         + np.arange(p1 * p1)[None, :]),
-                                self._orders)
+        self.sums11 = _CellSums(
+            b1, b1, lambda ca, cb: ca[:, None] * p1 * p1 + np.arange(p1 * p1)[None, :], self._orders
+        )
         self.sums1y = _CellSums(b1, self.unit, _block_place(p1, 1, 0, 0, 1), self._orders)
         self._tails = {}
 
@@ -341,19 +356,31 @@ class GlmmWorkspace:
             m0 = offs[-1]
             with_1, within, with_y = [], [], []
             for k, bk in enumerate(tail):
-                with_1.append(_CellSums(bk, self.blocks[0],
-                                        _block_place(bk.p, self.p1, offs[k], 0, self.q1),
-                                        self._orders))
-                if bk is not self.xblock:       # X'Wz and X'WX: stacked products per problem
-                    with_y.append(_CellSums(bk, self.unit, _block_place(bk.p, 1, offs[k], 0, 1),
-                                            self._orders))
-                for j, bj in enumerate(tail[:k + 1]):
+                with_1.append(
+                    _CellSums(
+                        bk,
+                        self.blocks[0],
+                        _block_place(bk.p, self.p1, offs[k], 0, self.q1),
+                        self._orders,
+                    )
+                )
+                if bk is not self.xblock:  # X'Wz and X'WX: stacked products per problem
+                    with_y.append(
+                        _CellSums(bk, self.unit, _block_place(bk.p, 1, offs[k], 0, 1), self._orders)
+                    )
+                for j, bj in enumerate(tail[: k + 1]):
                     if bj is self.xblock:
                         continue
-                    within.append(_CellSums(bk, bj, _block_place(bk.p, bj.p, offs[k], offs[j],
-                                                                 m0), self._orders))
-            nonzero = np.unique(np.concatenate([cs.pos.ravel() for cs in with_1])) if with_1 \
+                    within.append(
+                        _CellSums(
+                            bk, bj, _block_place(bk.p, bj.p, offs[k], offs[j], m0), self._orders
+                        )
+                    )
+            nonzero = (
+                np.unique(np.concatenate([cs.pos.ravel() for cs in with_1]))
+                if with_1
                 else np.zeros(0, dtype=np.int64)
+            )
             schur = None
             if m0 and nonzero.size:
                 # pairs of nonzeros per level, against the dense product's m0^2 l1 p1^2
@@ -396,15 +423,19 @@ class GlmmWorkspace:
         z1y = np.zeros((B, self.q1))
         self.sums1y.add(z1y, wz, gwz)
         yty = np.ascontiguousarray(wz * zt).sum(axis=1)
-        return (A11.reshape(B, self.l1, self.p1, self.p1), F.reshape(B, m0, self.l1, self.p1),
-                A22, Responses(z1y.reshape(B, self.l1, self.p1), taily, yty))
+        return (
+            A11.reshape(B, self.l1, self.p1, self.p1),
+            F.reshape(B, m0, self.l1, self.p1),
+            A22,
+            Responses(z1y.reshape(B, self.l1, self.p1), taily, yty),
+        )
 
     # -- linear predictor -----------------------------------------------------
     def b_from_u(self, u: np.ndarray, theta: np.ndarray) -> list[np.ndarray]:
         """Per term b = Lambda u: list of (B, l_k, p_k)."""
         out, off = [], 0
         for t, sl in zip(self.terms, self.theta_slices):
-            uk = u[:, off:off + t.q].reshape(-1, t.nlevels, t.p)
+            uk = u[:, off : off + t.q].reshape(-1, t.nlevels, t.p)
             T = t.factor(theta[:, sl])
             out.append(np.matmul(uk, np.swapaxes(T, -1, -2)))
             off += t.q
@@ -416,10 +447,13 @@ class GlmmWorkspace:
         C order throughout: numpy sums a row of a non-contiguous (B, n) array in an
         order that depends on B, and a replicate's bits must not.
         """
-        return np.ascontiguousarray(np.matmul(self.X[None], beta[:, :, None])[:, :, 0]) + self.offset
+        return (
+            np.ascontiguousarray(np.matmul(self.X[None], beta[:, :, None])[:, :, 0]) + self.offset
+        )
 
-    def eta(self, u: np.ndarray, theta: np.ndarray, beta: np.ndarray,
-            fixed: np.ndarray | None = None) -> np.ndarray:
+    def eta(
+        self, u: np.ndarray, theta: np.ndarray, beta: np.ndarray, fixed: np.ndarray | None = None
+    ) -> np.ndarray:
         eta = self.fixed_part(beta) if fixed is None else fixed
         for t, b in zip(self.terms, self.b_from_u(u, theta)):
             if t.p == 1:
@@ -429,8 +463,16 @@ class GlmmWorkspace:
         return eta
 
     # -- PIRLS ------------------------------------------------------------------
-    def pirls(self, theta: np.ndarray, beta: np.ndarray, Y: np.ndarray, *, joint: bool,
-              u0: np.ndarray | None = None, eta0: np.ndarray | None = None) -> PirlsState:
+    def pirls(
+        self,
+        theta: np.ndarray,
+        beta: np.ndarray,
+        Y: np.ndarray,
+        *,
+        joint: bool,
+        u0: np.ndarray | None = None,
+        eta0: np.ndarray | None = None,
+    ) -> PirlsState:
         """Conditional modes for a batch: theta (B, k), beta (B, p), Y (B, n).
 
         ``joint``: solve for beta along with u (lme4's nAGQ=0 step; ``beta`` is
@@ -487,7 +529,7 @@ class GlmmWorkspace:
                 L = np.full_like(Lb, np.nan)
             d = np.diagonal(Lb, axis1=-2, axis2=-1)
             with np.errstate(divide="ignore", invalid="ignore"):
-                ld = logdet1 + 2.0 * np.log(d[:, :self.qr]).sum(axis=1)
+                ld = logdet1 + 2.0 * np.log(d[:, : self.qr]).sum(axis=1)
             # The weights were taken at the current u (after the first step): the
             # log-determinant and factor belong to it.  Frozen problems keep theirs.
             logdet[active], C[active], L[active] = ld[active], Cb[active], Lb[active]
@@ -499,8 +541,9 @@ class GlmmWorkspace:
                 break
             u_new, beta_new = self._solve(theta, Cb, Lb, F, resp, joint, beta)
             step_u, step_b = u_new - u, beta_new - beta
-            size = np.maximum(np.abs(step_u).max(axis=1, initial=0.0),
-                              np.abs(step_b).max(axis=1, initial=0.0))
+            size = np.maximum(
+                np.abs(step_u).max(axis=1, initial=0.0), np.abs(step_b).max(axis=1, initial=0.0)
+            )
             # step halving on pwrss, per problem: the first fraction 1, 1/2, 1/4, ...
             # that does not raise it is taken
             factor = np.ones(B)
@@ -526,8 +569,18 @@ class GlmmWorkspace:
             eta_w = np.where(active[:, None], eta, eta_w)
             mu_w = np.where(active[:, None], mu, mu_w)
             iters += active
-        return PirlsState(u=u, beta=beta, eta=eta, devres=dev, usq=usq, logdet=logdet, C=C, L=L,
-                          converged=converged & np.isfinite(logdet), iterations=iters)
+        return PirlsState(
+            u=u,
+            beta=beta,
+            eta=eta,
+            devres=dev,
+            usq=usq,
+            logdet=logdet,
+            C=C,
+            L=L,
+            converged=converged & np.isfinite(logdet),
+            iterations=iters,
+        )
 
     def vcov_rx(self, theta: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """(R_X' R_X)^-1 at the weights of ``eta`` for ONE theta: lme4's ``unsc()``.
@@ -544,7 +597,7 @@ class GlmmWorkspace:
         S = self._tail(F, A22, P, resp, True)
         scale_tail(S, theta, self.rest, self.theta_slices[1:], self.qr)
         m0 = S.shape[-1] - 1
-        LXX = np.linalg.cholesky(S[0, :m0, :m0])[self.qr:, self.qr:]
+        LXX = np.linalg.cholesky(S[0, :m0, :m0])[self.qr :, self.qr :]
         inv = np.linalg.inv(LXX)
         return inv.T @ inv
 
@@ -556,8 +609,10 @@ class GlmmWorkspace:
             LXX = L[:, qr:m0, qr:m0]
             cX = L[:, m0, qr:m0]
             beta = _solve_upper_batched(np.swapaxes(LXX, -1, -2), cX)
-            crest = L[:, m0, :qr] - np.matmul(np.swapaxes(L[:, qr:m0, :qr], -1, -2),
-                                              beta[:, :, None])[:, :, 0]
+            crest = (
+                L[:, m0, :qr]
+                - np.matmul(np.swapaxes(L[:, qr:m0, :qr], -1, -2), beta[:, :, None])[:, :, 0]
+            )
         else:
             crest = L[:, m0, :qr]
         if qr:
@@ -567,7 +622,7 @@ class GlmmWorkspace:
         # w = [Lambda_rest u_rest, beta (joint)]: the tail's coefficients
         parts, off = [], 0
         for t, sl in zip(self.rest, self.theta_slices[1:]):
-            uk = ur[:, off:off + t.q].reshape(B, t.nlevels, t.p)
+            uk = ur[:, off : off + t.q].reshape(B, t.nlevels, t.p)
             T = t.factor(theta[:, sl])
             parts.append(np.matmul(uk, np.swapaxes(T, -1, -2)).reshape(B, -1))
             off += t.q
@@ -575,9 +630,10 @@ class GlmmWorkspace:
             parts.append(beta)
         wcoef = np.concatenate(parts, axis=1) if parts else np.zeros((B, 0))
         Fw = np.matmul(wcoef[:, None, :], F.reshape(B, m0, self.q1))[:, 0, :].reshape(
-            B, self.l1, self.p1)
+            B, self.l1, self.p1
+        )
         T1 = self.t1.factor(theta[:, self.theta_slices[0]])
-        rhs = np.matmul(resp.z1y - Fw, T1)                                  # T1'(z1y - F'w)
+        rhs = np.matmul(resp.z1y - Fw, T1)  # T1'(z1y - F'w)
         u1 = rhs / C[..., 0] if self.p1 == 1 else np.linalg.solve(C, rhs[..., None])[..., 0]
         return np.concatenate([u1.reshape(B, -1), ur], axis=1), beta
 
@@ -588,8 +644,9 @@ def gauss_hermite(k: int) -> tuple[np.ndarray, np.ndarray]:
     return z, w / w.sum()
 
 
-def agq_correction(ws: GlmmWorkspace, state: PirlsState, theta: np.ndarray, Y: np.ndarray,
-                   nodes: int) -> np.ndarray:
+def agq_correction(
+    ws: GlmmWorkspace, state: PirlsState, theta: np.ndarray, Y: np.ndarray, nodes: int
+) -> np.ndarray:
     """What adaptive Gauss-Hermite quadrature adds to the Laplace criterion (B,).
 
     One scalar random-effect term: the likelihood is a product over its levels j
@@ -605,20 +662,21 @@ def agq_correction(ws: GlmmWorkspace, state: PirlsState, theta: np.ndarray, Y: n
     B = state.u.shape[0]
     z, w = gauss_hermite(nodes)
     fam, pw = ws.family, ws.prior_weights
-    lam = theta[:, ws.theta_slices[0]][:, 0]                                 # (B,)
-    s = 1.0 / np.sqrt(state.C[:, :, 0, 0])                                     # (B, l1)
-    dz = lam[:, None] * t1.zraw[None, :, 0] * s[:, t1.codes]                 # d eta / d z
+    lam = theta[:, ws.theta_slices[0]][:, 0]  # (B,)
+    s = 1.0 / np.sqrt(state.C[:, :, 0, 0])  # (B, l1)
+    dz = lam[:, None] * t1.zraw[None, :, 0] * s[:, t1.codes]  # d eta / d z
     Y = np.ascontiguousarray(np.broadcast_to(Y, state.eta.shape))
 
-    level = _CellSums(_Block(t1.codes, np.ones((ws.n, 1)), ws.l1), ws.unit,
-                      _block_place(1, 1, 0, 0, 1), {})
+    level = _CellSums(
+        _Block(t1.codes, np.ones((ws.n, 1)), ws.l1), ws.unit, _block_place(1, 1, 0, 0, 1), {}
+    )
 
-    def by_level(dev):                                                         # (B, n) -> (B, l1)
+    def by_level(dev):  # (B, n) -> (B, l1)
         out = np.zeros((B, ws.l1))
         level.put(out, level.order.gather(dev))
         return out
 
-    at_mode = by_level(fam.dev_resids(Y, fam.link.linkinv(state.eta), pw)) + state.u ** 2
+    at_mode = by_level(fam.dev_resids(Y, fam.link.linkinv(state.eta), pw)) + state.u**2
     total = np.zeros((B, ws.l1))
     for zk, wk in zip(z, w):
         dev = by_level(fam.dev_resids(Y, fam.link.linkinv(state.eta + zk * dz), pw))

@@ -22,6 +22,7 @@ The artists carry a ``gid`` naming what they show (``"estimate"``, ``"lower"``,
 >>> [line.get_gid() for line in ax.get_lines()]
 ['estimate', 'lower', 'upper']
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,9 @@ def pyplot(what: str):
     try:
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError(f"{what} needs matplotlib: pip install 'mixboot[plot]' "
-                          "(or pip install matplotlib)") from None
+        raise ImportError(
+            f"{what} needs matplotlib: pip install 'mixboot[plot]' (or pip install matplotlib)"
+        ) from None
     return plt
 
 
@@ -95,6 +97,7 @@ def _density(values: np.ndarray, grid_size: int = 256):
     """Gaussian kernel density on the range of the values (bounded parameters such as a
     correlation pile up at their bound; a density past the data would hide that)."""
     from scipy import stats
+
     values = values[np.isfinite(values)]
     lo, hi = (values.min(), values.max()) if values.size else (0.0, 0.0)
     if values.size < 2 or hi - lo <= 1e-12 * max(1.0, abs(hi)):
@@ -151,8 +154,9 @@ def _panel_axes(plt, ax, n: int) -> list:
     if ax is None:
         ncols = min(n, 3)
         nrows = math.ceil(n / ncols)
-        fig, grid = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows),
-                                 squeeze=False, layout="constrained")
+        fig, grid = plt.subplots(
+            nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), squeeze=False, layout="constrained"
+        )
         flat = list(grid.ravel())
         for extra in flat[n:]:
             extra.remove()
@@ -163,8 +167,7 @@ def _panel_axes(plt, ax, n: int) -> list:
     return given
 
 
-def ridge(boot, *, params=None, include_intercept=True, level=0.95, method="shortest",
-          ax=None):
+def ridge(boot, *, params=None, include_intercept=True, level=0.95, method="shortest", ax=None):
     """Densities stacked vertically on one value axis (MixedModelsMakie's ``ridgeplot``).
     See :meth:`mixboot.BootResult.ridgeplot`."""
     plt = pyplot("BootResult.ridgeplot")
@@ -184,14 +187,26 @@ def ridge(boot, *, params=None, include_intercept=True, level=0.95, method="shor
         if curve is not None:
             x, d = curve
             height = base + 0.85 * d / d.max()
-            ax.fill_between(x, base, height, color=f"C{k % 10}", alpha=0.35,
-                            gid=f"density:{name}")
+            ax.fill_between(x, base, height, color=f"C{k % 10}", alpha=0.35, gid=f"density:{name}")
             ax.plot(x, height, color=f"C{k % 10}", linewidth=1)
-        ax.plot([bounds.loc[name, "lower"], bounds.loc[name, "upper"]], [base, base],
-                color="black", linewidth=3, solid_capstyle="butt", gid=f"interval:{name}",
-                label=_interval_label(level, method) if k == 0 else None)
-        ax.plot([estimate[name]], [base], marker="o", color="black", linestyle="none",
-                gid=f"estimate:{name}", label="estimate" if k == 0 else None)
+        ax.plot(
+            [bounds.loc[name, "lower"], bounds.loc[name, "upper"]],
+            [base, base],
+            color="black",
+            linewidth=3,
+            solid_capstyle="butt",
+            gid=f"interval:{name}",
+            label=_interval_label(level, method) if k == 0 else None,
+        )
+        ax.plot(
+            [estimate[name]],
+            [base],
+            marker="o",
+            color="black",
+            linestyle="none",
+            gid=f"estimate:{name}",
+            label="estimate" if k == 0 else None,
+        )
     ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":", gid="zero")
     ax.set_yticks(range(top, -1, -1), names)
     ax.set_ylim(-0.3, top + 1.1)
@@ -212,12 +227,34 @@ def pairs(boot, x: str, y: str, *, ax=None):
     usable = np.isfinite(xs) & np.isfinite(ys)
     singular = boot.issingular() & usable
     regular = usable & ~singular
-    ax.scatter(xs[regular], ys[regular], s=12, color="C0", alpha=0.6,
-               label=f"non-singular ({int(regular.sum())})", gid="non-singular")
-    ax.scatter(xs[singular], ys[singular], s=24, color="C3", marker="x",
-               label=f"singular ({int(singular.sum())})", gid="singular")
-    ax.plot([estimate[x]], [estimate[y]], marker="*", markersize=14, color="black",
-            linestyle="none", label="estimate", gid="estimate")
+    ax.scatter(
+        xs[regular],
+        ys[regular],
+        s=12,
+        color="C0",
+        alpha=0.6,
+        label=f"non-singular ({int(regular.sum())})",
+        gid="non-singular",
+    )
+    ax.scatter(
+        xs[singular],
+        ys[singular],
+        s=24,
+        color="C3",
+        marker="x",
+        label=f"singular ({int(singular.sum())})",
+        gid="singular",
+    )
+    ax.plot(
+        [estimate[x]],
+        [estimate[y]],
+        marker="*",
+        markersize=14,
+        color="black",
+        linestyle="none",
+        label="estimate",
+        gid="estimate",
+    )
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.legend(fontsize="small")
@@ -229,14 +266,23 @@ def _target_line(ax, target) -> None:
     if target is not None:
         if not 0 <= target <= 1:
             raise ValueError(f"target must be a power between 0 and 1, got {target!r}")
-        ax.axhline(target, color="grey", linestyle="--", linewidth=1, gid="target",
-                   label=f"target {target:g}")
+        ax.axhline(
+            target,
+            color="grey",
+            linestyle="--",
+            linewidth=1,
+            gid="target",
+            label=f"target {target:g}",
+        )
 
 
 def _power_title(result) -> str:
     from .power import _test_title
-    return (f"{_test_title(result.method, result.df)} of {result.test!r}, "
-            f"alpha = {result.alpha:g}, nsim = {result.nsim}")
+
+    return (
+        f"{_test_title(result.method, result.df)} of {result.test!r}, "
+        f"alpha = {result.alpha:g}, nsim = {result.nsim}"
+    )
 
 
 def power_point(result, *, target=None, ax=None):
@@ -245,9 +291,15 @@ def power_point(result, *, target=None, ax=None):
     plt = pyplot("PowerResult.plot")
     if ax is None:
         _, ax = plt.subplots(figsize=(3.5, 4), layout="constrained")
-    bar = ax.errorbar([0], [result.power],
-                      yerr=[[result.power - result.lower], [result.upper - result.power]],
-                      fmt="o", color="C0", capsize=6, label="power (95% CI)")
+    bar = ax.errorbar(
+        [0],
+        [result.power],
+        yerr=[[result.power - result.lower], [result.upper - result.power]],
+        fmt="o",
+        color="C0",
+        capsize=6,
+        label="power (95% CI)",
+    )
     bar.lines[0].set_gid("power")
     bar.lines[2][0].set_gid("interval")
     _target_line(ax, target)
@@ -266,8 +318,15 @@ def power_curve(curve, *, target=0.8, ax=None):
     if ax is None:
         _, ax = plt.subplots(layout="constrained")
     t = curve.table
-    ax.fill_between(t["size"], t["lower"], t["upper"], color="C0", alpha=0.25,
-                    label="95% CI (Clopper-Pearson)", gid="band")
+    ax.fill_between(
+        t["size"],
+        t["lower"],
+        t["upper"],
+        color="C0",
+        alpha=0.25,
+        label="95% CI (Clopper-Pearson)",
+        gid="band",
+    )
     ax.plot(t["size"], t["power"], marker="o", color="C0", label="power", gid="power")
     _target_line(ax, target)
     ax.set_ylim(0, 1)
@@ -286,12 +345,20 @@ def power_heatmap(grid, *, ax=None):
     first, second = grid.along
     wide = grid.table.pivot(index="size2", columns="size1", values="power")
     values = wide.to_numpy(dtype=float)
-    image = ax.imshow(values, origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto",
-                      gid="power")
+    image = ax.imshow(
+        values, origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto", gid="power"
+    )
     for i, j in np.ndindex(values.shape):
         v = values[i, j]
-        ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                color="black" if v >= 0.6 else "white", gid="annotation")
+        ax.text(
+            j,
+            i,
+            "n/a" if np.isnan(v) else f"{v:.2f}",
+            ha="center",
+            va="center",
+            color="black" if v >= 0.6 else "white",
+            gid="annotation",
+        )
     ax.set_xticks(range(wide.shape[1]), [str(s) for s in wide.columns])
     ax.set_yticks(range(wide.shape[0]), [str(s) for s in wide.index])
     ax.set_xlabel(f"number of levels of {first}")

@@ -56,6 +56,7 @@ refits (a variance at its boundary) are kept, as simr keeps them, and counted.
 >>> 0.2 < res.power < 0.6 and res.n_valid == 200
 True
 """
+
 from __future__ import annotations
 
 import os
@@ -87,14 +88,24 @@ from .result import SINGULAR_TOL, LMMResult, build_result
 from .runner import child_streams
 from .workspace import scale_tail, tail_block, term1_blocks
 
-__all__ = ["power", "power_curve", "power_grid", "PowerResult", "PowerCurve", "PowerGrid",
-           "tested_columns"]
+__all__ = [
+    "power",
+    "power_curve",
+    "power_grid",
+    "PowerResult",
+    "PowerCurve",
+    "PowerGrid",
+    "tested_columns",
+]
 
 METHODS = ("satterthwaite", "kr", "wald", "lrt", "pb")
-_METHOD_TITLES = {"satterthwaite": "Satterthwaite t test",
-                  "kr": "Kenward-Roger t test", "wald": "Wald test",
-                  "lrt": "likelihood-ratio (chi-square) test",
-                  "pb": "parametric-bootstrap LR test"}
+_METHOD_TITLES = {
+    "satterthwaite": "Satterthwaite t test",
+    "kr": "Kenward-Roger t test",
+    "wald": "Wald test",
+    "lrt": "likelihood-ratio (chi-square) test",
+    "pb": "parametric-bootstrap LR test",
+}
 # The fit's ddf (mixboot.inference.check_ddf names) -> the power method of that test.
 _DDF_METHODS = {"satterthwaite": "satterthwaite", "kenward-roger": "kr", "wald": "wald"}
 # Methods whose refits use the model's own criterion (the others refit by ML).
@@ -109,9 +120,14 @@ def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float,
     if n == 0:
         return np.nan, np.nan
     a = 1 - level
-    lower = 0.0 if successes == 0 else float(special.betaincinv(successes, n - successes + 1, a / 2))
-    upper = (1.0 if successes == n
-             else float(special.betaincinv(successes + 1, n - successes, 1 - a / 2)))
+    lower = (
+        0.0 if successes == 0 else float(special.betaincinv(successes, n - successes + 1, a / 2))
+    )
+    upper = (
+        1.0
+        if successes == n
+        else float(special.betaincinv(successes + 1, n - successes, 1 - a / 2))
+    )
     return lower, upper
 
 
@@ -200,17 +216,23 @@ class PowerResult:
         'target'
         """
         from .plots import power_point
+
         return power_point(self, target=target, ax=ax)
 
     def summary(self) -> str:
         groups = ", ".join(f"{g} {k}" for g, k in self.ngroups.items())
         criterion = "REML" if self.REML and self.method in _OWN_CRITERION else "ML"
-        what = (f"coefficient {self.columns[0]!r}" if self.df == 1
-                else f"term {self.test!r} ({self.df} columns)")
-        lines = [f"Power by simulation: {_test_title(self.method, self.df)} of {what}, "
-                 f"alpha = {self.alpha:g}",
-                 f"  model: {self.formula}   ({self.nobs} observations; groups: {groups}; "
-                 f"refitted by {criterion})"]
+        what = (
+            f"coefficient {self.columns[0]!r}"
+            if self.df == 1
+            else f"term {self.test!r} ({self.df} columns)"
+        )
+        lines = [
+            f"Power by simulation: {_test_title(self.method, self.df)} of {what}, "
+            f"alpha = {self.alpha:g}",
+            f"  model: {self.formula}   ({self.nobs} observations; groups: {groups}; "
+            f"refitted by {criterion})",
+        ]
         if self.family is not None:
             lines[-1] = lines[-1].replace("; refitted by", f"; {self.family}; refitted by")
         if self.method == "pb":
@@ -219,30 +241,41 @@ class PowerResult:
         lines.append(f"  assumed fixed effects: {beta}")
         lines.append("  assumed random effects: " + _varcorr_text(self.varcorr))
         if np.isfinite(self.power):
-            lines.append(f"  power: {self.power:.4f}   95% CI [{self.lower:.4f}, {self.upper:.4f}] "
-                         "(Clopper-Pearson)")
+            lines.append(
+                f"  power: {self.power:.4f}   95% CI [{self.lower:.4f}, {self.upper:.4f}] "
+                "(Clopper-Pearson)"
+            )
         else:
             lines.append("  power: not available (no valid replicate)")
-        lines.append(f"  {self.n_significant} significant of {self.n_valid} valid replicates "
-                     f"(nsim {self.nsim}, seed {self.seed})")
-        lines.append(f"  excluded: {self.n_failed} failed, {self.n_nonconverged} not converged; "
-                     f"included singular fits: {self.n_singular}")
+        lines.append(
+            f"  {self.n_significant} significant of {self.n_valid} valid replicates "
+            f"(nsim {self.nsim}, seed {self.seed})"
+        )
+        lines.append(
+            f"  excluded: {self.n_failed} failed, {self.n_nonconverged} not converged; "
+            f"included singular fits: {self.n_singular}"
+        )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return (f"<PowerResult {self.method} test of {self.test!r}: power {self.power:.4f} "
-                f"[{self.lower:.4f}, {self.upper:.4f}], {self.n_valid}/{self.nsim} valid, "
-                f"alpha {self.alpha:g}>")
+        return (
+            f"<PowerResult {self.method} test of {self.test!r}: power {self.power:.4f} "
+            f"[{self.lower:.4f}, {self.upper:.4f}], {self.n_valid}/{self.nsim} valid, "
+            f"alpha {self.alpha:g}>"
+        )
 
     def _repr_html_(self) -> str:
         return _html.power(self)
 
 
 def _test_title(method: str, df: int) -> str:
-    """"Satterthwaite t test" ("... F test" for a term), "Wald test", ..."""
+    """ "Satterthwaite t test" ("... F test" for a term), "Wald test", ..."""
     title = _METHOD_TITLES[method]
-    return title.replace(" t test", " F test") if method in ("satterthwaite", "kr") and df > 1 \
+    return (
+        title.replace(" t test", " F test")
+        if method in ("satterthwaite", "kr") and df > 1
         else title
+    )
 
 
 def _varcorr_text(vc: pd.DataFrame) -> str:
@@ -324,12 +357,15 @@ class PowerCurve(pd.DataFrame):
         'power'
         """
         from .plots import power_curve as draw
+
         return draw(self, target=target, ax=ax)
 
     def summary(self) -> str:
         first = self.results[0]
-        head = (f"Power curve along {self.along!r}: {_test_title(first.method, first.df)} of "
-                f"{first.test!r}, alpha = {first.alpha:g}, nsim = {first.nsim}, seed {first.seed}")
+        head = (
+            f"Power curve along {self.along!r}: {_test_title(first.method, first.df)} of "
+            f"{first.test!r}, alpha = {first.alpha:g}, nsim = {first.nsim}, seed {first.seed}"
+        )
         body = self.table.to_string(index=False, float_format=lambda x: f"{x:.4f}")
         return head + "\n" + body
 
@@ -391,19 +427,23 @@ class PowerGrid:
         4
         """
         from .plots import power_heatmap
+
         return power_heatmap(self, ax=ax)
 
     def summary(self) -> str:
         first = self.results[0]
-        head = (f"Power grid over {self.along[0]!r} (size1) and {self.along[1]!r} (size2): "
-                f"{_test_title(first.method, first.df)} of {first.test!r}, "
-                f"alpha = {first.alpha:g}, nsim = {first.nsim}, seed {first.seed}")
+        head = (
+            f"Power grid over {self.along[0]!r} (size1) and {self.along[1]!r} (size2): "
+            f"{_test_title(first.method, first.df)} of {first.test!r}, "
+            f"alpha = {first.alpha:g}, nsim = {first.nsim}, seed {first.seed}"
+        )
         body = self.table.to_string(index=False, float_format=lambda x: f"{x:.4f}")
         return head + "\n" + body
 
     def __repr__(self) -> str:
-        return (f"<PowerGrid over {self.along[0]!r} and {self.along[1]!r}>\n"
-                + self.table.to_string(index=False))
+        return f"<PowerGrid over {self.along[0]!r} and {self.along[1]!r}>\n" + self.table.to_string(
+            index=False
+        )
 
 
 # --------------------------------------------------------------------------- test names
@@ -439,16 +479,22 @@ def _refit(model, start: np.ndarray, Y: np.ndarray, tol, *, vcov: bool = False) 
     ``vcov``: a GLMM's Wald covariances too (an LMM's come with every refit)."""
     spec = model.spec
     B, k, p = Y.shape[1], spec.n_theta, spec.p
-    out = _Fits(theta=np.full((B, k), np.nan), beta=np.full((B, p), np.nan),
-                sigma=np.full(B, np.nan), objective=np.full(B, np.nan),
-                converged=np.zeros(B, dtype=bool), vcov_unscaled=np.full((B, p, p), np.nan),
-                errors={})
+    out = _Fits(
+        theta=np.full((B, k), np.nan),
+        beta=np.full((B, p), np.nan),
+        sigma=np.full(B, np.nan),
+        objective=np.full(B, np.nan),
+        converged=np.zeros(B, dtype=bool),
+        vcov_unscaled=np.full((B, p, p), np.nan),
+        errors={},
+    )
 
     def fail(i, exc):
         out.errors[i] = f"{type(exc).__name__}: {exc}"
 
-    for idx, rb in refit_columns(model, Y, start=start, tol=tol, fail=fail,
-                                 vcov=_glmm_vcov if vcov else None):
+    for idx, rb in refit_columns(
+        model, Y, start=start, tol=tol, fail=fail, vcov=_glmm_vcov if vcov else None
+    ):
         out.theta[idx], out.beta[idx], out.sigma[idx] = rb.theta, rb.beta, rb.sigma
         out.objective[idx], out.converged[idx] = rb.objective, rb.converged
         out.vcov_unscaled[idx] = rb.vcov_unscaled
@@ -476,7 +522,7 @@ def _glmm_vcov(model, refits) -> np.ndarray:
     out = np.full((theta.shape[0], ws.p, ws.p), np.nan)
     for i in range(theta.shape[0]):
         try:
-            LXX = np.linalg.cholesky(S[i, :m0, :m0])[ws.qr:, ws.qr:]
+            LXX = np.linalg.cholesky(S[i, :m0, :m0])[ws.qr :, ws.qr :]
         except np.linalg.LinAlgError:
             continue
         inv = np.linalg.inv(LXX)
@@ -487,7 +533,7 @@ def _glmm_vcov(model, refits) -> np.ndarray:
 def _wald_pvalues(fits: _Fits, cols: list[int]) -> np.ndarray:
     """Wald p-values: normal for one column, chi-square(k) for k columns."""
     b = fits.beta[:, cols]
-    V = fits.vcov_unscaled[:, cols][:, :, cols] * (fits.sigma ** 2)[:, None, None]
+    V = fits.vcov_unscaled[:, cols][:, :, cols] * (fits.sigma**2)[:, None, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         if len(cols) == 1:
             z = b[:, 0] / np.sqrt(V[:, 0, 0])
@@ -502,8 +548,13 @@ def _wald_pvalues(fits: _Fits, cols: list[int]) -> np.ndarray:
 
 def _refit_result(model, fits: _Fits, y: np.ndarray, i: int, ddf: str) -> LMMResult:
     """The LMMResult of refit ``i`` for response ``y``, as ``mb.fit`` would give it."""
-    optsum = replace(OptSummary(), optimizer="refit", theta=fits.theta[i],
-                     fmin=float(fits.objective[i]), returncode="FTOL_REACHED")
+    optsum = replace(
+        OptSummary(),
+        optimizer="refit",
+        theta=fits.theta[i],
+        fmin=float(fits.objective[i]),
+        returncode="FTOL_REACHED",
+    )
     return build_result(model, fits.theta[i], optsum, y=y, ddf=ddf)
 
 
@@ -565,11 +616,14 @@ class _Context:
 def _power_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
     """p-values, convergence, singularity and failures of replicates ``reps``."""
     n = len(reps)
-    out = {"p": np.full(n, np.nan), "converged": np.zeros(n, dtype=bool),
-           "singular": np.zeros(n, dtype=bool), "failures": []}
+    out = {
+        "p": np.full(n, np.nan),
+        "converged": np.zeros(n, dtype=bool),
+        "singular": np.zeros(n, dtype=bool),
+        "failures": [],
+    }
     try:
-        Y = simulate_responses(ctx.full, children, beta=ctx.beta, sigma=ctx.sigma,
-                               theta=ctx.theta)
+        Y = simulate_responses(ctx.full, children, beta=ctx.beta, sigma=ctx.sigma, theta=ctx.theta)
     except Exception as exc:  # noqa: BLE001 - recorded per replicate
         out["failures"] = [(int(r), "simulate", f"{type(exc).__name__}: {exc}") for r in reps]
         return out
@@ -588,8 +642,9 @@ def _power_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
                 continue
             try:
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    p[i] = _ddf_pvalue(_refit_result(ctx.full, full, Y[:, i], i, ddf),
-                                       ctx.cols, ctx.method)
+                    p[i] = _ddf_pvalue(
+                        _refit_result(ctx.full, full, Y[:, i], i, ddf), ctx.cols, ctx.method
+                    )
             except Exception as exc:  # noqa: BLE001 - recorded per replicate
                 errors[i] = ("statistic", f"{type(exc).__name__}: {exc}")
     else:
@@ -619,21 +674,28 @@ def _power_chunk(ctx: _Context, reps: np.ndarray, children) -> dict:
     return out
 
 
-def _pb_pvalue(ctx: _Context, stream: np.random.SeedSequence, observed: float,
-               full: _Fits, reduced: _Fits, i: int) -> float:
+def _pb_pvalue(
+    ctx: _Context,
+    stream: np.random.SeedSequence,
+    observed: float,
+    full: _Fits,
+    reduced: _Fits,
+    i: int,
+) -> float:
     """Bootstrap p-value of one simulated data set, from the reduced model fitted to it.
 
     Its pb_B responses draw from the children of the replicate's own stream;
     the refits start from the fits to the data set.
     """
     kids = child_streams(stream.entropy, stream.spawn_key, range(ctx.pb_B))
-    Ystar = simulate_responses(ctx.reduced, kids, beta=reduced.beta[i], sigma=reduced.sigma[i],
-                               theta=reduced.theta[i])
+    Ystar = simulate_responses(
+        ctx.reduced, kids, beta=reduced.beta[i], sigma=reduced.sigma[i], theta=reduced.theta[i]
+    )
     start_full, start_reduced = _start(ctx.full, full, i), _start(ctx.reduced, reduced, i)
     chunk = chunk_size(ctx.full)
     hits = valid = 0
     for s in range(0, ctx.pb_B, chunk):
-        Yc = Ystar[:, s:s + chunk]
+        Yc = Ystar[:, s : s + chunk]
         f = _refit(ctx.full, start_full, Yc, ctx.tol)
         r = _refit(ctx.reduced, start_reduced, Yc, ctx.tol)
         star = _lrt(f, r)
@@ -657,20 +719,43 @@ def _check_int(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol,
-                   client=None, checkpoint=None):
+def _check_options(
+    model_or_fit,
+    nsim,
+    alpha,
+    n_jobs,
+    show_progress,
+    method,
+    pb_B,
+    tol,
+    client=None,
+    checkpoint=None,
+):
     if not isinstance(model_or_fit, (LMMResult, GLMMResult)):
-        raise TypeError("model_or_fit must be a fit (mb.fit) or a model from parameters "
-                        f"(mb.model), got {type(model_or_fit).__name__}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) \
-            or not 0 < alpha < 1:
+        raise TypeError(
+            "model_or_fit must be a fit (mb.fit) or a model from parameters "
+            f"(mb.model), got {type(model_or_fit).__name__}"
+        )
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float, np.floating))
+        or not 0 < alpha < 1
+    ):
         raise ValueError(f"alpha must be a number between 0 and 1, got {alpha!r}")
     if method is not None and method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)} (None: the fit's ddf), "
-                         f"got {method!r}")
+        raise ValueError(
+            f"method must be one of {list(METHODS)} (None: the fit's ddf), got {method!r}"
+        )
     _check_int(pb_B, "pb_B", 1)
-    runner.check_run_options(B=nsim, B_name="nsim", n_jobs=n_jobs, tol=tol,
-                             show_progress=show_progress, client=client, checkpoint=checkpoint)
+    runner.check_run_options(
+        B=nsim,
+        B_name="nsim",
+        n_jobs=n_jobs,
+        tol=tol,
+        show_progress=show_progress,
+        client=client,
+        checkpoint=checkpoint,
+    )
 
 
 def _resolve_method(result, method) -> str:
@@ -678,20 +763,26 @@ def _resolve_method(result, method) -> str:
     that it can run."""
     if is_glmm(result):
         if method in ("satterthwaite", "kr"):
-            raise ValueError(f"method={method!r} ({_METHOD_TITLES[method]}) is for linear mixed "
-                             "models; a GLMM's power uses method='wald' (z, as glmer's "
-                             "summary; the default), 'lrt' or 'pb'")
+            raise ValueError(
+                f"method={method!r} ({_METHOD_TITLES[method]}) is for linear mixed "
+                "models; a GLMM's power uses method='wald' (z, as glmer's "
+                "summary; the default), 'lrt' or 'pb'"
+            )
         return "wald" if method is None else method
     if method is None:
         method = _DDF_METHODS[result.ddf]
     if method == "kr":
         if not result.REML:
-            raise ValueError("method='kr' (Kenward-Roger) needs a REML model (REML=True); "
-                             "use method='satterthwaite' for an ML model")
+            raise ValueError(
+                "method='kr' (Kenward-Roger) needs a REML model (REML=True); "
+                "use method='satterthwaite' for an ML model"
+            )
         if result.spec.n > _EXPECTED_MAX_N:
-            raise ValueError(f"method='kr' uses dense {result.spec.n} x {result.spec.n} "
-                             f"matrices (at most {_EXPECTED_MAX_N} observations); use "
-                             "method='satterthwaite'")
+            raise ValueError(
+                f"method='kr' uses dense {result.spec.n} x {result.spec.n} "
+                f"matrices (at most {_EXPECTED_MAX_N} observations); use "
+                "method='satterthwaite'"
+            )
     return method
 
 
@@ -700,16 +791,29 @@ def _ml_models(result: LMMResult, test: str, cols: list[int]):
     reduced, dropped = reduced_model(result, test)
     if dropped != len(cols):
         raise ValueError(f"the reduced model drops {dropped} column(s), the test names {len(cols)}")
-    full = result.model if is_glmm(result) or not result.REML \
+    full = (
+        result.model
+        if is_glmm(result) or not result.REML
         else LinearMixedModel(result.spec, REML=False)
+    )
     return full, reduced
 
 
-def power(model_or_fit: LMMResult | GLMMResult, test: str, nsim: int = 1000,
-          alpha: float = 0.05, seed: runner.Seed = None, *,
-          n_jobs: int = 1, show_progress: bool = False, method: str | None = None,
-          pb_B: int = 199, tol: float | None = None, client=None,
-          checkpoint=None) -> PowerResult:
+def power(
+    model_or_fit: LMMResult | GLMMResult,
+    test: str,
+    nsim: int = 1000,
+    alpha: float = 0.05,
+    seed: runner.Seed = None,
+    *,
+    n_jobs: int = 1,
+    show_progress: bool = False,
+    method: str | None = None,
+    pb_B: int = 199,
+    tol: float | None = None,
+    client=None,
+    checkpoint=None,
+) -> PowerResult:
     """Estimate the power of a test of a fixed effect by simulation.
 
     Parameters
@@ -748,8 +852,9 @@ def power(model_or_fit: LMMResult | GLMMResult, test: str, nsim: int = 1000,
     >>> res.n_valid + res.n_failed + res.n_nonconverged == 100
     True
     """
-    _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol,
-                   client, checkpoint)
+    _check_options(
+        model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol, client, checkpoint
+    )
     result = model_or_fit
     method = _resolve_method(result, method)
     cols = tested_columns(result.spec, test)
@@ -764,31 +869,50 @@ def power(model_or_fit: LMMResult | GLMMResult, test: str, nsim: int = 1000,
     sigma = 1.0 if glmm else float(result.sigma)
     start = np.concatenate([theta, beta]) if glmm else theta
     keep = np.setdiff1d(np.arange(beta.size), cols)
-    start_reduced = None if reduced is None else (
-        np.concatenate([theta, beta[keep]]) if glmm else theta)
-    ctx = _Context(beta=beta, sigma=sigma, theta=theta, full=full, reduced=reduced,
-                   start_full=start, start_reduced=start_reduced, cols=cols, method=method,
-                   tol=tol, pb_B=int(pb_B))
+    start_reduced = (
+        None if reduced is None else (np.concatenate([theta, beta[keep]]) if glmm else theta)
+    )
+    ctx = _Context(
+        beta=beta,
+        sigma=sigma,
+        theta=theta,
+        full=full,
+        reduced=reduced,
+        start_full=start,
+        start_reduced=start_reduced,
+        cols=cols,
+        method=method,
+        tol=tol,
+        pb_B=int(pb_B),
+    )
     chunk = chunk_size(full)
     if method == "pb":
         chunk = min(chunk, _PB_CHUNK)
-    identity = {"workflow": "power", "model": result.spec.fingerprint,
-                "REML": False if glmm else result.REML,
-                "test": test, "columns": cols, "method": method, "tol": tol,
-                "pb_B": int(pb_B) if method == "pb" else None,
-                "parameters": [float(v).hex() for v in np.concatenate(
-                    [beta, [sigma], theta])], "version": __version__}
+    identity = {
+        "workflow": "power",
+        "model": result.spec.fingerprint,
+        "REML": False if glmm else result.REML,
+        "test": test,
+        "columns": cols,
+        "method": method,
+        "tol": tol,
+        "pb_B": int(pb_B) if method == "pb" else None,
+        "parameters": [float(v).hex() for v in np.concatenate([beta, [sigma], theta])],
+        "version": __version__,
+    }
     if glmm:
         identity.update(family=_family_text(result), nAGQ=result.nAGQ)
-    job = runner.Job(task=_power_chunk, payload=ctx, B=nsim, chunk=chunk, desc="power",
-                     identity=identity)
-    outcome = runner.run(job, seed, n_jobs=n_jobs, client=client, checkpoint=checkpoint,
-                         show_progress=show_progress)
+    job = runner.Job(
+        task=_power_chunk, payload=ctx, B=nsim, chunk=chunk, desc="power", identity=identity
+    )
+    outcome = runner.run(
+        job, seed, n_jobs=n_jobs, client=client, checkpoint=checkpoint, show_progress=show_progress
+    )
     return _assemble(result, test, cols, method, float(alpha), nsim, outcome, int(pb_B))
 
 
 def _family_text(result) -> str | None:
-    """"binomial(logit)" for a GLMM, None for an LMM."""
+    """ "binomial(logit)" for a GLMM, None for an LMM."""
     return f"{result.family.name}({result.family.link.name})" if is_glmm(result) else None
 
 
@@ -805,34 +929,61 @@ def _assemble(result, test, cols, method, alpha, nsim, outcome, pb_B) -> PowerRe
     lower, upper = clopper_pearson(n_sig, n_valid)
     n_failed, n_nc = int(failed.sum()), int((~converged & ~failed).sum())
     if n_failed:
-        warnings.warn(f"{n_failed} of {nsim} power replicates failed and are excluded; see "
-                      ".failures", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{n_failed} of {nsim} power replicates failed and are excluded; see .failures",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     if n_nc:
-        warnings.warn(f"{n_nc} of {nsim} power refits did not converge and are excluded",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{n_nc} of {nsim} power refits did not converge and are excluded",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     converged, singular = converged & ~failed, singular & valid
     for a in (pvalues, converged, singular):
         a.setflags(write=False)
     fe = list(result.spec.fe_names)
     return PowerResult(
-        power=n_sig / n_valid if n_valid else np.nan, lower=lower, upper=upper, n_valid=n_valid,
-        n_significant=n_sig, n_failed=n_failed, n_nonconverged=n_nc,
-        n_singular=int(singular.sum()), test=test, columns=tuple(fe[j] for j in cols),
-        df=len(cols), method=method, alpha=alpha, nsim=nsim, seed=int(outcome.seed.entropy),
+        power=n_sig / n_valid if n_valid else np.nan,
+        lower=lower,
+        upper=upper,
+        n_valid=n_valid,
+        n_significant=n_sig,
+        n_failed=n_failed,
+        n_nonconverged=n_nc,
+        n_singular=int(singular.sum()),
+        test=test,
+        columns=tuple(fe[j] for j in cols),
+        df=len(cols),
+        method=method,
+        alpha=alpha,
+        nsim=nsim,
+        seed=int(outcome.seed.entropy),
         beta=dict(zip(fe, np.asarray(result.beta, dtype=float).tolist())),
         sigma=np.nan if is_glmm(result) else float(result.sigma),
-        theta=np.asarray(result.theta), varcorr=result.varcorr,
-        formula=result.formula, nobs=result.nobs, ngroups=dict(result.ngroups),
-        REML=False if is_glmm(result) else result.REML, pb_B=pb_B if method == "pb" else None,
-        pvalues=pvalues, converged=converged, singular=singular, failures=failures,
-        family=_family_text(result))
+        theta=np.asarray(result.theta),
+        varcorr=result.varcorr,
+        formula=result.formula,
+        nobs=result.nobs,
+        ngroups=dict(result.ngroups),
+        REML=False if is_glmm(result) else result.REML,
+        pb_B=pb_B if method == "pb" else None,
+        pvalues=pvalues,
+        converged=converged,
+        singular=singular,
+        failures=failures,
+        family=_family_text(result),
+    )
 
 
 def _default_along(result) -> str:
     labels = list(result.ngroups)
     if len(labels) != 1 or ":" in labels[0]:
-        raise ValueError(f"along is needed: name the grouping column to resize (the model's "
-                         f"grouping factors: {labels})")
+        raise ValueError(
+            f"along is needed: name the grouping column to resize (the model's "
+            f"grouping factors: {labels})"
+        )
     return labels[0]
 
 
@@ -860,30 +1011,59 @@ def model_at_size(result, along: str, size: int):
     data = extend(spec.data, along=along, size=size)
     if is_glmm(result):
         return _glmm_at_size(result, data)
-    return model(spec.formula, data, beta=dict(zip(spec.fe_names, result.beta)),
-                 sigma=result.sigma, theta=result.theta, REML=result.REML,
-                 contrasts=spec.contrasts or None)
+    return model(
+        spec.formula,
+        data,
+        beta=dict(zip(spec.fe_names, result.beta)),
+        sigma=result.sigma,
+        theta=result.theta,
+        REML=result.REML,
+        contrasts=spec.contrasts or None,
+    )
 
 
 def _glmm_at_size(result, data):
     spec, fam = result.spec, result.family
     if spec.offset is not None and spec.offset_of(spec.data) is None:
-        raise ValueError("power_curve cannot resize a GLMM whose offset was given as offset=: "
-                         "write it as offset(column) in the formula")
+        raise ValueError(
+            "power_curve cannot resize a GLMM whose offset was given as offset=: "
+            "write it as offset(column) in the formula"
+        )
     trials = TRIALS_COLUMN if TRIALS_COLUMN in data.columns else None
     if trials is None and not spec.response.startswith("cbind(") and np.any(spec.trials != 1):
-        raise ValueError("power_curve can resize a binomial GLMM whose trials come from a "
-                         "cbind(successes, failures) response or from mb.model(trials=...)")
-    return model(spec.formula, data, beta=dict(zip(spec.fe_names, result.beta)),
-                 theta=result.theta, family=fam, trials=trials, nAGQ=result.nAGQ,
-                 contrasts=spec.contrasts or None)
+        raise ValueError(
+            "power_curve can resize a binomial GLMM whose trials come from a "
+            "cbind(successes, failures) response or from mb.model(trials=...)"
+        )
+    return model(
+        spec.formula,
+        data,
+        beta=dict(zip(spec.fe_names, result.beta)),
+        theta=result.theta,
+        family=fam,
+        trials=trials,
+        nAGQ=result.nAGQ,
+        contrasts=spec.contrasts or None,
+    )
 
 
-def power_curve(model_or_fit: LMMResult | GLMMResult, test: str, *, sizes,
-                along: str | None = None, nsim: int = 1000, alpha: float = 0.05,
-                seed: runner.Seed = None, n_jobs: int = 1, show_progress: bool = False,
-                method: str | None = None, pb_B: int = 199, tol: float | None = None,
-                client=None, checkpoint=None) -> PowerCurve:
+def power_curve(
+    model_or_fit: LMMResult | GLMMResult,
+    test: str,
+    *,
+    sizes,
+    along: str | None = None,
+    nsim: int = 1000,
+    alpha: float = 0.05,
+    seed: runner.Seed = None,
+    n_jobs: int = 1,
+    show_progress: bool = False,
+    method: str | None = None,
+    pb_B: int = 199,
+    tol: float | None = None,
+    client=None,
+    checkpoint=None,
+) -> PowerCurve:
     """Power at several numbers of levels of a grouping factor (e.g. subjects).
 
     For each size the design is resized with :func:`mixboot.design.extend` (new
@@ -905,8 +1085,9 @@ def power_curve(model_or_fit: LMMResult | GLMMResult, test: str, *, sizes,
     >>> list(curve["size"])
     [20, 40]
     """
-    _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol,
-                   client, checkpoint)
+    _check_options(
+        model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol, client, checkpoint
+    )
     method = _resolve_method(model_or_fit, method)
     sizes = _check_sizes(sizes)
     along = _default_along(model_or_fit) if along is None else along
@@ -918,24 +1099,54 @@ def power_curve(model_or_fit: LMMResult | GLMMResult, test: str, *, sizes,
     results = []
     for size in sizes:
         m = model_at_size(model_or_fit, along, size)
-        where = None if checkpoint is None else os.path.join(os.fspath(checkpoint),
-                                                              f"size-{size}")
-        results.append(power(m, test, nsim=nsim, alpha=alpha, seed=seed, n_jobs=n_jobs,
-                             show_progress=show_progress, method=method, pb_B=pb_B, tol=tol,
-                             client=client, checkpoint=where))
-    table = pd.DataFrame({
-        "size": sizes, "power": [r.power for r in results], "lower": [r.lower for r in results],
-        "upper": [r.upper for r in results], "n_valid": [r.n_valid for r in results],
-        "n_failed": [r.n_failed for r in results],
-        "n_nonconverged": [r.n_nonconverged for r in results],
-        "n_singular": [r.n_singular for r in results]})
+        where = None if checkpoint is None else os.path.join(os.fspath(checkpoint), f"size-{size}")
+        results.append(
+            power(
+                m,
+                test,
+                nsim=nsim,
+                alpha=alpha,
+                seed=seed,
+                n_jobs=n_jobs,
+                show_progress=show_progress,
+                method=method,
+                pb_B=pb_B,
+                tol=tol,
+                client=client,
+                checkpoint=where,
+            )
+        )
+    table = pd.DataFrame(
+        {
+            "size": sizes,
+            "power": [r.power for r in results],
+            "lower": [r.lower for r in results],
+            "upper": [r.upper for r in results],
+            "n_valid": [r.n_valid for r in results],
+            "n_failed": [r.n_failed for r in results],
+            "n_nonconverged": [r.n_nonconverged for r in results],
+            "n_singular": [r.n_singular for r in results],
+        }
+    )
     return PowerCurve.build(along, table, results)
 
 
-def power_grid(model_or_fit, test: str, *, sizes: dict, nsim: int = 1000,
-               alpha: float = 0.05, seed=None, n_jobs: int = 1, show_progress: bool = False,
-               method: str | None = None, pb_B: int = 199, tol: float | None = None,
-               client=None, checkpoint=None) -> PowerGrid:
+def power_grid(
+    model_or_fit,
+    test: str,
+    *,
+    sizes: dict,
+    nsim: int = 1000,
+    alpha: float = 0.05,
+    seed=None,
+    n_jobs: int = 1,
+    show_progress: bool = False,
+    method: str | None = None,
+    pb_B: int = 199,
+    tol: float | None = None,
+    client=None,
+    checkpoint=None,
+) -> PowerGrid:
     """Power at every combination of sizes of two grouping factors (e.g. subjects x items).
 
     The design is resized along the first factor of ``sizes`` with
@@ -967,11 +1178,14 @@ def power_grid(model_or_fit, test: str, *, sizes: dict, nsim: int = 1000,
     >>> grid.table[["size1", "size2"]].values.tolist()
     [[10, 6], [10, 12], [20, 6], [20, 12]]
     """
-    _check_options(model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol,
-                   client, checkpoint)
+    _check_options(
+        model_or_fit, nsim, alpha, n_jobs, show_progress, method, pb_B, tol, client, checkpoint
+    )
     if not isinstance(sizes, dict) or len(sizes) != 2:
-        raise TypeError("sizes must be a dict of two grouping factors, each with a list of "
-                        f"sizes, e.g. {{'subject': [20, 40], 'item': [10, 20]}}; got {sizes!r}")
+        raise TypeError(
+            "sizes must be a dict of two grouping factors, each with a list of "
+            f"sizes, e.g. {{'subject': [20, 40], 'item': [10, 20]}}; got {sizes!r}"
+        )
     (first, sizes1), (second, sizes2) = sizes.items()
     if first == second:
         raise ValueError(f"sizes names {first!r} twice")
@@ -985,22 +1199,37 @@ def power_grid(model_or_fit, test: str, *, sizes: dict, nsim: int = 1000,
     rows, results = [], []
     for size1 in sizes1:
         m = model_at_size(model_or_fit, first, size1)
-        where = None if checkpoint is None else os.path.join(os.fspath(checkpoint),
-                                                              f"{first}-{size1}")
-        curve = power_curve(m, test, sizes=sizes2, along=second, nsim=nsim, alpha=alpha,
-                            seed=seed, n_jobs=n_jobs, show_progress=show_progress,
-                            method=method, pb_B=pb_B, tol=tol, client=client,
-                            checkpoint=where)
+        where = (
+            None if checkpoint is None else os.path.join(os.fspath(checkpoint), f"{first}-{size1}")
+        )
+        curve = power_curve(
+            m,
+            test,
+            sizes=sizes2,
+            along=second,
+            nsim=nsim,
+            alpha=alpha,
+            seed=seed,
+            n_jobs=n_jobs,
+            show_progress=show_progress,
+            method=method,
+            pb_B=pb_B,
+            tol=tol,
+            client=client,
+            checkpoint=where,
+        )
         rows.append(curve.table.assign(size1=size1).rename(columns={"size": "size2"}))
         results.extend(curve.results)
     table = pd.concat(rows, ignore_index=True)[
-        ["size1", "size2", "power", "lower", "upper", "n_valid"]]
+        ["size1", "size2", "power", "lower", "upper", "n_valid"]
+    ]
     return PowerGrid(along=(first, second), table=table, results=tuple(results))
 
 
 def _curve_seed(directory: str, seed):
     """The seed of a checkpointed power curve: kept in ``curve.json`` so seed=None resumes."""
     import json
+
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "curve.json")
     if os.path.exists(path):

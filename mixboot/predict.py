@@ -24,6 +24,7 @@ made with each replicate's parameters.
 >>> predict(r, new, re_form="~0").round(2).tolist()
 [256.35, 295.01]
 """
+
 from __future__ import annotations
 
 import warnings
@@ -57,14 +58,18 @@ def _selected_terms(spec, re_form) -> tuple[int, ...]:
     if re_form is pd.NA or (isinstance(re_form, float) and np.isnan(re_form)):
         return ()
     if not isinstance(re_form, str):
-        raise TypeError(f"re_form must be None, '~0' / 'NA' or a formula string of random "
-                        f"terms such as '~(1|g)', got {re_form!r}")
+        raise TypeError(
+            f"re_form must be None, '~0' / 'NA' or a formula string of random "
+            f"terms such as '~(1|g)', got {re_form!r}"
+        )
     text = re_form.strip()
     if text in _NO_RANDOM or text.replace(" ", "") in ("~0", "~-1"):
         return ()
     if not text.startswith("~"):
-        raise ValueError(f"re_form {re_form!r} must be a one-sided formula such as '~(1|g)', "
-                         "or '~0' for no random effects")
+        raise ValueError(
+            f"re_form {re_form!r} must be a one-sided formula such as '~(1|g)', "
+            "or '~0' for no random effects"
+        )
     # The model's own parser, given a placeholder response, expands a/b and || as in the fit.
     parts = parse_formula(f"{spec.response} {text}")
     available = {(t.label, t.expr.replace(" ", "")): i for i, t in enumerate(spec.terms)}
@@ -73,8 +78,10 @@ def _selected_terms(spec, re_form) -> tuple[int, ...]:
         i = available.get((t.label, t.expr.replace(" ", "")))
         if i is None:
             model_terms = [f"({m.expr} | {m.label})" for m in spec.terms]
-            raise ValueError(f"re_form term ({t.expr} | {t.label}) is not a random term of the "
-                             f"model; its terms are {model_terms}")
+            raise ValueError(
+                f"re_form term ({t.expr} | {t.label}) is not a random term of the "
+                f"model; its terms are {model_terms}"
+            )
         chosen.append(i)
     return tuple(sorted(set(chosen)))
 
@@ -85,7 +92,7 @@ def _complete_rows(spec, newdata: pd.DataFrame, keep: tuple[int, ...]) -> np.nda
     missing level is a new level, as in lme4)."""
     names = set(_required_variables(spec.fixed_formula))
     # _design_for codes every term, so with any term kept all their covariates are needed.
-    for term in (spec.terms if keep else ()):
+    for term in spec.terms if keep else ():
         names |= _required_variables(term.expr)
     missing = sorted(c for c in names if c not in newdata.columns)
     if missing:
@@ -106,25 +113,31 @@ def _new_level_check(spec, terms, keep, allow_new_levels: bool) -> None:
             raise ValueError(
                 f"newdata has {len(unseen)} level(s) of grouping factor {old.label!r} "
                 f"(column(s) {list(old.group_vars)}) not seen in the fit (or missing): {shown}; "
-                "pass allow_new_levels=True to predict them at random effects 0")
+                "pass allow_new_levels=True to predict them at random effects 0"
+            )
 
 
 class _Design:
     """What a prediction for some rows needs: X and the kept terms' (codes, zraw, fitted levels)."""
 
     def __init__(self, X, terms, keep, n_fitted_levels, ok):
-        self.X = X                          # (m, p) rows with complete predictors
-        self.terms = terms                  # kept terms on those rows
-        self.keep = keep                    # their indices into spec.terms
-        self.n_fitted = n_fitted_levels     # levels each kept term had in the fit
-        self.ok = ok                        # (rows,) bool: rows predicted (others NaN)
+        self.X = X  # (m, p) rows with complete predictors
+        self.terms = terms  # kept terms on those rows
+        self.keep = keep  # their indices into spec.terms
+        self.n_fitted = n_fitted_levels  # levels each kept term had in the fit
+        self.ok = ok  # (rows,) bool: rows predicted (others NaN)
 
 
 def _design(result, newdata, keep, allow_new_levels: bool) -> _Design:
     spec = result.spec
     if newdata is None:
-        return _Design(spec.X, [spec.terms[k] for k in keep], keep,
-                       [spec.terms[k].nlevels for k in keep], np.ones(spec.n, dtype=bool))
+        return _Design(
+            spec.X,
+            [spec.terms[k] for k in keep],
+            keep,
+            [spec.terms[k].nlevels for k in keep],
+            np.ones(spec.n, dtype=bool),
+        )
     if not isinstance(newdata, pd.DataFrame):
         raise TypeError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
     ok = _complete_rows(spec, newdata, keep)
@@ -169,8 +182,13 @@ def _shape_output(values: np.ndarray, design: _Design, newdata, name: str):
 
 
 # --------------------------------------------------------------------------- predict
-def predict(result: LMMResult | GLMMResult, newdata: pd.DataFrame | None = None, *, re_form=None,
-            allow_new_levels: bool = False) -> np.ndarray | pd.Series:
+def predict(
+    result: LMMResult | GLMMResult,
+    newdata: pd.DataFrame | None = None,
+    *,
+    re_form=None,
+    allow_new_levels: bool = False,
+) -> np.ndarray | pd.Series:
     """Predictions of a fitted model (lme4's ``predict.merMod``).
 
     Parameters
@@ -217,8 +235,11 @@ def _offset(spec, newdata, design: _Design):
 def _noise_generator(child: np.random.SeedSequence) -> np.random.Generator:
     """A replicate's stream for prediction noise: a grandchild of the replicate's
     own stream, so the simulated response (the child's draws) is bootMer's."""
-    return np.random.Generator(np.random.PCG64(
-        np.random.SeedSequence(child.entropy, spawn_key=tuple(child.spawn_key) + (1,))))
+    return np.random.Generator(
+        np.random.PCG64(
+            np.random.SeedSequence(child.entropy, spawn_key=tuple(child.spawn_key) + (1,))
+        )
+    )
 
 
 def _interval_chunk(payload, reps: np.ndarray, children) -> dict:
@@ -236,8 +257,14 @@ def _interval_chunk(payload, reps: np.ndarray, children) -> dict:
         out["failures"].append((int(reps[i]), stage, f"{type(exc).__name__}: {exc}"))
 
     try:
-        Y = simulate_block(spec, children, beta=result.beta, sigma=result.sigma,
-                           theta=result.theta, u=result.u if use_u else None)
+        Y = simulate_block(
+            spec,
+            children,
+            beta=result.beta,
+            sigma=result.sigma,
+            theta=result.theta,
+            u=result.u if use_u else None,
+        )
     except Exception as exc:  # noqa: BLE001 - recorded per replicate, the run goes on
         for i in range(n):
             fail(i, "simulate", exc)
@@ -245,8 +272,9 @@ def _interval_chunk(payload, reps: np.ndarray, children) -> dict:
     theta = np.full((n, spec.n_theta), np.nan)
     beta = np.full((n, spec.p), np.nan)
     sigma = np.full(n, np.nan)
-    for idx, rb in refit_isolated(model, Y, start=result.theta, tol=tol,
-                                  fail=lambda i, exc: fail(i, "refit", exc)):
+    for idx, rb in refit_isolated(
+        model, Y, start=result.theta, tol=tol, fail=lambda i, exc: fail(i, "refit", exc)
+    ):
         theta[idx], beta[idx], sigma[idx] = rb.theta, rb.beta, rb.sigma
     pred = _xbeta(design.X, np.where(failed[:, None], 0.0, beta))
     for i in range(n):
@@ -257,8 +285,8 @@ def _interval_chunk(payload, reps: np.ndarray, children) -> dict:
             if design.keep:
                 # Conditional modes of replicate i at its refitted theta: one
                 # factorization per replicate (the workspace solves for u one at a time).
-                resp = ws.responses(Y[:, i:i + 1])
-                fac = ws.factorize(theta[i:i + 1], resp)
+                resp = ws.responses(Y[:, i : i + 1])
+                fac = ws.factorize(theta[i : i + 1], resp)
                 u = ws.conditional_modes(theta[i], fac, resp, beta[i])
                 pred[i] += _zb(design, spec, theta[i], u)
             if kind == "prediction":
@@ -295,18 +323,29 @@ def _marginal_terms(result, newdata, design: _Design) -> list:
             rows = newdata.loc[ok]
             missing = sorted(c for c in _required_variables(term.expr) if c not in rows.columns)
             if missing:
-                raise KeyError(f"newdata lacks column(s) {missing} of term ({term.expr} | "
-                               f"{term.label}), needed for prediction intervals")
+                raise KeyError(
+                    f"newdata lacks column(s) {missing} of term ({term.expr} | "
+                    f"{term.label}), needed for prediction intervals"
+                )
             zraw = np.asarray(tspec.get_model_matrix(rows, na_action="raise"), dtype=float)
         out.append((k, zraw))
     return out
 
 
-def predict_interval(result: LMMResult | GLMMResult, newdata: pd.DataFrame | None = None, *,
-                     B: int = 1000, seed: runner.Seed = None, level: float = 0.95,
-                     kind: str = "confidence", re_form=None, allow_new_levels: bool = False,
-                     n_jobs: int = 1, show_progress: bool = False,
-                     tol: float | None = None) -> pd.DataFrame:
+def predict_interval(
+    result: LMMResult | GLMMResult,
+    newdata: pd.DataFrame | None = None,
+    *,
+    B: int = 1000,
+    seed: runner.Seed = None,
+    level: float = 0.95,
+    kind: str = "confidence",
+    re_form=None,
+    allow_new_levels: bool = False,
+    n_jobs: int = 1,
+    show_progress: bool = False,
+    tol: float | None = None,
+) -> pd.DataFrame:
     """Percentile intervals of predictions by parametric bootstrap.
 
     Each replicate simulates a response from the fit, refits the model, and
@@ -348,15 +387,25 @@ def predict_interval(result: LMMResult | GLMMResult, newdata: pd.DataFrame | Non
     fit = predict(result, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
     keep = _selected_terms(spec, re_form)
     design = _design(result, newdata, keep, bool(allow_new_levels))
-    marginal = (_marginal_terms(result, newdata, design)
-                if kind == "prediction" else [])
+    marginal = _marginal_terms(result, newdata, design) if kind == "prediction" else []
     use_u = bool(keep)
     job = runner.Job(
-        task=_interval_chunk, payload=(result, design, marginal, kind, use_u, tol), B=int(B),
-        chunk=runner.chunk_size(result.model), desc=f"predict_interval ({kind})",
-        identity={"workflow": "predict_interval", "fingerprint": spec.fingerprint,
-                  "REML": result.REML, "kind": kind, "re_form": repr(re_form),
-                  "use_u": use_u, "tol": tol, "version": __version__})
+        task=_interval_chunk,
+        payload=(result, design, marginal, kind, use_u, tol),
+        B=int(B),
+        chunk=runner.chunk_size(result.model),
+        desc=f"predict_interval ({kind})",
+        identity={
+            "workflow": "predict_interval",
+            "fingerprint": spec.fingerprint,
+            "REML": result.REML,
+            "kind": kind,
+            "re_form": repr(re_form),
+            "use_u": use_u,
+            "tol": tol,
+            "version": __version__,
+        },
+    )
     outcome = runner.run(job, seed, n_jobs=n_jobs, show_progress=show_progress)
     pred = outcome.values["pred"]
     good = np.isfinite(pred).all(axis=1)
@@ -365,8 +414,12 @@ def predict_interval(result: LMMResult | GLMMResult, newdata: pd.DataFrame | Non
         first = outcome.failures.iloc[0].to_dict() if len(outcome.failures) else None
         raise RuntimeError(f"all {B} bootstrap replicates failed; first failure: {first}")
     if n_failed:
-        warnings.warn(f"{n_failed} of {B} bootstrap replicates failed and were left out; see "
-                      ".attrs['failures']", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{n_failed} of {B} bootstrap replicates failed and were left out; see "
+            ".attrs['failures']",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     alpha = (1 - level) / 2
     lo, hi = np.quantile(pred[good], [alpha, 1 - alpha], axis=0)
     fit_values = np.asarray(fit, dtype=float)
@@ -376,9 +429,16 @@ def predict_interval(result: LMMResult | GLMMResult, newdata: pd.DataFrame | Non
     lower[design.ok], upper[design.ok] = lo + offset, hi + offset
     index = newdata.index if newdata is not None else pd.RangeIndex(spec.n)
     frame = pd.DataFrame({"fit": fit_values, "lower": lower, "upper": upper}, index=index)
-    frame.attrs.update({"B": int(B), "level": float(level), "kind": kind, "failed": n_failed,
-                        "failures": [tuple(r) for r in outcome.failures.itertuples(index=False)],
-                        "seed_entropy": int(outcome.seed.entropy)})
+    frame.attrs.update(
+        {
+            "B": int(B),
+            "level": float(level),
+            "kind": kind,
+            "failed": n_failed,
+            "failures": [tuple(r) for r in outcome.failures.itertuples(index=False)],
+            "seed_entropy": int(outcome.seed.entropy),
+        }
+    )
     return frame
 
 

@@ -33,6 +33,7 @@ over theta alone (or an equivalent parametrization of it):
 >>> ci.loc["sigma"].round(2).tolist()
 [23.84, 30.04]
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ class _Deviance:
                     logc = np.log(C[..., 0, 0]).sum(axis=1)
                 else:
                     logc = np.linalg.slogdet(C)[1].sum(axis=1)
-                ld = logc + 2.0 * np.log(d[:, :ws.qr]).sum(axis=1)
+                ld = logc + 2.0 * np.log(d[:, : ws.qr]).sum(axis=1)
             ok = ok & np.isfinite(ld) & np.isfinite(d[:, -1])
             logdet.append(np.where(ok, ld, np.inf))
             pwrss.append(np.where(ok, d[:, -1] ** 2, np.inf))
@@ -140,8 +141,9 @@ def _inner_minimize(F, x0, lower, upper, newton):
     bounds where Newton is not allowed or does not converge."""
     x0 = np.asarray(x0, dtype=float)
     if newton and x0.size:
-        th, f, conv, _ = newton_batch(lambda t, which: F(t), x0[None], ftol_rel=1e-13,
-                                      max_evals=4000)
+        th, f, conv, _ = newton_batch(
+            lambda t, which: F(t), x0[None], ftol_rel=1e-13, max_evals=4000
+        )
         if conv[0] and np.isfinite(f[0]):
             x = th[0]
             bounded = np.isfinite(lower) & (lower == 0)
@@ -149,8 +151,9 @@ def _inner_minimize(F, x0, lower, upper, newton):
             return x, float(f[0])
         if np.isfinite(f[0]):
             x0 = np.where(np.isfinite(lower) & (lower == 0), np.abs(th[0]), th[0])
-    return _minimize(lambda v: float(F(v[None])[0]), x0, lower, upper,
-                     np.maximum(0.2 * np.abs(x0), 0.05))
+    return _minimize(
+        lambda v: float(F(v[None])[0]), x0, lower, upper, np.maximum(0.2 * np.abs(x0), 0.05)
+    )
 
 
 def _minimize(f, x0, lower, upper, step):
@@ -196,7 +199,7 @@ class _Profiler:
 
     def __init__(self, ctx, par: ProfileParameter):
         self.ctx, self.par = ctx, par
-        self.done: list[tuple[float, np.ndarray]] = []     # (x, free vector at its optimum)
+        self.done: list[tuple[float, np.ndarray]] = []  # (x, free vector at its optimum)
         c = ctx
         spec = c.spec
         k = par.kind
@@ -210,15 +213,17 @@ class _Profiler:
             self.domain = (0.0, np.inf)
         elif k == "sd":
             T = spec.terms[par.term].factor(c.theta[spec.theta_slices[par.term]])
-            self.rows = np.flatnonzero(spec.terms[par.term].tril[0] == par.i) \
+            self.rows = (
+                np.flatnonzero(spec.terms[par.term].tril[0] == par.i)
                 + spec.theta_slices[par.term].start
+            )
             self.estimate = float(c.sigma * np.linalg.norm(T[par.i]))
             self.scale = max(0.25 * self.estimate, 0.05 * c.sigma)
             self.domain = (0.0, np.inf)
         else:
             sds, R = _sd_cor(spec.terms[par.term].factor(c.theta[spec.theta_slices[par.term]]))
             self.estimate = float(np.clip(R[par.i, par.j], -1, 1)) if np.all(sds > 0) else 0.0
-            self.scale = 0.25 * (1 - self.estimate ** 2) + 0.02
+            self.scale = 0.25 * (1 - self.estimate**2) + 0.02
             self.domain = (-1.0, 1.0)
 
     # the start of each kind's free vector at the ML fit
@@ -234,7 +239,7 @@ class _Profiler:
         xs = np.array([d[0] for d in self.done])
         dist = np.abs(xs - x)
         if self.par.kind == "sd" and x > 0:
-            dist[xs == 0] = np.inf          # that row of T is zero there: no scale to keep
+            dist[xs == 0] = np.inf  # that row of T is zero there: no scale to keep
             if not np.isfinite(dist).any():
                 return self._start0(), None
         i = int(np.argmin(dist))
@@ -266,7 +271,7 @@ class _Profiler:
             rows, s2 = self.rows, x * x
             if x_prev is not None and x_prev > 0:
                 start[rows] *= x / x_prev
-            if not np.any(start[rows] != 0):    # a zero SD at the fit: start on the diagonal
+            if not np.any(start[rows] != 0):  # a zero SD at the fit: start on the diagonal
                 start[rows[-1]] = x / c.sigma
 
             def F(th):
@@ -275,7 +280,7 @@ class _Profiler:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     val = ld + c.n * (_LOG2PI + np.log(s2 / rn2)) + r2 * rn2 / s2
                 return np.where((rn2 > 0) & np.isfinite(val), val, np.inf)
-        elif par.kind == "sd":          # x == 0: that row of T is zero, sigma profiled out
+        elif par.kind == "sd":  # x == 0: that row of T is zero, sigma profiled out
             rows = self.rows
             keep = np.setdiff1d(np.arange(c.lower.size), rows)
             full = start.copy()
@@ -285,13 +290,15 @@ class _Profiler:
                 th = np.repeat(full[None], v.shape[0], axis=0)
                 th[:, keep] = v
                 return th
+
             embed = _embed
 
             def F(v):
                 ld, r2 = dev.pieces(embed(v))
                 return dev.profiled(ld, r2)
+
             start, lower, upper = start[keep], lower[keep], upper[keep]
-        else:                           # a correlation
+        else:  # a correlation
             rho = float(np.clip(x, -1 + _COR_EDGE, 1 - _COR_EDGE))
             to_theta = c.cor_to_theta(par, rho)
             lower, upper = c.cor_bounds(par)
@@ -307,6 +314,7 @@ class _Profiler:
                     ld, r2 = dev.pieces(np.array([ths[i] for i in good]))
                     out[good] = dev.profiled(ld, r2)
                 return out
+
         v, val = _inner_minimize(F, start, lower, upper, newton)
         if embed is not None:
             v = embed(v[None])[0]
@@ -329,7 +337,7 @@ class _Profiler:
         step = self.scale if self.scale > 0 else 0.1
         tol = 1e-7
 
-        def g(x):       # < 0 short of the target, > 0 beyond it
+        def g(x):  # < 0 short of the target, > 0 beyond it
             return direction * self.zeta(x) - q
 
         def past_edge(x):
@@ -375,8 +383,9 @@ class _Profiler:
             if not (min(xa, xb) < x < max(xa, xb)):
                 x = 0.5 * (xa + xb)
             if abs(side) > 6:
-                return float(optimize.brentq(g, min(xa, xb), max(xa, xb),
-                                             xtol=1e-9 * max(1.0, abs(x0))))
+                return float(
+                    optimize.brentq(g, min(xa, xb), max(xa, xb), xtol=1e-9 * max(1.0, abs(x0)))
+                )
         return float("nan")
 
 
@@ -418,8 +427,9 @@ class _Context:
         sl = self.spec.theta_slices[par.term]
         rest_lower = np.delete(self.lower, np.arange(sl.start, sl.stop))
         lower = np.concatenate([np.zeros(p), -np.ones(len(other)), rest_lower])
-        upper = np.concatenate([np.full(p, np.inf), np.ones(len(other)),
-                                np.full(rest_lower.size, np.inf)])
+        upper = np.concatenate(
+            [np.full(p, np.inf), np.ones(len(other)), np.full(rest_lower.size, np.inf)]
+        )
         return lower, upper
 
     def cor_to_theta(self, par, rho):
@@ -429,7 +439,7 @@ class _Context:
         fixed_index = pairs.index((par.i, par.j))
 
         def to_theta(v):
-            sds, cors, rest = v[:p], v[p:p + k_other], v[p + k_other:]
+            sds, cors, rest = v[:p], v[p : p + k_other], v[p + k_other :]
             R = np.eye(p)
             allc = np.empty(len(pairs))
             allc[other] = cors
@@ -441,7 +451,8 @@ class _Context:
             except np.linalg.LinAlgError:
                 return None
             th_term = term.theta_from_factor(np.abs(sds)[:, None] * LR)
-            return np.concatenate([rest[:sl.start], th_term, rest[sl.start:]])
+            return np.concatenate([rest[: sl.start], th_term, rest[sl.start :]])
+
         return to_theta
 
 
@@ -482,7 +493,9 @@ def profile_intervals(result, level: float = 0.95, *, which=None) -> pd.DataFram
         wanted = [which] if isinstance(which, str) else list(which)
         unknown = [w for w in wanted if w not in {p.name for p in pars}]
         if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; choose from {[p.name for p in pars]}")
+            raise ValueError(
+                f"unknown parameter(s) {unknown}; choose from {[p.name for p in pars]}"
+            )
         pars = [p for p in pars if p.name in wanted]
     rows = []
     for par in pars:
@@ -490,8 +503,9 @@ def profile_intervals(result, level: float = 0.95, *, which=None) -> pd.DataFram
         lower = prof.bound(-1, q)
         upper = prof.bound(+1, q)
         rows.append((lower, upper))
-    return pd.DataFrame(rows, columns=["lower", "upper"],
-                        index=pd.Index([p.name for p in pars], name="parameter"))
+    return pd.DataFrame(
+        rows, columns=["lower", "upper"], index=pd.Index([p.name for p in pars], name="parameter")
+    )
 
 
 def zeta(result, name: str, x: float) -> float:

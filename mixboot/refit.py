@@ -19,6 +19,7 @@ batch without changing the bits of those that remain.
 Large models (the sparse workspace) are refitted one replicate at a time by
 BOBYQA, still reusing every cross-product that does not involve y.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,23 +34,24 @@ __all__ = ["RefitBatch", "refit_isolated", "refit_responses"]
 # Memory per batched evaluation call (bytes): bounds the stencil chunks.  Small
 # enough that a call's temporaries stay in a core's cache (measured: 64 MiB calls
 # made two worker processes memory-bound on this 2-core machine).
-_EVAL_BUDGET = 2 * 2 ** 20
+_EVAL_BUDGET = 2 * 2**20
 
 
 @dataclass(frozen=True)
 class RefitBatch:
-    theta: np.ndarray        # (B, k), canonical (inside lme4's bounds)
-    objective: np.ndarray    # (B,)
-    beta: np.ndarray         # (B, p)
-    sigma: np.ndarray        # (B,)
-    converged: np.ndarray    # (B,) bool
+    theta: np.ndarray  # (B, k), canonical (inside lme4's bounds)
+    objective: np.ndarray  # (B,)
+    beta: np.ndarray  # (B, p)
+    sigma: np.ndarray  # (B,)
+    converged: np.ndarray  # (B,) bool
     evaluations: np.ndarray  # (B,) int
     vcov_unscaled: np.ndarray  # (B, p, p): vcov(beta) / sigma^2 per replicate
 
     @classmethod
     def stack(cls, parts: list[RefitBatch]) -> RefitBatch:
-        return cls(**{f: np.concatenate([getattr(p, f) for p in parts])
-                      for f in cls.__dataclass_fields__})
+        return cls(
+            **{f: np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__}
+        )
 
 
 def _evaluator(ws: Workspace, resp: Responses):
@@ -66,8 +68,9 @@ def _evaluator(ws: Workspace, resp: Responses):
     return evaluate
 
 
-def refit_responses(model, Y: np.ndarray, *, start: np.ndarray,
-                    tol: float | None = None) -> RefitBatch:
+def refit_responses(
+    model, Y: np.ndarray, *, start: np.ndarray, tol: float | None = None
+) -> RefitBatch:
     """Refit ``model`` to each column of Y (n x B), every replicate starting at ``start``.
 
     ``start`` is the theta to start from (the fit's estimate); ``tol`` the
@@ -80,25 +83,42 @@ def refit_responses(model, Y: np.ndarray, *, start: np.ndarray,
     if Y.ndim == 1:
         Y = Y[:, None]
     if not ws.dense and Y.shape[1] > 1:
-        return RefitBatch.stack([refit_responses(model, Y[:, j:j + 1], start=start, tol=tol)
-                                 for j in range(Y.shape[1])])
+        return RefitBatch.stack(
+            [
+                refit_responses(model, Y[:, j : j + 1], start=start, tol=tol)
+                for j in range(Y.shape[1])
+            ]
+        )
     spec = model.spec
     resp = ws.responses(Y)
     B = resp.B
     theta0 = np.broadcast_to(np.asarray(start, dtype=float), (B, spec.n_theta))
     settings = OptSummary(ftol_rel=1e-12 if tol is None else float(tol))
     evaluate = _evaluator(ws, resp)
-    opt = minimize_batch(evaluate, theta0, spec.lower_bounds, settings,
-                         canonical=spec.canonical_theta, newton=ws.dense)
+    opt = minimize_batch(
+        evaluate,
+        theta0,
+        spec.lower_bounds,
+        settings,
+        canonical=spec.canonical_theta,
+        newton=ws.dense,
+    )
     fac = ws.factorize(opt.theta, resp)
     beta, sigma = ws.fixef_sigma(fac)
-    return RefitBatch(theta=opt.theta, objective=fac.objective, beta=beta, sigma=sigma,
-                      converged=opt.converged & np.isfinite(fac.objective),
-                      evaluations=opt.evaluations, vcov_unscaled=ws.vcov_unscaled_batch(fac))
+    return RefitBatch(
+        theta=opt.theta,
+        objective=fac.objective,
+        beta=beta,
+        sigma=sigma,
+        converged=opt.converged & np.isfinite(fac.objective),
+        evaluations=opt.evaluations,
+        vcov_unscaled=ws.vcov_unscaled_batch(fac),
+    )
 
 
-def refit_isolated(model, Y: np.ndarray, *, start: np.ndarray, tol: float | None, fail,
-                   raise_errors: bool = False):
+def refit_isolated(
+    model, Y: np.ndarray, *, start: np.ndarray, tol: float | None, fail, raise_errors: bool = False
+):
     """Refit all columns of Y at once; if that raises, column by column.
 
     Returns ``[(indices, RefitBatch), ...]``; a column whose own refit raises is
@@ -112,8 +132,9 @@ def refit_isolated(model, Y: np.ndarray, *, start: np.ndarray, tol: float | None
     batches = []
     for i in range(Y.shape[1]):
         try:
-            batches.append((np.array([i]),
-                            refit_responses(model, Y[:, i:i + 1], start=start, tol=tol)))
+            batches.append(
+                (np.array([i]), refit_responses(model, Y[:, i : i + 1], start=start, tol=tol))
+            )
         except Exception as exc:  # noqa: BLE001
             fail(i, exc)
     return batches

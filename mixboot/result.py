@@ -1,4 +1,5 @@
 """The immutable result of a fit, built whole in one place by :func:`build_result`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ from .summary import summary_text
 __all__ = ["LMMResult", "SingularFitWarning", "build_result"]
 
 SINGULAR_TOL = 1e-4
-SINGULAR_MESSAGE = ("boundary (singular) fit: a random-effect variance is zero or a correlation "
-                    "is +-1; see result.varcorr (lme4: help('isSingular'))")
+SINGULAR_MESSAGE = (
+    "boundary (singular) fit: a random-effect variance is zero or a correlation "
+    "is +-1; see result.varcorr (lme4: help('isSingular'))"
+)
 
 
 class SingularFitWarning(UserWarning):
@@ -124,7 +127,7 @@ class LMMResult:
 
     @property
     def scale(self) -> float:
-        return self.sigma ** 2
+        return self.sigma**2
 
     @cached_property
     def vcov(self) -> pd.DataFrame:
@@ -133,8 +136,9 @@ class LMMResult:
 
     @cached_property
     def bse(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fe_params.index,
-                         name="Std. Error")
+        return pd.Series(
+            np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fe_params.index, name="Std. Error"
+        )
 
     @cached_property
     def _satterthwaite(self) -> Satterthwaite:
@@ -220,9 +224,8 @@ class LMMResult:
         else:
             table = self.coef_table()
             q = stats.t.ppf(0.5 + level / 2, table["df"].to_numpy())
-            se = table["Std. Error"]        # Kenward-Roger's adjusted one for that ddf
-        return pd.DataFrame({"lower": self.fe_params - q * se,
-                             "upper": self.fe_params + q * se})
+            se = table["Std. Error"]  # Kenward-Roger's adjusted one for that ddf
+        return pd.DataFrame({"lower": self.fe_params - q * se, "upper": self.fe_params + q * se})
 
     # -- variance components --------------------------------------------------------
     def _factors(self):
@@ -252,8 +255,9 @@ class LMMResult:
         """Conditional modes b per grouping factor (levels x coefficients)."""
         out: dict[str, pd.DataFrame] = {}
         for term, T, u in zip(self.spec.terms, self._factors(), self.u):
-            frame = pd.DataFrame(u @ T.T, index=pd.Index(term.levels, name=term.label),
-                                 columns=list(term.colnames))
+            frame = pd.DataFrame(
+                u @ T.T, index=pd.Index(term.levels, name=term.label), columns=list(term.colnames)
+            )
             prev = out.get(term.label)
             if prev is None:
                 out[term.label] = frame
@@ -304,26 +308,35 @@ class LMMResult:
         return -2 * self.loglik + self.n_params * np.log(self.nobs)
 
     # -- convenience ----------------------------------------------------------------
-    simulate = simulate        # mixboot.simulate with this fit as ``result``
+    simulate = simulate  # mixboot.simulate with this fit as ``result``
 
     def summary(self) -> str:
         return summary_text(self)
 
     def __repr__(self) -> str:
         if self.from_parameters:
-            return (f"<LMMResult {self.formula!r} from parameters: beta "
-                    f"{np.round(self.beta, 4).tolist()}, sigma {self.sigma:.4g}, "
-                    f"theta {np.round(self.theta, 4).tolist()}, nobs {self.nobs}>")
+            return (
+                f"<LMMResult {self.formula!r} from parameters: beta "
+                f"{np.round(self.beta, 4).tolist()}, sigma {self.sigma:.4g}, "
+                f"theta {np.round(self.theta, 4).tolist()}, nobs {self.nobs}>"
+            )
         kind = "REML" if self.REML else "ML"
-        return (f"<LMMResult {self.formula!r} fit by {kind}: objective {self.objective:.4f}, "
-                f"nobs {self.nobs}, theta {np.round(self.theta, 4).tolist()}>")
+        return (
+            f"<LMMResult {self.formula!r} fit by {kind}: objective {self.objective:.4f}, "
+            f"nobs {self.nobs}, theta {np.round(self.theta, 4).tolist()}>"
+        )
 
     def _repr_html_(self) -> str:
         return _html.lmm(self)
 
 
-def build_result(model, theta: np.ndarray, optsum: OptSummary, y: np.ndarray | None = None,
-                 ddf: str = "satterthwaite") -> LMMResult:
+def build_result(
+    model,
+    theta: np.ndarray,
+    optsum: OptSummary,
+    y: np.ndarray | None = None,
+    ddf: str = "satterthwaite",
+) -> LMMResult:
     """Compute every estimate at ``theta`` for response ``y`` (the model's own by default)."""
     ws = model.workspace
     theta = model.spec.canonical_theta(np.asarray(theta, dtype=float))
@@ -336,14 +349,28 @@ def build_result(model, theta: np.ndarray, optsum: OptSummary, y: np.ndarray | N
     beta, sigma = ws.fixef_sigma(fac)
     u = ws.conditional_modes(theta, fac, resp, beta[0])
     d = np.diagonal(fac.L[0])
-    logdet_z = float(np.log(fac.C[0].reshape(ws.l1, -1)[:, ::ws.p1 + 1]).sum()
-                     if ws.p1 == 1 else np.linalg.slogdet(fac.C[0])[1].sum())
-    logdet_z += 2.0 * np.log(d[:ws.qr]).sum()
+    logdet_z = float(
+        np.log(fac.C[0].reshape(ws.l1, -1)[:, :: ws.p1 + 1]).sum()
+        if ws.p1 == 1
+        else np.linalg.slogdet(fac.C[0])[1].sum()
+    )
+    logdet_z += 2.0 * np.log(d[: ws.qr]).sum()
     arr = [np.asarray(a) for a in (theta, beta[0])]
     for a in arr + u:
         a.setflags(write=False)
     vc = ws.vcov_unscaled(fac)
     vc.setflags(write=False)
-    return LMMResult(model=model, y=y, theta=arr[0], beta=arr[1], sigma=float(sigma[0]),
-                     objective=float(fac.objective[0]), logdet_z=logdet_z,
-                     pwrss=float(d[-1] ** 2), u=tuple(u), vcov_unscaled=vc, optsum=optsum, ddf=ddf)
+    return LMMResult(
+        model=model,
+        y=y,
+        theta=arr[0],
+        beta=arr[1],
+        sigma=float(sigma[0]),
+        objective=float(fac.objective[0]),
+        logdet_z=logdet_z,
+        pwrss=float(d[-1] ** 2),
+        u=tuple(u),
+        vcov_unscaled=vc,
+        optsum=optsum,
+        ddf=ddf,
+    )

@@ -20,6 +20,7 @@ A task is ``task(payload, reps, children) -> dict``: per-replicate arrays
 (first axis ``len(reps)``) plus ``"failures"``, a list of
 ``(replicate, stage, message)``.  The payload is sent to each worker once.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -38,13 +39,21 @@ import pandas as pd
 
 from .checkpoint import Checkpoint
 
-__all__ = ["Job", "Outcome", "run", "seed_streams", "child_streams", "chunk_size",
-           "check_run_options", "CHUNK_BYTES"]
+__all__ = [
+    "Job",
+    "Outcome",
+    "run",
+    "seed_streams",
+    "child_streams",
+    "chunk_size",
+    "check_run_options",
+    "CHUNK_BYTES",
+]
 
 # Memory a chunk of replicates may use (bytes): large enough that per-chunk
 # overhead is small, small enough that a chunk stays well inside a core's cache
 # hierarchy and that progress and checkpoints advance often.
-CHUNK_BYTES = 32 * 2 ** 20
+CHUNK_BYTES = 32 * 2**20
 # What a `seed=` argument accepts (see seed_streams).
 Seed = int | np.integer | np.random.SeedSequence | np.random.Generator | None
 MAX_CHUNK = 256
@@ -65,11 +74,12 @@ FAILURE_COLUMNS = ["replicate", "stage", "message"]
 def seed_streams(seed, n: int) -> tuple[np.random.SeedSequence, list[np.random.SeedSequence]]:
     """The root SeedSequence for ``seed`` and its first ``n`` children."""
     if isinstance(seed, np.random.Generator):
-        root = np.random.SeedSequence(int(seed.integers(0, 2 ** 63)))
+        root = np.random.SeedSequence(int(seed.integers(0, 2**63)))
     elif isinstance(seed, np.random.SeedSequence):
         root = seed
-    elif seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
-                          and seed >= 0):
+    elif seed is None or (
+        isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0
+    ):
         root = np.random.SeedSequence(None if seed is None else int(seed))
     else:
         raise TypeError(f"seed must be a non-negative int, a numpy Generator or None, got {seed!r}")
@@ -78,8 +88,9 @@ def seed_streams(seed, n: int) -> tuple[np.random.SeedSequence, list[np.random.S
 
 def child_streams(entropy, spawn_key, replicates) -> list[np.random.SeedSequence]:
     """Child i of the root (entropy, spawn_key) for each replicate number i."""
-    return [np.random.SeedSequence(entropy, spawn_key=tuple(spawn_key) + (int(i),))
-            for i in replicates]
+    return [
+        np.random.SeedSequence(entropy, spawn_key=tuple(spawn_key) + (int(i),)) for i in replicates
+    ]
 
 
 def chunk_size(*models) -> int:
@@ -104,21 +115,25 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def check_run_options(*, B, B_name: str = "B", n_jobs=1, tol=None, show_progress=False,
-                      client=None, checkpoint=None) -> None:
+def check_run_options(
+    *, B, B_name: str = "B", n_jobs=1, tol=None, show_progress=False, client=None, checkpoint=None
+) -> None:
     """The one validator of the options every replicate workflow shares."""
     if not _is_int(B) or B < 1:
         raise ValueError(f"{B_name} must be an integer >= 1, got {B!r}")
     if not _is_int(n_jobs) or n_jobs == 0 or n_jobs < -1:
         raise ValueError(f"n_jobs must be a positive integer or -1 (all cores), got {n_jobs!r}")
-    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float))
-                            or not 0 < tol < 1):
+    if tol is not None and (
+        isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1
+    ):
         raise ValueError(f"tol must be a relative tolerance between 0 and 1, got {tol!r}")
     if not isinstance(show_progress, (bool, np.bool_)):
         raise TypeError(f"show_progress must be True or False, got {show_progress!r}")
     if client is not None:
         if not (hasattr(client, "submit") and hasattr(client, "scatter")):
-            raise TypeError(f"client must be a dask.distributed.Client, got {type(client).__name__}")
+            raise TypeError(
+                f"client must be a dask.distributed.Client, got {type(client).__name__}"
+            )
         if n_jobs != 1:
             raise ValueError("give either client (a Dask cluster) or n_jobs, not both")
     if checkpoint is not None:
@@ -159,13 +174,14 @@ class Outcome:
     values: dict
     failures: pd.DataFrame
     seed: np.random.SeedSequence
-    loaded: int      # replicates read from the checkpoint
-    computed: int    # replicates computed by this call
-    processes: int   # distinct processes that computed chunks
+    loaded: int  # replicates read from the checkpoint
+    computed: int  # replicates computed by this call
+    processes: int  # distinct processes that computed chunks
 
 
-def run(job: Job, seed, *, n_jobs: int = 1, client=None, checkpoint=None,
-        show_progress: bool = False) -> Outcome:
+def run(
+    job: Job, seed, *, n_jobs: int = 1, client=None, checkpoint=None, show_progress: bool = False
+) -> Outcome:
     """Run ``job``'s replicates (those not already in ``checkpoint``) and collect them.
 
     ``seed``: int, Generator, SeedSequence or None.  With ``checkpoint`` (a
@@ -178,8 +194,10 @@ def run(job: Job, seed, *, n_jobs: int = 1, client=None, checkpoint=None,
         root, _ = seed_streams(seed, 0)
         return _compute(job, root, None, n_jobs, client, show_progress)
     store = Checkpoint(checkpoint, job.identity)
-    root = store.open(None if seed is None else seed_streams(seed, 0)[0],
-                      from_generator=isinstance(seed, np.random.Generator))
+    root = store.open(
+        None if seed is None else seed_streams(seed, 0)[0],
+        from_generator=isinstance(seed, np.random.Generator),
+    )
     try:
         return _compute(job, root, store, n_jobs, client, show_progress)
     finally:
@@ -235,10 +253,17 @@ def _compute(job: Job, root, store, n_jobs, client, show_progress) -> Outcome:
             bar.close()
     ordered = [parts[k] for k in sorted(parts)]
     values = _concatenate([out for _, out in ordered])
-    failures = pd.DataFrame(sorted(f for _, out in ordered for f in out["failures"]),
-                            columns=FAILURE_COLUMNS)
-    return Outcome(values=values, failures=failures, seed=root, loaded=loaded,
-                   computed=job.B - loaded, processes=len(pids))
+    failures = pd.DataFrame(
+        sorted(f for _, out in ordered for f in out["failures"]), columns=FAILURE_COLUMNS
+    )
+    return Outcome(
+        values=values,
+        failures=failures,
+        seed=root,
+        loaded=loaded,
+        computed=job.B - loaded,
+        processes=len(pids),
+    )
 
 
 def _missing_chunks(parts: dict, B: int, chunk: int) -> list[np.ndarray]:
@@ -248,7 +273,7 @@ def _missing_chunks(parts: dict, B: int, chunk: int) -> list[np.ndarray]:
         have[reps] = True
     out = []
     for start in range(0, B, chunk):
-        reps = np.flatnonzero(~have[start:start + chunk]) + start
+        reps = np.flatnonzero(~have[start : start + chunk]) + start
         # split where a checkpointed range interrupts the chunk: keep runs contiguous
         if reps.size:
             for run_ in np.split(reps, np.flatnonzero(np.diff(reps) != 1) + 1):
@@ -289,6 +314,7 @@ def _one_blas_thread():
 def _blas_controller():
     if not _CONTROLLER:
         from threadpoolctl import ThreadpoolController
+
         _CONTROLLER.append(ThreadpoolController())
     return _CONTROLLER[0]
 
@@ -300,8 +326,9 @@ def _call(task, payload, reps, entropy, spawn_key):
 def _run_here(job: Job, todo, root, finished) -> None:
     with _one_blas_thread():
         for reps in todo:
-            finished(reps, _call(job.task, job.payload, reps, root.entropy, root.spawn_key),
-                     os.getpid())
+            finished(
+                reps, _call(job.task, job.payload, reps, root.entropy, root.spawn_key), os.getpid()
+            )
 
 
 # -- local processes ---------------------------------------------------------------
@@ -320,9 +347,11 @@ def _watch_parent(parent: int) -> None:
 def _pool_init(job, parent: int) -> None:
     """Worker start: the job, one BLAS thread, Ctrl-C left to the parent, a parent watchdog."""
     import signal
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if isinstance(job, bytes):   # spawned (not forked) workers receive the job pickled
+    if isinstance(job, bytes):  # spawned (not forked) workers receive the job pickled
         import cloudpickle
+
         job = cloudpickle.loads(job)
     _POOL_JOB[:] = [job]
     _blas_controller().limit(limits=1, user_api="blas")
@@ -341,6 +370,7 @@ def _pool_context():
     """Fork where the platform has it: workers start in milliseconds and share the
     model's memory, with nothing to import or send; spawn elsewhere."""
     import multiprocessing
+
     if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork"), False
     return multiprocessing.get_context("spawn"), True
@@ -355,15 +385,20 @@ def _run_processes(job: Job, todo, n_workers: int, root, finished) -> None:
     (kill -9) exits within a second (:data:`WATCHDOG_INTERVAL`).
     """
     import collections
+
     context, pickled = _pool_context()
-    _blas_controller()      # made once here, so that forked workers need not scan libraries
+    _blas_controller()  # made once here, so that forked workers need not scan libraries
     initial = job
     if pickled:
         import cloudpickle
+
         initial = cloudpickle.dumps(job)
     executor = concurrent.futures.ProcessPoolExecutor(
-        max_workers=n_workers, mp_context=context, initializer=_pool_init,
-        initargs=(initial, os.getpid()))
+        max_workers=n_workers,
+        mp_context=context,
+        initializer=_pool_init,
+        initargs=(initial, os.getpid()),
+    )
     pending = collections.deque(todo)
     in_flight: set = set()
 
@@ -371,18 +406,23 @@ def _run_processes(job: Job, todo, n_workers: int, root, finished) -> None:
         with warnings.catch_warnings():
             # Python 3.12+ warns when a process with threads forks; the only other
             # threads here are BLAS's, which OpenBLAS parks around fork.
-            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks",
-                                    category=DeprecationWarning)
+            warnings.filterwarnings(
+                "ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning
+            )
             while pending and len(in_flight) < 2 * n_workers:
-                in_flight.add(executor.submit(_pool_task, pending.popleft(), root.entropy,
-                                              tuple(root.spawn_key)))
+                in_flight.add(
+                    executor.submit(
+                        _pool_task, pending.popleft(), root.entropy, tuple(root.spawn_key)
+                    )
+                )
 
     completed = False
     try:
         feed()
         while in_flight:
-            done, _ = concurrent.futures.wait(in_flight,
-                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            done, _ = concurrent.futures.wait(
+                in_flight, return_when=concurrent.futures.FIRST_COMPLETED
+            )
             for future in done:
                 in_flight.discard(future)
                 finished(*future.result())
@@ -401,9 +441,9 @@ def _run_processes(job: Job, todo, n_workers: int, root, finished) -> None:
 # -- Dask ---------------------------------------------------------------------------
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_DEFAULT_MMAP_THRESHOLD = 128 * 2 ** 10
+_DEFAULT_MMAP_THRESHOLD = 128 * 2**10
 # Allocations up to this size stay on the heap while a chunk runs on a Dask worker.
-_CHUNK_MMAP_THRESHOLD = 64 * 2 ** 20
+_CHUNK_MMAP_THRESHOLD = 64 * 2**20
 
 
 @contextlib.contextmanager
@@ -421,6 +461,7 @@ def _heap_for_chunk():
     if setting is not None and sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
             import ctypes
+
             libc = ctypes.CDLL(None)
             libc.mallopt(_M_MMAP_THRESHOLD, _CHUNK_MMAP_THRESHOLD)
             libc.mallopt(_M_TRIM_THRESHOLD, 2 * _CHUNK_MMAP_THRESHOLD)
@@ -437,8 +478,9 @@ def _heap_for_chunk():
 def _dask_task(task, payload, group, entropy, spawn_key):
     """Chunks ``group`` on a Dask worker: [(reps, output, pid), ...]."""
     with _one_blas_thread(), _heap_for_chunk():
-        return [(reps, _call(task, payload, reps, entropy, spawn_key), os.getpid())
-                for reps in group]
+        return [
+            (reps, _call(task, payload, reps, entropy, spawn_key), os.getpid()) for reps in group
+        ]
 
 
 def _cluster_workers(client) -> int:
@@ -465,8 +507,18 @@ def _run_dask(client, job: Job, todo, root, finished) -> None:
     n_tasks = min(len(todo), TASKS_PER_WORKER * _cluster_workers(client))
     groups = [list(g) for g in np.array_split(np.arange(len(todo)), n_tasks)]
     [payload] = client.scatter([job.payload], broadcast=True, hash=False)
-    futures = [client.submit(_dask_task, job.task, payload, [todo[i] for i in g],
-                             root.entropy, tuple(root.spawn_key), pure=False) for g in groups]
+    futures = [
+        client.submit(
+            _dask_task,
+            job.task,
+            payload,
+            [todo[i] for i in g],
+            root.entropy,
+            tuple(root.spawn_key),
+            pure=False,
+        )
+        for g in groups
+    ]
     completed = False
     try:
         for future in as_completed(futures):

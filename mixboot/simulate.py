@@ -12,6 +12,7 @@ replicate j of ``bootMer(result, seed=s)`` refits column j of
 >>> mb.simulate(r, nsim=5, seed=42).shape
 (180, 5)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,12 +36,16 @@ def check_parameters(result, beta=None, sigma=None, theta=None):
             unknown = set(beta.index) - set(spec.fe_names)
             missing = set(spec.fe_names) - set(beta.index)
             if unknown or missing:
-                raise ValueError(f"beta names {sorted(unknown)} are not coefficients / "
-                                 f"{sorted(missing)} are missing; coefficients: {list(spec.fe_names)}")
+                raise ValueError(
+                    f"beta names {sorted(unknown)} are not coefficients / "
+                    f"{sorted(missing)} are missing; coefficients: {list(spec.fe_names)}"
+                )
             beta = beta[list(spec.fe_names)].to_numpy(dtype=float)
         beta = np.asarray(beta, dtype=float).ravel()
         if beta.shape != (spec.p,):
-            raise ValueError(f"beta must have {spec.p} values {list(spec.fe_names)}, got {beta.size}")
+            raise ValueError(
+                f"beta must have {spec.p} values {list(spec.fe_names)}, got {beta.size}"
+            )
     if getattr(result, "family", None) is not None:
         if sigma is not None:
             raise ValueError("sigma does not apply to a GLMM (its scale is fixed at 1)")
@@ -50,8 +55,9 @@ def check_parameters(result, beta=None, sigma=None, theta=None):
         raise ValueError(f"sigma must be a positive number, got {sigma!r}")
     theta = np.asarray(result.theta if theta is None else theta, dtype=float).ravel()
     if theta.shape != (spec.n_theta,):
-        raise ValueError(f"theta must have {spec.n_theta} values {list(spec.theta_names)}, "
-                         f"got {theta.size}")
+        raise ValueError(
+            f"theta must have {spec.n_theta} values {list(spec.theta_names)}, got {theta.size}"
+        )
     if not np.all(np.isfinite(theta)):
         raise ValueError("theta must be finite")
     return beta, sigma, theta
@@ -77,7 +83,7 @@ def _spherical_to_b(terms, theta_slices, theta, Zu):
     out, off = [], 0
     for term, sl in zip(terms, theta_slices):
         T = term.factor(theta[sl])
-        z = Zu[off:off + term.q].T.reshape(-1, term.nlevels, term.p)
+        z = Zu[off : off + term.q].T.reshape(-1, term.nlevels, term.p)
         out.append((z @ T.T).reshape(-1, term.q).T)
         off += term.q
     return np.concatenate(out, axis=0)
@@ -98,7 +104,7 @@ def simulate_block(spec, children, *, beta, sigma, theta, u=None, design=None):
         # fitted theta this reproduces the fitted b; levels not in the fit keep their draws.
         off = 0
         for term, u_term in zip(terms, u):
-            Zu[off:off + u_term.size] = u_term.reshape(-1)[:, None] / sigma
+            Zu[off : off + u_term.size] = u_term.reshape(-1)[:, None] / sigma
             off += term.q
     B = _spherical_to_b(terms, spec.theta_slices, theta, Zu) * sigma
     # Z b element by element: a response's bits must not depend on how many
@@ -106,8 +112,9 @@ def simulate_block(spec, children, *, beta, sigma, theta, u=None, design=None):
     return (X @ beta)[:, None] + z_columns(terms, B, n) + sigma * E
 
 
-def simulate_glmm_block(spec, family, children, *, beta, theta, u=None, design=None,
-                        trials=None, offset=None):
+def simulate_glmm_block(
+    spec, family, children, *, beta, theta, u=None, design=None, trials=None, offset=None
+):
     """GLMM responses (n, len(children)) for the given streams, on the fitted scale.
 
     eta* = offset + X beta + Z Lambda z with z ~ N(0, I) (or z = u, lme4's use.u),
@@ -127,7 +134,7 @@ def simulate_glmm_block(spec, family, children, *, beta, theta, u=None, design=N
         if u is not None:
             off = 0
             for term, u_term in zip(terms, u):
-                z[off:off + u_term.size] = u_term.reshape(-1)
+                z[off : off + u_term.size] = u_term.reshape(-1)
                 off += term.q
         b = _spherical_to_b(terms, spec.theta_slices, theta, z[:, None])
         eta = fixed + z_columns(terms, b, n)[:, 0]
@@ -154,10 +161,15 @@ def _design_for(result, newdata: pd.DataFrame):
     for term, tspec in zip(spec.terms, spec.term_specs):
         missing = [g for g in term.group_vars if g not in newdata.columns]
         if missing:
-            raise KeyError(f"newdata lacks grouping column(s) {missing} of term ({term.expr} | {term.label})")
+            raise KeyError(
+                f"newdata lacks grouping column(s) {missing} of term ({term.expr} | {term.label})"
+            )
         zraw = np.asarray(tspec.get_model_matrix(newdata, na_action="raise"), dtype=float)
-        labels = (newdata[term.label.split(":")].astype(str).agg(":".join, axis=1)
-                  if len(term.group_vars) > 1 else newdata[term.group_vars[0]])
+        labels = (
+            newdata[term.label.split(":")].astype(str).agg(":".join, axis=1)
+            if len(term.group_vars) > 1
+            else newdata[term.group_vars[0]]
+        )
         index = {lev: i for i, lev in enumerate(term.levels)}
         index_str = {str(lev): i for i, lev in enumerate(term.levels)}
         levels = list(term.levels)
@@ -169,13 +181,32 @@ def _design_for(result, newdata: pd.DataFrame):
                 levels.append(lab)
                 index[lab] = code
             codes[i] = code
-        terms.append(ReTerm(label=term.label, group_vars=term.group_vars, expr=term.expr,
-                            colnames=term.colnames, levels=tuple(levels), codes=codes, zraw=zraw))
+        terms.append(
+            ReTerm(
+                label=term.label,
+                group_vars=term.group_vars,
+                expr=term.expr,
+                colnames=term.colnames,
+                levels=tuple(levels),
+                codes=codes,
+                zraw=zraw,
+            )
+        )
     return X, tuple(terms)
 
 
-def simulate(result, nsim: int = 1, seed: Seed = None, *, beta=None, sigma=None, theta=None,
-             use_u: bool = False, newdata=None, trials=None) -> np.ndarray:
+def simulate(
+    result,
+    nsim: int = 1,
+    seed: Seed = None,
+    *,
+    beta=None,
+    sigma=None,
+    theta=None,
+    use_u: bool = False,
+    newdata=None,
+    trials=None,
+) -> np.ndarray:
     """Simulate ``nsim`` responses from a fitted model; returns an (n, nsim) array.
 
     For a GLMM the responses are on the fitted scale: proportions of the trials
@@ -208,11 +239,26 @@ def simulate(result, nsim: int = 1, seed: Seed = None, *, beta=None, sigma=None,
         else:
             trials = None if trials is None else np.asarray(trials, dtype=float)
             offset = result.spec.offset_of(newdata)
-        return simulate_glmm_block(result.spec, family, children, beta=beta, theta=theta,
-                                   u=result.u if use_u else None, design=design, trials=trials,
-                                   offset=offset)
-    Y = simulate_block(result.spec, children, beta=beta, sigma=sigma, theta=theta,
-                       u=result.u if use_u else None, design=design)
+        return simulate_glmm_block(
+            result.spec,
+            family,
+            children,
+            beta=beta,
+            theta=theta,
+            u=result.u if use_u else None,
+            design=design,
+            trials=trials,
+            offset=offset,
+        )
+    Y = simulate_block(
+        result.spec,
+        children,
+        beta=beta,
+        sigma=sigma,
+        theta=theta,
+        u=result.u if use_u else None,
+        design=design,
+    )
     # Responses on the data's scale: the model's offset(...) terms go back in.
     offset = result.spec.offset if newdata is None else result.spec.offset_of(newdata)
     return Y if offset is None else Y + np.asarray(offset, dtype=float)[:, None]

@@ -5,6 +5,7 @@ validates the input at the door (missing columns, non-numeric, infinite or const
 response, missing values, degenerate grouping factors, aliased fixed-effect columns)
 and keeps the formulaic specs needed to rebuild the same coding on new data.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,8 +25,12 @@ from .terms import ReTerm
 
 __all__ = ["ModelSpec", "build_spec", "groups_formula", "z_columns", "zt_columns"]
 
-_CONTRASTS = {"sum": "contr.sum", "treatment": "contr.treatment", "helmert": "contr.helmert",
-              "poly": "contr.poly"}
+_CONTRASTS = {
+    "sum": "contr.sum",
+    "treatment": "contr.treatment",
+    "helmert": "contr.helmert",
+    "poly": "contr.poly",
+}
 
 
 class RankDeficiencyWarning(UserWarning):
@@ -90,8 +95,9 @@ class ModelSpec:
     def term_specs(self) -> tuple:
         """formulaic ModelSpecs of the random terms' model matrices, in term order."""
         if "terms" not in self._specs:
-            self._specs["terms"] = tuple(_formulaic(translate(t.expr).python, self.data).model_spec
-                                         for t in self.terms)
+            self._specs["terms"] = tuple(
+                _formulaic(translate(t.expr).python, self.data).model_spec for t in self.terms
+            )
         return self._specs["terms"]
 
     def offset_of(self, newdata: pd.DataFrame) -> np.ndarray | None:
@@ -142,8 +148,9 @@ class ModelSpec:
 
     def canonical_theta(self, theta: np.ndarray) -> np.ndarray:
         theta = np.asarray(theta, dtype=float)
-        return np.concatenate([t.canonical(theta[..., s]) for t, s in zip(self.terms, self.theta_slices)],
-                              axis=-1)
+        return np.concatenate(
+            [t.canonical(theta[..., s]) for t, s in zip(self.terms, self.theta_slices)], axis=-1
+        )
 
     def z_matrix(self) -> sp.csr_matrix:
         """Sparse Z (n x q), terms in order, columns level-major within a term."""
@@ -179,7 +186,7 @@ def z_from_terms(terms, n: int) -> sp.csr_matrix:
         vals.append(t.zraw)
         off += t.q
     per_row = sum(t.p for t in terms)
-    indices = np.concatenate(cols, axis=1).ravel().astype(np.int32 if off < 2 ** 31 else np.int64)
+    indices = np.concatenate(cols, axis=1).ravel().astype(np.int32 if off < 2**31 else np.int64)
     indptr = np.arange(0, n * per_row + 1, per_row, dtype=indices.dtype)
     data = np.concatenate(vals, axis=1).ravel().astype(float)
     return sp.csr_matrix((data, indices, indptr), shape=(n, off))
@@ -211,7 +218,7 @@ def z_columns(terms, b: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((n, b.shape[1]))
     off = 0
     for t in terms:
-        bt = b[off:off + t.q].reshape(t.nlevels, t.p, -1)
+        bt = b[off : off + t.q].reshape(t.nlevels, t.p, -1)
         for a in range(t.p):
             out += t.zraw[:, a, None] * bt[t.codes, a, :]
         off += t.q
@@ -222,8 +229,11 @@ def groups_formula(formula: str, groups) -> str:
     """The interlace guide's shorthand: ``groups="subject"`` adds ``(1|subject)``; a list adds one per name."""
     if isinstance(groups, str):
         groups = [groups]
-    if (not isinstance(groups, (list, tuple)) or not groups
-            or not all(isinstance(g, str) and g for g in groups)):
+    if (
+        not isinstance(groups, (list, tuple))
+        or not groups
+        or not all(isinstance(g, str) and g for g in groups)
+    ):
         raise TypeError(f"groups must be a column name or a list of column names, got {groups!r}")
     if "|" in formula:
         raise FormulaError("give random effects either in the formula or with groups=, not both")
@@ -245,14 +255,14 @@ def _lme4_name(name: str, sum_levels: dict, rnames: dict | None = None) -> str:
         if m is None:
             rname = rnames.get(re.sub(r"\s+", "", piece), piece)
             if rname.startswith("I(") and re.search(r"[<>!=]=?|&|\|", rname):
-                rname += "TRUE"                  # a logical I(): R codes it as a factor
+                rname += "TRUE"  # a logical I(): R codes it as a factor
             parts.append(rname)
             continue
         var, level = m.groups()
         rname = rnames.get(re.sub(r"\s+", "", var))
         if rname is not None:
             if re.fullmatch(r"-?\d+\.0", level) and not rname.startswith("poly("):
-                level = level[:-2]               # R prints the level 2, not 2.0
+                level = level[:-2]  # R prints the level 2, not 2.0
             level = {"True": "TRUE", "False": "FALSE"}.get(level, level)
             parts.append(f"{rname}{level}")
             continue
@@ -274,7 +284,9 @@ def _apply_contrasts(fixed: str, contrasts: dict, data: pd.DataFrame) -> tuple[s
         if col not in data.columns:
             raise ValueError(f"contrasts names column {col!r}, which is not in the data")
         if kind not in _CONTRASTS:
-            raise ValueError(f"contrasts[{col!r}] must be one of {sorted(_CONTRASTS)}, got {kind!r}")
+            raise ValueError(
+                f"contrasts[{col!r}] must be one of {sorted(_CONTRASTS)}, got {kind!r}"
+            )
         pattern = rf"(?<![\w.])(?<!C\()(?<!Q\(['\"]){re.escape(col)}(?![\w.(])"
         if not re.search(pattern, fixed):
             continue
@@ -283,8 +295,11 @@ def _apply_contrasts(fixed: str, contrasts: dict, data: pd.DataFrame) -> tuple[s
     for col in re.findall(r"C\(\s*([A-Za-z_.][\w.]*)\s*,\s*contr\.sum\b", fixed):
         if col in data.columns and col not in sum_levels:
             values = data[col]
-            levels = (list(values.cat.categories) if isinstance(values.dtype, pd.CategoricalDtype)
-                      else sorted(pd.unique(values.dropna())))
+            levels = (
+                list(values.cat.categories)
+                if isinstance(values.dtype, pd.CategoricalDtype)
+                else sorted(pd.unique(values.dropna()))
+            )
             sum_levels[col] = [str(v) for v in levels]
     return fixed, sum_levels
 
@@ -318,8 +333,11 @@ def _grouping(data: pd.DataFrame, names: tuple[str, ...], label: str):
         # lme4's label orders the factors as the label does (cask:batch).
         order = label.split(":")
         by_name = dict(zip(names, parts))
-        levels.append(":".join(by_name.get(o, "") for o in order) if set(order) == set(names)
-                      else ":".join(parts))
+        levels.append(
+            ":".join(by_name.get(o, "") for o in order)
+            if set(order) == set(names)
+            else ":".join(parts)
+        )
     return codes.astype(np.int64), tuple(levels)
 
 
@@ -334,11 +352,14 @@ def _check_response(name: str, y: np.ndarray, *, constant_ok: bool = False) -> N
     """Refuse a response no fit can use (inf would only surface as NaN estimates)."""
     bad = ~np.isfinite(y)
     if bad.any():
-        raise ValueError(f"response {name!r} has non-finite values (inf) in {int(bad.sum())} "
-                         "row(s)")
+        raise ValueError(
+            f"response {name!r} has non-finite values (inf) in {int(bad.sum())} row(s)"
+        )
     if not constant_ok and y.size and np.all(y == y[0]):
-        raise ValueError(f"response {name!r} is constant (every value is {float(y[0])!r}): "
-                         "a mixed model cannot be fitted")
+        raise ValueError(
+            f"response {name!r} is constant (every value is {float(y[0])!r}): "
+            "a mixed model cannot be fitted"
+        )
 
 
 def _drop_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
@@ -365,8 +386,16 @@ def _drop_aliased(X: np.ndarray, names: list[str]) -> np.ndarray:
     return keep
 
 
-def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True, family=None,
-               weights=None, offset=None) -> ModelSpec:
+def build_spec(
+    formula: str,
+    data,
+    *,
+    contrasts=None,
+    fit_response: bool = True,
+    family=None,
+    weights=None,
+    offset=None,
+) -> ModelSpec:
     """The frozen specification of ``formula`` on ``data``.
 
     ``fit_response=False`` for a model that only simulates (``mb.model``): its
@@ -393,9 +422,11 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True,
     term_t = [translate(t.expr) for t in parts.random]
     cbind = _cbind_parts(parts.response) if family is not None else None
     if family is None and fit_response and _cbind_parts(parts.response) is not None:
-        raise ValueError(f"a cbind(successes, failures) response ({parts.response!r}) needs "
-                         "family='binomial' (a GLMM); a linear mixed model needs one numeric "
-                         "response column")
+        raise ValueError(
+            f"a cbind(successes, failures) response ({parts.response!r}) needs "
+            "family='binomial' (a GLMM); a linear mixed model needs one numeric "
+            "response column"
+        )
     plain_response = cbind is None and parts.response in data.columns
     if cbind is not None:
         resp_t = [None if e in data.columns else translate(f"I({e})") for e in cbind]
@@ -418,8 +449,9 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True,
         resp_vars = [parts.response] if plain_response else list(resp_t.variables)
     for arg, value in (("weights", weights), ("offset", offset)):
         if isinstance(value, str) and value not in data.columns:
-            raise KeyError(f"{arg}={value!r} is not a column of the data "
-                           f"(columns: {list(data.columns)})")
+            raise KeyError(
+                f"{arg}={value!r} is not a column of the data (columns: {list(data.columns)})"
+            )
     extra = [a for a in (weights, offset) if isinstance(a, str)]
     used = [*resp_vars, *sorted(fixed_vars), *extra]
     for t, tv in zip(parts.random, term_vars):
@@ -427,8 +459,10 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True,
     used = list(dict.fromkeys(used))
     missing = [c for c in used if c not in data.columns]
     if missing:
-        raise KeyError(f"column(s) {missing} named in formula {formula!r} are not in the data "
-                       f"(columns: {list(data.columns)})")
+        raise KeyError(
+            f"column(s) {missing} named in formula {formula!r} are not in the data "
+            f"(columns: {list(data.columns)})"
+        )
     # CoW (pandas >= 3): a shallow copy does not see later edits of the caller's frame.
     source = data.copy(deep=False)
     series = {c: source[c] for c in used}
@@ -436,13 +470,20 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True,
         resp = series[parts.response]
         if not (pd.api.types.is_numeric_dtype(resp) or pd.api.types.is_bool_dtype(resp)):
             raise TypeError(f"response {parts.response!r} must be numeric, got dtype {resp.dtype}")
-    missing_by_col = {c: m for c, m in ((c, _missing(sr)) for c, sr in series.items())
-                      if m is not None and m.any()}
+    missing_by_col = {
+        c: m
+        for c, m in ((c, _missing(sr)) for c, sr in series.items())
+        if m is not None and m.any()
+    }
     keep_rows = None
     if missing_by_col:
         na = np.logical_or.reduce(list(missing_by_col.values()))
-        warnings.warn(f"dropped {int(na.sum())} of {len(source)} rows with missing values "
-                      f"in column(s) {list(missing_by_col)}", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"dropped {int(na.sum())} of {len(source)} rows with missing values "
+            f"in column(s) {list(missing_by_col)}",
+            UserWarning,
+            stacklevel=3,
+        )
         if na.all():
             raise ValueError("every row has a missing value in a column the formula uses")
         keep_rows = ~na
@@ -450,8 +491,14 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True,
     frame = _Columns(series, source, keep_rows, used)
     prior_weights = trials = None
     if family is not None:
-        y, prior_weights, trials = _glmm_response(parts.response, cbind, resp_t, frame, family,
-                                                  _by_row(weights, series, keep_rows, "weights"))
+        y, prior_weights, trials = _glmm_response(
+            parts.response,
+            cbind,
+            resp_t,
+            frame,
+            family,
+            _by_row(weights, series, keep_rows, "weights"),
+        )
     elif plain_response:
         y = series[parts.response].to_numpy(dtype=float)
     else:
@@ -481,8 +528,12 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True,
     keep = _drop_aliased(X_all, names_all)
     dropped = tuple(nm for i, nm in enumerate(names_all) if i not in set(keep.tolist()))
     if dropped:
-        warnings.warn(f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
-                      f"column(s): {list(dropped)}", RankDeficiencyWarning, stacklevel=3)
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+            f"column(s): {list(dropped)}",
+            RankDeficiencyWarning,
+            stacklevel=3,
+        )
     X = X_all[:, keep]
 
     terms, term_specs = [], []
@@ -494,25 +545,41 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True,
             if mmz is None:
                 mmz = built[tt.python] = _model_matrix(tt.python, frame)
         except Exception as exc:  # noqa: BLE001
-            raise FormulaError(f"cannot build the model matrix of term {t.source!r}: {exc}") from exc
+            raise FormulaError(
+                f"cannot build the model matrix of term {t.source!r}: {exc}"
+            ) from exc
         zraw = _numeric_matrix(mmz, f"model matrix of term {t.source!r}")
         if zraw.shape[1] == 0:
             raise FormulaError(f"random-effect term {t.source!r} has no columns")
         codes, levels = _grouping(frame, t.group, t.label)
         if len(levels) < 2:
-            raise ValueError(f"grouping factor {t.label!r} of term {t.source!r} has {len(levels)} "
-                             "level; it needs at least 2")
+            raise ValueError(
+                f"grouping factor {t.label!r} of term {t.source!r} has {len(levels)} "
+                "level; it needs at least 2"
+            )
         if len(levels) >= n and family is None:
-            raise ValueError(f"grouping factor {t.label!r} of term {t.source!r} has {len(levels)} "
-                             f"levels for {n} observations: the number of levels must be less "
-                             "than the number of observations")
+            raise ValueError(
+                f"grouping factor {t.label!r} of term {t.source!r} has {len(levels)} "
+                f"levels for {n} observations: the number of levels must be less "
+                "than the number of observations"
+            )
         if len(levels) * zraw.shape[1] >= n and family is None:
-            raise ValueError(f"term {t.source!r} has {len(levels) * zraw.shape[1]} random effects for "
-                             f"{n} observations: its variances and the residual variance are "
-                             "unidentifiable")
-        terms.append(ReTerm(label=t.label, group_vars=t.group, expr=t.expr,
-                            colnames=tuple(_lme4_name(c, {}, rnames) for c in mmz.columns),
-                            levels=levels, codes=codes, zraw=zraw))
+            raise ValueError(
+                f"term {t.source!r} has {len(levels) * zraw.shape[1]} random effects for "
+                f"{n} observations: its variances and the residual variance are "
+                "unidentifiable"
+            )
+        terms.append(
+            ReTerm(
+                label=t.label,
+                group_vars=t.group,
+                expr=t.expr,
+                colnames=tuple(_lme4_name(c, {}, rnames) for c in mmz.columns),
+                levels=levels,
+                codes=codes,
+                zraw=zraw,
+            )
+        )
         term_specs.append(getattr(mmz, "model_spec", None))
     order = _lme4_term_order([t.nlevels for t in terms])
     terms = [terms[i] for i in order]
@@ -521,11 +588,24 @@ def build_spec(formula: str, data, *, contrasts=None, fit_response: bool = True,
         specs["fixed"] = mmx.model_spec
     if all(ts is not None for ts in term_specs):
         specs["terms"] = tuple(term_specs)
-    return ModelSpec(formula=parts.text, parts=parts, response=parts.response, y=y, X=X,
-                     fe_names=tuple(names_all[i] for i in keep), dropped=dropped,
-                     terms=tuple(terms), contrasts=contrasts, fixed_formula=fixed,
-                     kept_columns=keep, frame=frame, _specs=specs, offset=offset,
-                     prior_weights=prior_weights, trials=trials)
+    return ModelSpec(
+        formula=parts.text,
+        parts=parts,
+        response=parts.response,
+        y=y,
+        X=X,
+        fe_names=tuple(names_all[i] for i in keep),
+        dropped=dropped,
+        terms=tuple(terms),
+        contrasts=contrasts,
+        fixed_formula=fixed,
+        kept_columns=keep,
+        frame=frame,
+        _specs=specs,
+        offset=offset,
+        prior_weights=prior_weights,
+        trials=trials,
+    )
 
 
 def _cbind_parts(response: str) -> tuple[str, str] | None:
@@ -533,7 +613,7 @@ def _cbind_parts(response: str) -> tuple[str, str] | None:
     text = response.strip()
     if not (text.startswith("cbind(") and text.endswith(")")):
         return None
-    inner, depth, cut = text[len("cbind("):-1], 0, None
+    inner, depth, cut = text[len("cbind(") : -1], 0, None
     for i, ch in enumerate(inner):
         depth += ch == "("
         depth -= ch == ")"
@@ -543,9 +623,11 @@ def _cbind_parts(response: str) -> tuple[str, str] | None:
                 break
             cut = i
     if cut is None or cut < 0:
-        raise FormulaError(f"cbind() in the response {response!r} needs exactly two arguments: "
-                           "cbind(successes, failures)")
-    return inner[:cut].strip(), inner[cut + 1:].strip()
+        raise FormulaError(
+            f"cbind() in the response {response!r} needs exactly two arguments: "
+            "cbind(successes, failures)"
+        )
+    return inner[:cut].strip(), inner[cut + 1 :].strip()
 
 
 def _by_row(value, series: dict, keep_rows, what: str):
@@ -564,11 +646,17 @@ def _by_row(value, series: dict, keep_rows, what: str):
 def _glmm_response(name: str, cbind, resp_t, frame, family, weights):
     """Proportions (binomial) or counts, prior weights and trials of a GLMM's response."""
     if cbind is not None:
-        cols = [frame[e].to_numpy(dtype=float) if t is None else
-                _evaluate(t, frame, f"response {name!r}") for e, t in zip(cbind, resp_t)]
+        cols = [
+            frame[e].to_numpy(dtype=float)
+            if t is None
+            else _evaluate(t, frame, f"response {name!r}")
+            for e, t in zip(cbind, resp_t)
+        ]
         if family.name != "binomial":
-            raise ValueError(f"a cbind(successes, failures) response needs family='binomial', "
-                             f"not {family.name!r}")
+            raise ValueError(
+                f"a cbind(successes, failures) response needs family='binomial', "
+                f"not {family.name!r}"
+            )
         return prepare_response(family, cols[0], failures=cols[1], weights=weights, name=name)
     raw = frame[name] if resp_t is None else _evaluate(resp_t, frame, f"response {name!r}")
     return prepare_response(family, raw, weights=weights, name=name)
@@ -579,6 +667,7 @@ def _parsed(expr: str) -> None:
     """Let formulaic's parser refuse a malformed formula part (``Days **``) up front."""
     if _plain_names(expr) is None:
         from formulaic import Formula  # imported when first needed: it is slow to import
+
         Formula(expr)
 
 
@@ -624,6 +713,7 @@ def _evaluate(expr: Translated, frame, what: str) -> np.ndarray:
 
 def _formulaic(expr: str, frame):
     from formulaic import model_matrix
+
     if isinstance(frame, _Columns):
         frame = frame.data
     return model_matrix(expr, frame, ensure_full_rank=True, na_action="raise")
@@ -663,8 +753,13 @@ class _Columns:
     def __getstate__(self):
         # Ship only the used rows and columns (e.g. to bootstrap workers).
         data = self.data
-        return {"_series": self._series, "_source": data, "_keep": None,
-                "_used": self._used, "_data": data}
+        return {
+            "_series": self._series,
+            "_source": data,
+            "_keep": None,
+            "_used": self._used,
+            "_data": data,
+        }
 
     @property
     def data(self) -> pd.DataFrame:
@@ -693,8 +788,9 @@ _LITERALS = frozenset({"True", "False", "None"})
 def _plain_names(expr: str):
     """(intercept, [names]) when ``expr`` is only 1/0/-1 and plain names joined by +."""
     intercept, names = True, []
-    for token in (tok.strip() for tok in expr.replace("- 1", "+ 0").replace("-1", "+ 0")
-                  .split("+")):
+    for token in (
+        tok.strip() for tok in expr.replace("- 1", "+ 0").replace("-1", "+ 0").split("+")
+    ):
         if token == "1":
             continue
         if token == "0":
@@ -737,7 +833,7 @@ def _stateful_variables(expr: str) -> set:
         for j in range(i, len(expr)):
             depth += {"(": 1, ")": -1}.get(expr[j], 0)
             if depth == 0:
-                out |= set(_required_variables(expr[m.start():j + 1]))
+                out |= set(_required_variables(expr[m.start() : j + 1]))
                 break
     return out
 
@@ -770,6 +866,7 @@ def _before_dropping(expr: str, frame: _Columns):
             data[c] = pd.Categorical(col, categories=pd.Categorical(col[kept].dropna()).categories)
     try:
         from formulaic import model_matrix
+
         mm = model_matrix(expr, data, ensure_full_rank=True, na_action="ignore")
     except Exception:  # noqa: BLE001 - left to the usual path, which reports it
         return None
@@ -790,7 +887,8 @@ def _model_matrix(expr: str, frame: pd.DataFrame):
     if simple is None:
         return _formulaic(expr, frame)
     intercept, names = simple
-    cols = ([np.ones(len(frame))] if intercept else []) + \
-        [frame[c].to_numpy(dtype=float) for c in names]
+    cols = ([np.ones(len(frame))] if intercept else []) + [
+        frame[c].to_numpy(dtype=float) for c in names
+    ]
     array = np.column_stack(cols) if cols else np.empty((len(frame), 0))
     return _SimpleMatrix(array, (["Intercept"] if intercept else []) + names)

@@ -15,6 +15,7 @@ diagonal elements are bounded below by zero.
 array([[1. , 0. ],
        [0.5, 2. ]])
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -75,9 +76,11 @@ class ReTerm:
     def theta_names(self) -> tuple[str, ...]:
         rows, cols = self.tril
         return tuple(
-            f"{self.label}.{self.colnames[r]}" if r == c
+            f"{self.label}.{self.colnames[r]}"
+            if r == c
             else f"{self.label}.{self.colnames[r]}.{self.colnames[c]}"
-            for r, c in zip(rows, cols))
+            for r, c in zip(rows, cols)
+        )
 
     def factor(self, theta: np.ndarray) -> np.ndarray:
         """T for one theta (n_theta,) or a batch (..., n_theta) -> (..., p, p)."""

@@ -23,6 +23,7 @@ bootstrap evaluates many replicates in one pass; a single fit is a batch of one.
 When R is too large to hold densely per pair (InstEval: 1158 x 2972) the
 single-theta sparse path computes R P R' with scipy.sparse.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,9 +45,9 @@ _DENSE_LIMIT = 400_000
 class Responses:
     """The y-dependent cross-products of B responses: all a refit needs of y."""
 
-    z1y: np.ndarray     # (B, l1, p1)   Z1'y by level
-    taily: np.ndarray   # (B, m0)       [Zr X]'y
-    yty: np.ndarray     # (B,)
+    z1y: np.ndarray  # (B, l1, p1)   Z1'y by level
+    taily: np.ndarray  # (B, m0)       [Zr X]'y
+    yty: np.ndarray  # (B,)
 
     @property
     def B(self) -> int:
@@ -60,10 +61,10 @@ class Responses:
 class Factorization:
     """The result of evaluating the profiled deviance for a batch."""
 
-    objective: np.ndarray   # (B,)
-    L: np.ndarray           # (B, m, m) Cholesky factor of the tail block S
-    C: np.ndarray           # (B, l1, p1, p1) per-level C_j
-    ok: np.ndarray          # (B,) False where S was not positive definite
+    objective: np.ndarray  # (B,)
+    L: np.ndarray  # (B, m, m) Cholesky factor of the tail block S
+    C: np.ndarray  # (B, l1, p1, p1) per-level C_j
+    ok: np.ndarray  # (B,) False where S was not positive definite
 
 
 class Workspace:
@@ -88,23 +89,24 @@ class Workspace:
         self.A11 = self._blockdiag_crossprod(t1)
         self.dense = self.m * self.q1 <= _DENSE_LIMIT
         A22 = np.empty((self.m0, self.m0))
-        A22[self.qr:, self.qr:] = spec.X.T @ spec.X
-        XZ1 = np.asarray(self.Zt[:self.q1] @ spec.X).T                 # (p, q1)
+        A22[self.qr :, self.qr :] = spec.X.T @ spec.X
+        XZ1 = np.asarray(self.Zt[: self.q1] @ spec.X).T  # (p, q1)
         if self.qr == 0:
             # One term: no sparse products beyond Z itself.
             self.F_sparse = sp.csr_matrix(XZ1)
             self.F = XZ1.reshape(self.m0, self.l1, self.p1) if self.dense else None
         else:
-            Z1 = Z[:, :self.q1]
-            Zr = Z[:, self.q1:]
+            Z1 = Z[:, : self.q1]
+            Zr = Z[:, self.q1 :]
             Zr1 = (Zr.T @ Z1).tocsr()
             self.F_sparse = sp.vstack([Zr1, sp.csr_matrix(XZ1)], format="csr")
-            self.F = (self.F_sparse.toarray().reshape(self.m0, self.l1, self.p1)
-                      if self.dense else None)
-            A22[:self.qr, :self.qr] = (Zr.T @ Zr).toarray()
+            self.F = (
+                self.F_sparse.toarray().reshape(self.m0, self.l1, self.p1) if self.dense else None
+            )
+            A22[: self.qr, : self.qr] = (Zr.T @ Zr).toarray()
             ZrX = np.asarray(Zr.T @ spec.X)
-            A22[:self.qr, self.qr:] = ZrX
-            A22[self.qr:, :self.qr] = ZrX.T
+            A22[: self.qr, self.qr :] = ZrX
+            A22[self.qr :, : self.qr] = ZrX.T
         self.K = None if self.dense else _pair_products(self.F_sparse, self.l1, self.p1)
         self.A22 = A22
         self.theta_slices = spec.theta_slices
@@ -115,8 +117,9 @@ class Workspace:
         A = np.empty((term.nlevels, term.p, term.p))
         for a in range(term.p):
             for b in range(a, term.p):
-                A[:, a, b] = np.bincount(term.codes, weights=term.zraw[:, a] * term.zraw[:, b],
-                                         minlength=term.nlevels)
+                A[:, a, b] = np.bincount(
+                    term.codes, weights=term.zraw[:, a] * term.zraw[:, b], minlength=term.nlevels
+                )
                 A[:, b, a] = A[:, a, b]
         return A
 
@@ -133,12 +136,12 @@ class Workspace:
         Y = np.asarray(Y, dtype=float)
         if Y.ndim == 1:
             Y = Y[:, None]
-        Yt = np.ascontiguousarray(Y.T)                       # (B, n), a row per response
+        Yt = np.ascontiguousarray(Y.T)  # (B, n), a row per response
         ZtY = zt_columns(self.spec.terms, Y)
         XtY = np.matmul(self.Xt, Yt[:, :, None])[:, :, 0]
         yty = (Yt * Yt).sum(axis=1)
-        z1y = ZtY[:, :self.q1].reshape(-1, self.l1, self.p1)
-        taily = np.concatenate([ZtY[:, self.q1:], XtY], axis=1)
+        z1y = ZtY[:, : self.q1].reshape(-1, self.l1, self.p1)
+        taily = np.concatenate([ZtY[:, self.q1 :], XtY], axis=1)
         return Responses(np.ascontiguousarray(z1y), taily, yty)
 
     # -- theta -> factor pieces -------------------------------------------------
@@ -156,10 +159,10 @@ class Workspace:
             raise ValueError("the sparse path evaluates one theta and one response at a time")
         # K forms only the lower triangle of R P R'.
         M = (self.K @ P[0].reshape(-1)).reshape(self.m0, self.m0)
-        Py = (P[0] @ resp.z1y[0][..., None])[..., 0].reshape(-1)      # P z1y, by level
+        Py = (P[0] @ resp.z1y[0][..., None])[..., 0].reshape(-1)  # P z1y, by level
         S = np.zeros((1, self.m, self.m))
-        S[0, :self.m0, :self.m0] = self.A22 - M
-        S[0, self.m0, :self.m0] = resp.taily[0] - self.F_sparse @ Py
+        S[0, : self.m0, : self.m0] = self.A22 - M
+        S[0, self.m0, : self.m0] = resp.taily[0] - self.F_sparse @ Py
         S[0, self.m0, self.m0] = resp.yty[0] - resp.z1y[0].reshape(-1) @ Py
         # Mirror the lower triangle: the scaling by a vector term's T mixes rows
         # within a level block, reading entries above the diagonal.
@@ -188,12 +191,15 @@ class Workspace:
         d = np.diagonal(L, axis1=-2, axis2=-1)
         with np.errstate(divide="ignore", invalid="ignore"):
             logd = np.log(d)
-            logdet = logdet1 + 2.0 * logd[:, :self.qr].sum(axis=1)
+            logdet = logdet1 + 2.0 * logd[:, : self.qr].sum(axis=1)
             r2 = d[:, -1] ** 2
             if self.REML:
                 dof = self.n - self.p
-                obj = logdet + 2.0 * logd[:, self.qr:self.m0].sum(axis=1) \
+                obj = (
+                    logdet
+                    + 2.0 * logd[:, self.qr : self.m0].sum(axis=1)
                     + dof * (1.0 + _LOG2PI + np.log(r2 / dof))
+                )
             else:
                 obj = logdet + self.n * (1.0 + _LOG2PI + np.log(r2 / self.n))
         obj = np.where(ok & np.isfinite(obj), obj, np.inf)
@@ -207,32 +213,37 @@ class Workspace:
     def fixef_sigma(self, fac: Factorization) -> tuple[np.ndarray, np.ndarray]:
         """beta (B, p) and sigma (B,) from a batch factorization."""
         L = fac.L
-        LXX = L[:, self.qr:self.m0, self.qr:self.m0]
-        cX = L[:, self.m0, self.qr:self.m0]
+        LXX = L[:, self.qr : self.m0, self.qr : self.m0]
+        cX = L[:, self.m0, self.qr : self.m0]
         beta = _solve_upper_batched(np.swapaxes(LXX, -1, -2), cX)
         r2 = L[:, -1, -1] ** 2
         dof = self.n - self.p if self.REML else self.n
         return beta, np.sqrt(r2 / dof)
 
-    def conditional_modes(self, theta: np.ndarray, fac: Factorization, resp: Responses,
-                          beta: np.ndarray) -> list[np.ndarray]:
+    def conditional_modes(
+        self, theta: np.ndarray, fac: Factorization, resp: Responses, beta: np.ndarray
+    ) -> list[np.ndarray]:
         """Spherical modes u per term for ONE (theta, response): list of (l_k, p_k)."""
         L = fac.L[0]
-        Lrr = L[:self.qr, :self.qr]
-        crest = L[self.m0, :self.qr] - L[self.qr:self.m0, :self.qr].T @ beta
-        ur = (scipy.linalg.solve_triangular(Lrr.T, crest, lower=False, check_finite=False)
-              if self.qr else np.zeros(0))
+        Lrr = L[: self.qr, : self.qr]
+        crest = L[self.m0, : self.qr] - L[self.qr : self.m0, : self.qr].T @ beta
+        ur = (
+            scipy.linalg.solve_triangular(Lrr.T, crest, lower=False, check_finite=False)
+            if self.qr
+            else np.zeros(0)
+        )
         b_rest, off, out_rest = [], 0, []
         for term, sl in zip(self.rest, self.theta_slices[1:]):
-            u = ur[off:off + term.q].reshape(term.nlevels, term.p)
+            u = ur[off : off + term.q].reshape(term.nlevels, term.p)
             out_rest.append(u)
             b_rest.append((u @ term.factor(theta[sl]).T).reshape(-1))
             off += term.q
         w = np.concatenate(b_rest + [beta])
-        Fw = (self.F_sparse.T @ w if self.F is None
-              else w @ self.F.reshape(self.m0, -1)).reshape(self.l1, self.p1)
+        Fw = (self.F_sparse.T @ w if self.F is None else w @ self.F.reshape(self.m0, -1)).reshape(
+            self.l1, self.p1
+        )
         T1 = self.t1.factor(theta[self.theta_slices[0]])
-        rhs = (resp.z1y[0] - Fw) @ T1                       # T1' (z1y_j - (F'w)_j)
+        rhs = (resp.z1y[0] - Fw) @ T1  # T1' (z1y_j - (F'w)_j)
         u1 = np.linalg.solve(fac.C[0], rhs[..., None])[..., 0]
         return [u1] + out_rest
 
@@ -242,9 +253,10 @@ class Workspace:
 
     def vcov_unscaled_batch(self, fac: Factorization) -> np.ndarray:
         """(L_X L_X')^-1 for each factorization of a batch: (B, p, p); NaN where it failed."""
-        LXX = fac.L[:, self.qr:self.m0, self.qr:self.m0]
-        ok = np.isfinite(LXX).all(axis=(-2, -1)) & (np.abs(np.diagonal(LXX, axis1=1, axis2=2))
-                                                    > 0).all(axis=-1)
+        LXX = fac.L[:, self.qr : self.m0, self.qr : self.m0]
+        ok = np.isfinite(LXX).all(axis=(-2, -1)) & (
+            np.abs(np.diagonal(LXX, axis1=1, axis2=2)) > 0
+        ).all(axis=-1)
         inv = np.linalg.inv(np.where(ok[:, None, None], LXX, np.eye(self.p)))
         out = np.swapaxes(inv, -1, -2) @ inv
         out[~ok] = np.nan
@@ -260,10 +272,10 @@ def term1_blocks(t1, th: np.ndarray, A11: np.ndarray):
     p1 = t1.p
     if p1 == 2:
         return _term1_pairs(th, A11)
-    T1 = t1.factor(th)                                            # (B, p1, p1)
+    T1 = t1.factor(th)  # (B, p1, p1)
     if p1 == 1:
         t2 = T1[:, 0, 0] ** 2
-        c = t2[:, None] * A11[:, :, 0, 0] + 1.0                   # (B, l1)
+        c = t2[:, None] * A11[:, :, 0, 0] + 1.0  # (B, l1)
         logdet = np.log(c).sum(axis=1)
         P = (t2[:, None] / c)[:, :, None, None]
         C = c[:, :, None, None]
@@ -287,7 +299,7 @@ def _term1_pairs(th: np.ndarray, A: np.ndarray):
     """
     t0, t1, t2 = th[:, 0:1], th[:, 1:2], th[:, 2:3]
     a00, a01, a11 = A[:, :, 0, 0], A[:, :, 0, 1], A[:, :, 1, 1]
-    ta = t0 * a01 + t1 * a11                                  # (A T)[1, 0] / row mix
+    ta = t0 * a01 + t1 * a11  # (A T)[1, 0] / row mix
     c00 = t0 * (t0 * a00 + t1 * a01) + t1 * ta + 1.0
     c01 = t2 * ta
     c11 = (t2 * t2) * a11 + 1.0
@@ -313,14 +325,14 @@ def scale_tail(S: np.ndarray, theta: np.ndarray, rest, slices, qr: int) -> None:
         T = term.factor(theta[:, sl])
         if p == 1:
             s = T[:, 0, 0]
-            S[:, off:off + q, :] *= s[:, None, None]
-            S[:, :, off:off + q] *= s[:, None, None]
+            S[:, off : off + q, :] *= s[:, None, None]
+            S[:, :, off : off + q] *= s[:, None, None]
         else:
-            rows = S[:, off:off + q, :].reshape(B, lk, p, -1)
+            rows = S[:, off : off + q, :].reshape(B, lk, p, -1)
             Tt = np.swapaxes(T, -1, -2)[:, None]
-            S[:, off:off + q, :] = small_matmul(Tt, rows).reshape(B, q, -1)
-            cols = S[:, :, off:off + q].reshape(B, -1, lk, p)
-            S[:, :, off:off + q] = small_matmul(cols, T[:, None]).reshape(B, -1, q)
+            S[:, off : off + q, :] = small_matmul(Tt, rows).reshape(B, q, -1)
+            cols = S[:, :, off : off + q].reshape(B, -1, lk, p)
+            S[:, :, off : off + q] = small_matmul(cols, T[:, None]).reshape(B, -1, q)
         off += q
     idx = np.arange(qr)
     S[:, idx, idx] += 1.0
@@ -362,7 +374,7 @@ def small_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a @ b
     out = a[..., :, 0:1] * b[..., 0:1, :]
     for k in range(1, r):
-        out = out + a[..., :, k:k + 1] * b[..., k:k + 1, :]
+        out = out + a[..., :, k : k + 1] * b[..., k : k + 1, :]
     return out
 
 
@@ -402,8 +414,8 @@ def _pair_products(F: sp.csr_matrix, l1: int, p1: int) -> sp.csr_matrix:
     for s in range(p1):
         for t in range(p1):
             # columns (j, s) of F are stored at indptr[j*p1+s] .. indptr[j*p1+s+1]
-            starts_s, ends_s = Fc.indptr[s::p1][:l1], Fc.indptr[s + 1::p1][:l1]
-            starts_t, ends_t = Fc.indptr[t::p1][:l1], Fc.indptr[t + 1::p1][:l1]
+            starts_s, ends_s = Fc.indptr[s::p1][:l1], Fc.indptr[s + 1 :: p1][:l1]
+            starts_t, ends_t = Fc.indptr[t::p1][:l1], Fc.indptr[t + 1 :: p1][:l1]
             na, nb = ends_s - starts_s, ends_t - starts_t
             count = na * nb
             group = np.repeat(np.arange(l1), count)
@@ -415,8 +427,10 @@ def _pair_products(F: sp.csr_matrix, l1: int, p1: int) -> sp.csr_matrix:
             rows.append(ra[keep] * m0 + rb[keep])
             cols.append(group[keep] * p1 * p1 + s * p1 + t)
             vals.append(Fc.data[ia[keep]] * Fc.data[ib[keep]])
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(m0 * m0, l1 * p1 * p1))
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(m0 * m0, l1 * p1 * p1),
+    )
 
 
 def _solve_upper_batched(U: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -424,5 +438,5 @@ def _solve_upper_batched(U: np.ndarray, c: np.ndarray) -> np.ndarray:
     p = U.shape[-1]
     x = np.zeros(c.shape)
     for i in range(p - 1, -1, -1):
-        x[:, i] = (c[:, i] - (U[:, i, i + 1:] * x[:, i + 1:]).sum(axis=1)) / U[:, i, i]
+        x[:, i] = (c[:, i] - (U[:, i, i + 1 :] * x[:, i + 1 :]).sum(axis=1)) / U[:, i, i]
     return x

@@ -4,6 +4,7 @@ Test modules import the helpers directly (``from conftest import load_data``);
 the fixtures below wrap the same functions for tests that prefer injection.
 Everything skips, with the path in the reason, where ``../shared`` is absent.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,9 @@ SHARED = ROOT / ".." / "shared"
 def shared_dir() -> Path:
     """The ``shared`` folder beside the project's root; skips the test when it is missing."""
     if not (SHARED / "data").is_dir():
-        pytest.skip(f"reference data not found: {SHARED.resolve()} (expected <root>/../shared/data)")
+        pytest.skip(
+            f"reference data not found: {SHARED.resolve()} (expected <root>/../shared/data)"
+        )
     return SHARED.resolve()
 
 

@@ -8,6 +8,7 @@ run, and the B=200 estimates (to compare across BLAS kernels). Worker processes 
 
 Usage: python replicate_bits.py OUT.json   (OPENBLAS_CORETYPE may be set by the caller)
 """
+
 import json
 import sys
 import warnings
@@ -35,7 +36,7 @@ def main(out_path: str) -> None:
     report = {}
     for case in load_reference_fits():
         if case["dataset"] == "insteval":
-            continue    # the sparse-workspace model: a replicate takes seconds, refits one at a time
+            continue  # the sparse-workspace model: a replicate takes seconds, refits one at a time
         fit = mb.fit(case["formula"], load_data(case["dataset"]), REML=case["REML"])
         b50 = mb.bootMer(fit, B=50, seed=11)
         b200 = mb.bootMer(fit, B=200, seed=11)

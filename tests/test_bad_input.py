@@ -1,4 +1,5 @@
 """Bad input is refused at the door with an error that names the column, term or argument."""
+
 from __future__ import annotations
 
 import warnings
@@ -28,13 +29,17 @@ def assert_same_fit(a, b):
 
 # -- columns ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("formula, name", [
-    ("Reaction ~ Dayz + (1|Subject)", "Dayz"),
-    ("Reaktion ~ Days + (1|Subject)", "Reaktion"),
-    ("Reaction ~ Days + (1|Subjekt)", "Subjekt"),
-    ("Reaction ~ Days + (1 + Dose|Subject)", "Dose"),
-    ("Reaction ~ Days + (1|Subject:Site)", "Site"),
-])
+
+@pytest.mark.parametrize(
+    "formula, name",
+    [
+        ("Reaction ~ Dayz + (1|Subject)", "Dayz"),
+        ("Reaktion ~ Days + (1|Subject)", "Reaktion"),
+        ("Reaction ~ Days + (1|Subjekt)", "Subjekt"),
+        ("Reaction ~ Days + (1 + Dose|Subject)", "Dose"),
+        ("Reaction ~ Days + (1|Subject:Site)", "Site"),
+    ],
+)
 def test_missing_column_is_a_key_error_naming_it(sleep, formula, name):
     with pytest.raises(KeyError, match=name):
         mb.fit(formula, sleep)
@@ -56,8 +61,11 @@ def test_non_finite_predictor(sleep):
 @pytest.mark.parametrize("value", [np.inf, -np.inf])
 def test_non_finite_response_names_it(sleep, value):
     sleep.loc[[5, 9], "Reaction"] = value
-    with pytest.raises(ValueError, match=r"response 'Reaction' has non-finite values \(inf\) "
-                                         r"in 2 row"):
+    with pytest.raises(
+        ValueError,
+        match=r"response 'Reaction' has non-finite values \(inf\) "
+        r"in 2 row",
+    ):
         mb.fit(FORMULA, sleep)
 
 
@@ -72,15 +80,18 @@ def test_inf_response_in_a_dropped_row_is_no_error(sleep):
 @pytest.mark.parametrize("value, shown", [(3, "3.0"), (-2.5, "-2.5"), (True, "1.0"), (0, "0.0")])
 def test_constant_response(sleep, value, shown):
     sleep["y"] = value
-    with pytest.raises(ValueError, match=rf"response 'y' is constant \(every value is {shown}\): "
-                                         "a mixed model cannot be fitted"):
+    with pytest.raises(
+        ValueError,
+        match=rf"response 'y' is constant \(every value is {shown}\): "
+        "a mixed model cannot be fitted",
+    ):
         mb.fit("y ~ Days + (1|Subject)", sleep)
 
 
 def test_response_constant_after_dropping_missing_rows(sleep):
     sleep["y"] = 3.0
     sleep.loc[[0, 1], "y"] = [1.0, np.nan]
-    sleep.loc[0, "Days"] = np.nan               # the only other value goes with its row
+    sleep.loc[0, "Days"] = np.nan  # the only other value goes with its row
     with pytest.warns(UserWarning, match="dropped 2 of 180"):
         with pytest.raises(ValueError, match=r"response 'y' is constant \(every value is 3.0\)"):
             mb.fit("y ~ Days + (1|Subject)", sleep)
@@ -88,11 +99,12 @@ def test_response_constant_after_dropping_missing_rows(sleep):
 
 # -- missing values -------------------------------------------------------------------------
 
+
 def test_rows_with_missing_values_are_dropped_with_a_count(sleep):
     holed = sleep.copy()
     holed.loc[[3, 10, 50], "Days"] = np.nan
     holed.loc[7, "Reaction"] = np.nan
-    holed.loc[10, "Reaction"] = np.nan          # same row as a missing Days: counted once
+    holed.loc[10, "Reaction"] = np.nan  # same row as a missing Days: counted once
     with pytest.warns(UserWarning, match=r"dropped 4 of 180 rows") as record:
         r = mb.fit(FORMULA, holed)
     message = str(record[0].message)
@@ -131,9 +143,12 @@ def test_every_row_missing(sleep):
 
 # -- grouping factors ------------------------------------------------------------------------
 
+
 def test_as_many_levels_as_observations(sleep):
     sleep["obs"] = np.arange(len(sleep))
-    with pytest.raises(ValueError, match=r"grouping factor 'obs' .* 180 levels for 180 observations"):
+    with pytest.raises(
+        ValueError, match=r"grouping factor 'obs' .* 180 levels for 180 observations"
+    ):
         mb.fit("Reaction ~ Days + (1|obs)", sleep)
 
 
@@ -150,6 +165,7 @@ def test_too_many_random_effects_for_the_data(sleep):
 
 
 # -- fixed effects ------------------------------------------------------------------------------
+
 
 def test_rank_deficient_x_drops_the_aliased_column(sleep):
     sleep["x"] = np.random.default_rng(1).normal(size=len(sleep))
@@ -182,6 +198,7 @@ def test_factor_aliased_with_a_numeric_column(sleep):
 
 # -- arguments ----------------------------------------------------------------------------------
 
+
 def test_empty_data(sleep):
     with pytest.raises(ValueError, match="data is empty"):
         mb.fit(FORMULA, sleep.iloc[:0])
@@ -192,11 +209,14 @@ def test_data_that_is_not_a_table():
         mb.fit(FORMULA, 3.5)
 
 
-@pytest.mark.parametrize("formula, part", [
-    ("Reaction ~ Days ** + (1|Subject)", r"Reaction ~ Days \*\*"),
-    ("Reaction ~ Days + (1|Subject", r"Days \+ \(1\|Subject"),
-    ("Reaction ~ Days", r"'Reaction ~ Days' has no random-effect term"),
-])
+@pytest.mark.parametrize(
+    "formula, part",
+    [
+        ("Reaction ~ Days ** + (1|Subject)", r"Reaction ~ Days \*\*"),
+        ("Reaction ~ Days + (1|Subject", r"Days \+ \(1\|Subject"),
+        ("Reaction ~ Days", r"'Reaction ~ Days' has no random-effect term"),
+    ],
+)
 def test_unparsable_formula(sleep, formula, part):
     with pytest.raises(mb.FormulaError, match=part):
         mb.fit(formula, sleep)
@@ -215,8 +235,11 @@ def test_contrasts_for_an_absent_column(sleep):
 
 def test_unknown_contrast_kind():
     with pytest.raises(ValueError, match=r"contrasts\['recipe'\] must be one of"):
-        mb.fit("angle ~ recipe + temp + (1|recipe:replicate)", load_data("cake"),
-               contrasts={"recipe": "deviation"})
+        mb.fit(
+            "angle ~ recipe + temp + (1|recipe:replicate)",
+            load_data("cake"),
+            contrasts={"recipe": "deviation"},
+        )
 
 
 def test_unknown_optimizer_setting(sleep):
@@ -235,10 +258,13 @@ def test_groups_naming_an_absent_column(sleep):
         mb.fit("Reaction ~ Days", sleep, groups="Subjekt")
 
 
-@pytest.mark.parametrize("start, match", [
-    ([1.0, 0.0], r"start must have 3 theta values"),
-    ([-1.0, 0.0, 1.0], r"start has negative values on the diagonal"),
-])
+@pytest.mark.parametrize(
+    "start, match",
+    [
+        ([1.0, 0.0], r"start must have 3 theta values"),
+        ([-1.0, 0.0, 1.0], r"start has negative values on the diagonal"),
+    ],
+)
 def test_bad_start(sleep, start, match):
     with pytest.raises(ValueError, match=match):
         mb.fit("Reaction ~ Days + (1 + Days|Subject)", sleep, start=start)

@@ -1,5 +1,6 @@
 """mixboot.checks: numbers against the same draws computed by hand, p-value identities,
 misfit detected, GLMMs, plots and bad input."""
+
 import dataclasses
 
 import numpy as np
@@ -26,8 +27,11 @@ def r_int(reaction):
 
 @pytest.fixture(scope="module")
 def cbpp():
-    return mb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)",
-                  data=mb.datasets.load("cbpp"), family="binomial")
+    return mb.fit(
+        "cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        data=mb.datasets.load("cbpp"),
+        family="binomial",
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +47,15 @@ def _grouped(values: np.ndarray, groups: pd.Series, how):
 
 
 # -- numbers equal the same draws computed by hand -------------------------------------------
-@pytest.mark.parametrize("stat,how", [("mean", "mean"), ("sd", "std"), ("median", "median"),
-                                      (lambda v: v.max() - v.min(), lambda v: v.max() - v.min())])
+@pytest.mark.parametrize(
+    "stat,how",
+    [
+        ("mean", "mean"),
+        ("sd", "std"),
+        ("median", "median"),
+        (lambda v: v.max() - v.min(), lambda v: v.max() - v.min()),
+    ],
+)
 def test_group_summary_equals_percentiles_of_simulate(r_int, reaction, stat, how):
     check = checks.group_summary(r_int, stat=stat, nsim=60, level=0.9, seed=7)
     Y = mb.simulate(r_int, nsim=60, seed=7)
@@ -77,7 +88,7 @@ def test_density_equals_quantiles_of_simulate(r_int, reaction):
     np.testing.assert_array_equal(check.simulated, Y)
     np.testing.assert_array_equal(check.observed, y)
     q = check.quantiles
-    sim_q = np.quantile(Y, q["prob"], axis=0)               # (nprob, nsim)
+    sim_q = np.quantile(Y, q["prob"], axis=0)  # (nprob, nsim)
     np.testing.assert_allclose(q["observed"], np.quantile(y, q["prob"]))
     np.testing.assert_allclose(q["lower"], np.percentile(sim_q, 10, axis=1))
     np.testing.assert_allclose(q["upper"], np.percentile(sim_q, 90, axis=1))
@@ -108,15 +119,19 @@ def test_seed_reproducible(r_int):
     pd.testing.assert_frame_equal(a.table, b.table)
     assert not np.array_equal(a.simulated, c.simulated)
     T = lambda y, res: float(np.std(y))  # noqa: E731
-    assert (checks.statistic(r_int, T, nsim=20, seed=5).p_value
-            == checks.statistic(r_int, T, nsim=20, seed=5).p_value)
+    assert (
+        checks.statistic(r_int, T, nsim=20, seed=5).p_value
+        == checks.statistic(r_int, T, nsim=20, seed=5).p_value
+    )
 
 
 # -- p-values --------------------------------------------------------------------------------
 def test_p_value_identities(r_int):
     T = lambda y, res: float(np.median(y))  # noqa: E731
-    by_alt = {alt: checks.statistic(r_int, T, nsim=99, seed=8, alternative=alt)
-              for alt in ("two-sided", "greater", "less")}
+    by_alt = {
+        alt: checks.statistic(r_int, T, nsim=99, seed=8, alternative=alt)
+        for alt in ("two-sided", "greater", "less")
+    }
     two, greater, less = by_alt["two-sided"], by_alt["greater"], by_alt["less"]
     assert greater.p_value == two.p_greater and less.p_value == two.p_less
     ties = np.sum(two.simulated == two.observed)
@@ -129,7 +144,7 @@ def test_plus_one_correction_bounds_p(r_int, reaction):
     y_obs = reaction["Reaction"].to_numpy()
 
     def T(y, res):
-        return float(np.array_equal(y, y_obs))          # 1 for the observed, 0 simulated
+        return float(np.array_equal(y, y_obs))  # 1 for the observed, 0 simulated
 
     check = checks.statistic(r_int, T, nsim=49, seed=1)
     assert check.p_greater == 1 / 50 and check.p_less == 1.0
@@ -191,9 +206,13 @@ def test_dispersion_statistic_detects_overdispersed_counts():
         var = np.bincount(g, (y - mean[g]) ** 2) / (counts - 1)
         return float(np.mean(np.divide(var, mean, out=np.ones_like(var), where=mean > 0)))
 
-    over = mb.fit("y ~ 1 + (1 | g)", family="poisson",
-                  data=data.assign(y=rng.negative_binomial(2.0, 2 / (2 + mu))))
+    over = mb.fit(
+        "y ~ 1 + (1 | g)",
+        family="poisson",
+        data=data.assign(y=rng.negative_binomial(2.0, 2 / (2 + mu))),
+    )
     poisson = mb.fit("y ~ 1 + (1 | g)", family="poisson", data=data.assign(y=rng.poisson(mu)))
+
     def p_value(fit):
         return checks.statistic(fit, dispersion, nsim=199, seed=1, alternative="greater").p_value
 
@@ -212,8 +231,11 @@ def test_glmm_binomial_checks_use_proportions(cbpp):
 
     groups = checks.group_summary(cbpp, nsim=100, seed=1)
     assert groups.by == "herd" and len(groups.table) == 15
-    np.testing.assert_allclose(groups.table["observed"], pd.Series(prop).groupby(
-        data["herd"].to_numpy()).mean().loc[groups.table.index.to_numpy()], rtol=1e-12)
+    np.testing.assert_allclose(
+        groups.table["observed"],
+        pd.Series(prop).groupby(data["herd"].to_numpy()).mean().loc[groups.table.index.to_numpy()],
+        rtol=1e-12,
+    )
     assert groups.share_outside <= 0.2
 
     zeros = checks.statistic(cbpp, lambda y, res: float(np.mean(y == 0)), nsim=100, seed=1)
@@ -224,7 +246,7 @@ def test_glmm_binomial_checks_use_proportions(cbpp):
 def test_density_plot_draws_every_draw_and_the_observed(r_int):
     check = checks.density(r_int, nsim=25, seed=1)
     ax = check.plot()
-    assert len(ax.patches) == 26                             # 25 outlines + the observed
+    assert len(ax.patches) == 26  # 25 outlines + the observed
     assert [p.get_gid() for p in ax.patches] == ["simulated"] * 25 + ["observed"]
     _, given = plt.subplots()
     assert check.plot(ax=given) is given and len(given.patches) == 26
@@ -270,9 +292,11 @@ def test_results_are_immutable(r_int):
 @pytest.mark.parametrize("nsim", [0, -3, 2.5, True, "10", None])
 def test_bad_nsim(r_int, nsim):
     T = lambda y, res: 0.0  # noqa: E731
-    for call in (lambda: checks.density(r_int, nsim=nsim),
-                 lambda: checks.group_summary(r_int, nsim=nsim),
-                 lambda: checks.statistic(r_int, T, nsim=nsim)):
+    for call in (
+        lambda: checks.density(r_int, nsim=nsim),
+        lambda: checks.group_summary(r_int, nsim=nsim),
+        lambda: checks.statistic(r_int, T, nsim=nsim),
+    ):
         with pytest.raises(ValueError, match="nsim"):
             call()
 

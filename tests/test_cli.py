@@ -24,8 +24,22 @@ def test_boot_command_saves(tmp_path, capsys):
     path = tmp_path / "d.csv"
     mb.datasets.load("crossed").to_csv(path, index=False)
     out_file = tmp_path / "b.parquet"
-    assert main(["boot", str(path), "diameter ~ 1 + (1|plate) + (1|sample)", "-B", "50",
-                 "--seed", "1", "--out", str(out_file)]) == 0
+    assert (
+        main(
+            [
+                "boot",
+                str(path),
+                "diameter ~ 1 + (1|plate) + (1|sample)",
+                "-B",
+                "50",
+                "--seed",
+                "1",
+                "--out",
+                str(out_file),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "shortest lower" in out and out_file.exists()
     assert mb.BootResult.load(out_file).B == 50
@@ -40,8 +54,11 @@ def test_bad_column_is_an_error(tmp_path, capsys):
 
 def test_demo_console_script():
     exe = Path(sys.executable).parent / "mixboot"
-    cmd = [str(exe), "demo", "-B", "100"] if exe.exists() else \
-        [sys.executable, "-m", "mixboot.cli", "demo", "-B", "100"]
+    cmd = (
+        [str(exe), "demo", "-B", "100"]
+        if exe.exists()
+        else [sys.executable, "-m", "mixboot.cli", "demo", "-B", "100"]
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "percentile" in proc.stdout.lower() or "perc lower" in proc.stdout
@@ -51,11 +68,13 @@ def test_demo_console_script():
 POWER_JSON = {
     "formula": "y ~ treatment + (1|subject)",
     "nested": {"groups": 40, "per_group": 5, "between": {"treatment": [0, 1]}, "group": "subject"},
-    "beta": {"(Intercept)": 0, "treatment": 0.5}, "sigma": 1, "re": {"subject": 1},
+    "beta": {"(Intercept)": 0, "treatment": 0.5},
+    "sigma": 1,
+    "re": {"subject": 1},
     "test": "treatment",
 }
 
-POWER_TOML = '''
+POWER_TOML = """
 formula = "y ~ cond + (1 | subject) + (1 | item)"
 test = "cond"
 sigma = 1.0
@@ -69,7 +88,7 @@ within = {cond = ["a", "b", "c"]}
 [re]
 subject = 0.6
 item = 0.4
-'''
+"""
 
 
 def _power_file(tmp_path, **changes):
@@ -82,8 +101,13 @@ def test_power_command_json(tmp_path, capsys):
     path = _power_file(tmp_path)
     assert main(["power", "--design", str(path), "--nsim", "200", "--seed", "1"]) == 0
     out = capsys.readouterr().out
-    model = mb.model(POWER_JSON["formula"], mb.design.nested(**POWER_JSON["nested"]),
-                     beta=POWER_JSON["beta"], sigma=1, re={"subject": 1})
+    model = mb.model(
+        POWER_JSON["formula"],
+        mb.design.nested(**POWER_JSON["nested"]),
+        beta=POWER_JSON["beta"],
+        sigma=1,
+        re={"subject": 1},
+    )
     expected = mb.power(model, "treatment", nsim=200, seed=1)
     assert out.strip() == expected.summary()
     assert f"power: {expected.power:.4f}" in out
@@ -91,9 +115,28 @@ def test_power_command_json(tmp_path, capsys):
 
 def test_power_command_flags_override_the_file(tmp_path, capsys):
     path = _power_file(tmp_path, formula="y ~ x + (1|subject)", test="x", nsim=5)
-    assert main(["power", "--design", str(path), "--formula", POWER_JSON["formula"],
-                 "--test", "treatment", "--nsim", "50", "--seed", "2", "--alpha", "0.1",
-                 "--method", "lrt"]) == 0
+    assert (
+        main(
+            [
+                "power",
+                "--design",
+                str(path),
+                "--formula",
+                POWER_JSON["formula"],
+                "--test",
+                "treatment",
+                "--nsim",
+                "50",
+                "--seed",
+                "2",
+                "--alpha",
+                "0.1",
+                "--method",
+                "lrt",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "likelihood-ratio" in out and "alpha = 0.1" in out and "nsim 50" in out
 
@@ -102,8 +145,26 @@ def test_power_command_curve_toml(tmp_path, capsys):
     pytest.importorskip("tomllib")
     path = tmp_path / "power.toml"
     path.write_text(POWER_TOML)
-    assert main(["power", "--design", str(path), "--nsim", "60", "--seed", "3",
-                 "--sizes", "10,20", "--along", "subject", "--jobs", "2"]) == 0
+    assert (
+        main(
+            [
+                "power",
+                "--design",
+                str(path),
+                "--nsim",
+                "60",
+                "--seed",
+                "3",
+                "--sizes",
+                "10,20",
+                "--along",
+                "subject",
+                "--jobs",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Power curve along 'subject'" in out and "test of 'cond'" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:2] in ("10", "20")]
@@ -112,8 +173,7 @@ def test_power_command_curve_toml(tmp_path, capsys):
 
 
 def test_power_command_csv_design(tmp_path, capsys):
-    data = mb.design.nested(groups=30, per_group=4, between={"treatment": [0, 1]},
-                            group="subject")
+    data = mb.design.nested(groups=30, per_group=4, between={"treatment": [0, 1]}, group="subject")
     data.to_csv(tmp_path / "design.csv", index=False)
     config = {k: v for k, v in POWER_JSON.items() if k != "nested"} | {"csv": "design.csv"}
     path = tmp_path / "power.json"
@@ -122,19 +182,28 @@ def test_power_command_csv_design(tmp_path, capsys):
     assert "120 observations" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(test="nope"), "names no fixed-effect coefficient or term"),
-    (dict(sigma=-1), "sigma must be a positive number"),
-    (dict(re=None, nsim=5), "random effects are missing"),
-    (dict(nsim=0), "nsim must be an integer >= 1"),
-    (dict(alpha=0), "alpha must be a number between 0 and 1"),
-    (dict(crossed={"subjects": 4, "items": 2}), "exactly one design"),
-    (dict(colour="red"), r"unknown setting\(s\) \['colour'\]"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(test="nope"), "names no fixed-effect coefficient or term"),
+        (dict(sigma=-1), "sigma must be a positive number"),
+        (dict(re=None, nsim=5), "random effects are missing"),
+        (dict(nsim=0), "nsim must be an integer >= 1"),
+        (dict(alpha=0), "alpha must be a number between 0 and 1"),
+        (dict(crossed={"subjects": 4, "items": 2}), "exactly one design"),
+        (dict(colour="red"), r"unknown setting\(s\) \['colour'\]"),
+    ],
+)
 def test_power_command_errors(tmp_path, capsys, changes, message):
     path = _power_file(tmp_path, **changes)
-    assert main(["power", "--design", str(path), "--nsim", "5"] if "nsim" not in changes
-                else ["power", "--design", str(path)]) == 2
+    assert (
+        main(
+            ["power", "--design", str(path), "--nsim", "5"]
+            if "nsim" not in changes
+            else ["power", "--design", str(path)]
+        )
+        == 2
+    )
     assert re.search(message, capsys.readouterr().err)
 
 
@@ -156,6 +225,7 @@ def no_work(monkeypatch):
 
     def boom(*args, **kwargs):
         raise AssertionError("the command did work before refusing a bad option")
+
     for name in ("fit", "bootMer", "model", "power", "power_curve"):
         monkeypatch.setattr(mb, name, boom)
     monkeypatch.setattr(cli, "_read", boom)
@@ -176,36 +246,42 @@ POWER = ["power", "--design", "power.json"]
 
 
 @pytest.mark.parametrize("command", [BOOT, ["demo"]])
-@pytest.mark.parametrize("flags, option", [
-    (["-B", "0"], "-B"),
-    (["-B", "-5"], "-B"),
-    (["--jobs", "0"], "--jobs"),
-    (["--jobs", "-2"], "--jobs"),
-    (["--seed", "-1"], "--seed"),
-    (["--level", "1.5"], "--level"),
-    (["--level", "0"], "--level"),
-    (["--level", "1"], "--level"),
-    (["--level", "nan"], "--level"),
-    (["--tol", "0"], "--tol"),
-    (["--tol", "2"], "--tol"),
-    (["--scheduler", "not an address"], "--scheduler"),
-    (["--scheduler", "tcp://localhost:8786", "--jobs", "2"], "--jobs"),
-    (["--scheduler", "localhost:8786", "--jobs", "-1"], "--scheduler"),
-])
+@pytest.mark.parametrize(
+    "flags, option",
+    [
+        (["-B", "0"], "-B"),
+        (["-B", "-5"], "-B"),
+        (["--jobs", "0"], "--jobs"),
+        (["--jobs", "-2"], "--jobs"),
+        (["--seed", "-1"], "--seed"),
+        (["--level", "1.5"], "--level"),
+        (["--level", "0"], "--level"),
+        (["--level", "1"], "--level"),
+        (["--level", "nan"], "--level"),
+        (["--tol", "0"], "--tol"),
+        (["--tol", "2"], "--tol"),
+        (["--scheduler", "not an address"], "--scheduler"),
+        (["--scheduler", "tcp://localhost:8786", "--jobs", "2"], "--jobs"),
+        (["--scheduler", "localhost:8786", "--jobs", "-1"], "--scheduler"),
+    ],
+)
 def test_bad_boot_option_exits_2_before_any_work(no_work, capsys, command, flags, option):
     _refused(command + flags, capsys, option)
 
 
-@pytest.mark.parametrize("flags, option", [
-    (["--nsim", "0"], "--nsim"),
-    (["--alpha", "0"], "--alpha"),
-    (["--alpha", "1.2"], "--alpha"),
-    (["--pb-B", "0"], "--pb-B"),
-    (["--seed", "-3"], "--seed"),
-    (["--jobs", "0"], "--jobs"),
-    (["--sizes", "10,0"], "--sizes"),
-    (["--scheduler", "tcp://127.0.0.1:8786", "--jobs", "2"], "--jobs"),
-])
+@pytest.mark.parametrize(
+    "flags, option",
+    [
+        (["--nsim", "0"], "--nsim"),
+        (["--alpha", "0"], "--alpha"),
+        (["--alpha", "1.2"], "--alpha"),
+        (["--pb-B", "0"], "--pb-B"),
+        (["--seed", "-3"], "--seed"),
+        (["--jobs", "0"], "--jobs"),
+        (["--sizes", "10,0"], "--sizes"),
+        (["--scheduler", "tcp://127.0.0.1:8786", "--jobs", "2"], "--jobs"),
+    ],
+)
 def test_bad_power_option_exits_2_before_any_work(no_work, capsys, flags, option):
     _refused(POWER + flags, capsys, option)
 
@@ -223,8 +299,7 @@ def test_out_that_is_a_directory(no_work, capsys, tmp_path):
     assert "is a directory" in err
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="root may write anywhere")
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
 def test_out_into_a_read_only_directory(no_work, capsys, tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
@@ -238,8 +313,9 @@ def test_out_into_a_read_only_directory(no_work, capsys, tmp_path):
 
 @pytest.mark.parametrize("command", [BOOT, ["demo"], POWER])
 def test_checkpoint_under_a_missing_directory(no_work, capsys, tmp_path, command):
-    err = _refused(command + ["--checkpoint", str(tmp_path / "absent" / "ckpt")], capsys,
-                   "--checkpoint")
+    err = _refused(
+        command + ["--checkpoint", str(tmp_path / "absent" / "ckpt")], capsys, "--checkpoint"
+    )
     assert "does not exist" in err
 
 
@@ -264,14 +340,29 @@ def test_good_options_reach_the_run(monkeypatch, tmp_path, capsys):
     def fake_boot(result, **kwargs):
         seen.append(kwargs)
         raise ValueError("stop here")
+
     monkeypatch.setattr(mb, "bootMer", fake_boot)
     path = tmp_path / "d.csv"
     mb.datasets.load("crossed").to_csv(path, index=False)
     formula = "diameter ~ 1 + (1|plate) + (1|sample)"
     ckpt = tmp_path / "ckpt"
     assert main(["boot", str(path), formula, "-B", "5", "--checkpoint", str(ckpt)]) == 2
-    assert main(["boot", str(path), formula, "-B", "5", "--jobs", "-1",
-                 "--out", str(tmp_path / "b.parquet")]) == 2
+    assert (
+        main(
+            [
+                "boot",
+                str(path),
+                formula,
+                "-B",
+                "5",
+                "--jobs",
+                "-1",
+                "--out",
+                str(tmp_path / "b.parquet"),
+            ]
+        )
+        == 2
+    )
     assert seen[0]["checkpoint"] == str(ckpt) and seen[0]["client"] is None
     assert seen[1]["checkpoint"] is None and seen[1]["client"] is None
     assert seen[1]["n_jobs"] == -1
@@ -279,6 +370,6 @@ def test_good_options_reach_the_run(monkeypatch, tmp_path, capsys):
 
 
 def test_scheduler_without_dask(no_work, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "dask.distributed", None)    # import fails
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)  # import fails
     err = _refused(BOOT + ["--scheduler", "tcp://localhost:8786"], capsys, "--scheduler")
     assert "pip install 'mixboot[dask]'" in err

@@ -1,4 +1,5 @@
 """Likelihood-ratio tests: reduced models, lme4's anova table, pbkrtest's PBmodcomp."""
+
 import dataclasses
 import json
 import warnings
@@ -80,8 +81,11 @@ def test_reduced_model_can_simulate_newdata(reaction):
 
 
 def test_reduced_model_errors(rt_fit):
-    with pytest.raises(ValueError, match=r"'nope'.*coefficients: \['\(Intercept\)', 'condb'\]"
-                                         r".*terms: \['\(Intercept\)', 'cond'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"'nope'.*coefficients: \['\(Intercept\)', 'condb'\]"
+        r".*terms: \['\(Intercept\)', 'cond'\]",
+    ):
         reduced_model(rt_fit, "nope")
     with pytest.raises(TypeError, match="test must be"):
         reduced_model(rt_fit, 3)
@@ -99,13 +103,18 @@ def test_lrt_matches_lme4_anova(case):
     assert list(tab.index) == names
     assert out.refitted == (tuple(names[::-1]) if case["REML"] else ())
     np.testing.assert_array_equal(tab["npar"], case["npar"])
-    for col, key in [("deviance", "deviance"), ("logLik", "logLik"), ("AIC", "AIC"),
-                     ("BIC", "BIC")]:
+    for col, key in [
+        ("deviance", "deviance"),
+        ("logLik", "logLik"),
+        ("AIC", "AIC"),
+        ("BIC", "BIC"),
+    ]:
         np.testing.assert_allclose(tab[col], case[key], rtol=1e-6)
     # Chisq is a difference of deviances: relative to them it agrees to 1e-6 (a
     # tiny Chisq to within 1e-6 of the deviance's size, not of its own).
-    np.testing.assert_allclose(tab["Chisq"].iloc[1:], case["Chisq"][1:], rtol=1e-6,
-                               atol=1e-6 * max(case["deviance"]))
+    np.testing.assert_allclose(
+        tab["Chisq"].iloc[1:], case["Chisq"][1:], rtol=1e-6, atol=1e-6 * max(case["deviance"])
+    )
     assert tab["Df"].iloc[1:].tolist() == case["Df"][1:]
     assert pd.isna(tab["Df"].iloc[0]) and np.isnan(tab["Chisq"].iloc[0])
     np.testing.assert_allclose(tab["Pr(>Chisq)"].iloc[1:], case["p"][1:], rtol=1e-3, atol=1e-8)
@@ -116,8 +125,16 @@ def test_lrt_sorts_names_and_notes_refits(reaction):
     m2 = mb.fit("Reaction ~ Days + (Days | Subject)", reaction, REML=False)
     out = lrt(m2, m1)
     assert list(out.table.index) == [m1.formula, m2.formula]
-    assert list(out.table.columns) == ["npar", "AIC", "BIC", "logLik", "deviance", "Chisq",
-                                       "Df", "Pr(>Chisq)"]
+    assert list(out.table.columns) == [
+        "npar",
+        "AIC",
+        "BIC",
+        "logLik",
+        "deviance",
+        "Chisq",
+        "Df",
+        "Pr(>Chisq)",
+    ]
     assert out.refitted == (m1.formula,)
     assert out.note == f"refitting model(s) with ML (instead of REML): {m1.formula}"
     assert out.note in repr(out) and "Pr(>Chisq)" in repr(out)
@@ -136,8 +153,11 @@ def test_lrt_errors(reaction):
     other = mb.fit("Reaction ~ Days + (1 | Subject)", reaction.iloc[:170], REML=False)
     with pytest.raises(ValueError, match="same observations.*180.*170"):
         lrt(m1, other)
-    shifted = mb.fit("Reaction ~ Days + (1 | Subject)",
-                     reaction.assign(Reaction=reaction.Reaction + 1), REML=False)
+    shifted = mb.fit(
+        "Reaction ~ Days + (1 | Subject)",
+        reaction.assign(Reaction=reaction.Reaction + 1),
+        REML=False,
+    )
     with pytest.raises(ValueError, match="same response values"):
         lrt(m1, shifted)
     with pytest.raises(ValueError, match="2 distinct labels"):
@@ -197,8 +217,9 @@ def test_pb_lrt_reproducible_and_same_for_any_n_jobs(crossed_pair, monkeypatch):
     other = pb_lrt(large, small, B=64, seed=12)
     assert not np.array_equal(one.lrt_boot, other.lrt_boot)
     fresh = pb_lrt(large, small, B=8, seed=None)
-    np.testing.assert_array_equal(pb_lrt(large, small, B=8, seed=fresh.seed).lrt_boot,
-                                  fresh.lrt_boot)
+    np.testing.assert_array_equal(
+        pb_lrt(large, small, B=8, seed=fresh.seed).lrt_boot, fresh.lrt_boot
+    )
 
 
 def test_pb_lrt_counts_failures(crossed_pair, monkeypatch):

@@ -1,4 +1,5 @@
 """The compiled cell-sum kernel (numba) against the numpy path it stands in for."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,11 +26,14 @@ def _crossed():
 @pytest.fixture(params=["crossed", "slopes"])
 def workspace(request):
     fam = get_family("binomial")
-    formula = {"crossed": "y ~ x + (1 | subject) + (1 | item)",
-               "slopes": "y ~ x + (1 + x | subject) + (1 | item)"}[request.param]
+    formula = {
+        "crossed": "y ~ x + (1 | subject) + (1 | item)",
+        "slopes": "y ~ x + (1 + x | subject) + (1 | item)",
+    }[request.param]
     spec = build_spec(formula, _crossed(), family=fam)
-    return GlmmWorkspace(spec, fam, prior_weights=spec.prior_weights, trials=spec.trials,
-                         offset=spec.offset)
+    return GlmmWorkspace(
+        spec, fam, prior_weights=spec.prior_weights, trials=spec.trials, offset=spec.offset
+    )
 
 
 @pytest.mark.parametrize("joint", [False, True])
@@ -47,7 +51,7 @@ def test_compiled_cell_sums_equal_numpy_and_dense_algebra(workspace, joint, monk
     # and both against plain dense algebra: Z1' W Z1 blocks, T' W Z1, T' W T
     ws = workspace
     Z = ws.spec.z_matrix().toarray()
-    Z1, T = Z[:, :ws.q1], Z[:, ws.q1:]
+    Z1, T = Z[:, : ws.q1], Z[:, ws.q1 :]
     if joint:
         T = np.hstack([T, ws.spec.X])
     for b in range(2):
@@ -60,8 +64,11 @@ def test_compiled_cell_sums_equal_numpy_and_dense_algebra(workspace, joint, monk
 
 
 def test_compiled_refits_keep_replicate_bits_and_agree_with_numpy(monkeypatch):
-    fit = mb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)",
-                 data=mb.datasets.load("cbpp"), family="binomial")
+    fit = mb.fit(
+        "cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        data=mb.datasets.load("cbpp"),
+        family="binomial",
+    )
     Y = np.ascontiguousarray(mb.simulate(fit, 24, seed=4).T)
     start = np.concatenate([fit.theta, fit.beta])
     whole = fit.model.refit(Y, start=start)

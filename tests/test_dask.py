@@ -5,6 +5,7 @@ workflow on the replicate runner (bootMer, power, pb_lrt) must give, on the clus
 exactly the numbers of ``n_jobs=1``: replicate i draws from child i of the seed
 wherever it runs.  A worker killed mid-run must not lose or change a replicate.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,9 +31,10 @@ PENICILLIN = "diameter ~ 1 + (1|plate) + (1|sample)"
 @pytest.fixture(scope="module")
 def client():
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")    # e.g. "port in use" from a previous cluster
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+        warnings.simplefilter("ignore")  # e.g. "port in use" from a previous cluster
+        cluster = LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
     c = Client(cluster)
     try:
         yield c
@@ -53,11 +55,14 @@ def penicillin_reml():
 
 @pytest.fixture(scope="module")
 def two_arm():
-    d = mb.design.nested(groups=40, per_group=5, between={"treatment": [0.0, 1.0]},
-                         group="subject")
-    return mb.model("y ~ treatment + (1 | subject)", d,
-                    beta={"(Intercept)": 1.0, "treatment": 0.5}, sigma=1.0,
-                    re={"subject": 1.0})
+    d = mb.design.nested(groups=40, per_group=5, between={"treatment": [0.0, 1.0]}, group="subject")
+    return mb.model(
+        "y ~ treatment + (1 | subject)",
+        d,
+        beta={"(Intercept)": 1.0, "treatment": 0.5},
+        sigma=1.0,
+        re={"subject": 1.0},
+    )
 
 
 def assert_same_boot(a, b):
@@ -84,8 +89,9 @@ class on_cluster:
 
     def __exit__(self, *exc):
         self.stream.__exit__(*exc)
-        self.tasks = [t for t in self.stream.data
-                      if "_dask_task" in str(t["key"]) and t.get("status") == "OK"]
+        self.tasks = [
+            t for t in self.stream.data if "_dask_task" in str(t["key"]) and t.get("status") == "OK"
+        ]
         if exc[0] is None:
             assert len(self.tasks) >= 2, f"{len(self.tasks)} chunk tasks ran on the cluster"
         return False
@@ -129,14 +135,18 @@ def test_power_client_equals_serial(client, two_arm, method):
         dask = mb.power(two_arm, "treatment", nsim=300, seed=8, method=method, client=client)
     assert dask.pvalues.tobytes() == serial.pvalues.tobytes()
     assert dask.converged.tobytes() == serial.converged.tobytes()
-    assert (dask.power, dask.n_valid, dask.n_significant) == \
-        (serial.power, serial.n_valid, serial.n_significant)
+    assert (dask.power, dask.n_valid, dask.n_significant) == (
+        serial.power,
+        serial.n_valid,
+        serial.n_significant,
+    )
     assert dask.n_valid > 250
 
 
 def test_pb_lrt_client_equals_serial(client, sleep_ml):
-    small = mb.fit("Reaction ~ 1 + Days + (1 + Days||Subject)", data=load_data("sleepstudy"),
-                   REML=False)
+    small = mb.fit(
+        "Reaction ~ 1 + Days + (1 + Days||Subject)", data=load_data("sleepstudy"), REML=False
+    )
     serial = mb.pb_lrt(sleep_ml, small, B=200, seed=3)
     with on_cluster(client):
         dask = mb.pb_lrt(sleep_ml, small, B=200, seed=3, client=client)
@@ -154,7 +164,7 @@ def test_client_checkpoint_resumes_everything(client, penicillin_reml, tmp_path)
     assert list(where.glob("chunk-*.pkl"))
     with get_task_stream(client) as stream:
         again = mb.bootMer(penicillin_reml, B=300, seed=12, client=client, checkpoint=where)
-    assert not [t for t in stream.data if "_dask_task" in str(t["key"])]    # nothing to do
+    assert not [t for t in stream.data if "_dask_task" in str(t["key"])]  # nothing to do
     assert again.meta["checkpoint"] == {"loaded": 300, "computed": 0}
     assert_same_boot(again, first)
     assert_same_boot(first, mb.bootMer(penicillin_reml, B=300, seed=12))
@@ -177,8 +187,11 @@ def test_non_client_is_a_type_error(sleep_ml, bad):
 # --------------------------------------------------------------------------- lost worker
 def _finished_tasks(dask_scheduler) -> int:
     """Chunk tasks held in memory on the scheduler (finished, results not yet released)."""
-    return sum(1 for key, ts in dask_scheduler.tasks.items()
-               if ts.state == "memory" and "_dask_task" in str(key))
+    return sum(
+        1
+        for key, ts in dask_scheduler.tasks.items()
+        if ts.state == "memory" and "_dask_task" in str(key)
+    )
 
 
 def test_killed_worker_loses_no_replicate(client, penicillin_reml):

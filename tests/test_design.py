@@ -16,6 +16,7 @@ def test_docstring_examples_run():
 
 # crossed ---------------------------------------------------------------------
 
+
 def test_crossed_each_subject_item_cond_once():
     d = design.crossed(subjects=40, items=20, within={"cond": ["a", "b"]})
     assert d.shape == (1600, 3)
@@ -35,8 +36,9 @@ def test_crossed_labels_are_padded_categoricals_in_order():
 
 
 def test_crossed_within_is_full_factorial_and_keeps_level_order():
-    d = design.crossed(subjects=3, items=4, within={"cond": ["b", "a"], "load": ["lo", "hi", "mid"]},
-                       replicates=2)
+    d = design.crossed(
+        subjects=3, items=4, within={"cond": ["b", "a"], "load": ["lo", "hi", "mid"]}, replicates=2
+    )
     assert len(d) == 3 * 4 * 2 * 3 * 2
     assert list(d["cond"].cat.categories) == ["b", "a"]
     assert list(d["load"].cat.categories) == ["lo", "hi", "mid"]
@@ -46,8 +48,15 @@ def test_crossed_within_is_full_factorial_and_keeps_level_order():
 
 
 def test_crossed_column_order():
-    d = design.crossed(subjects=4, items=4, within={"w": ["x", "y"]}, between={"b": ["p", "q"]},
-                       item_between={"ib": ["u", "v"]}, subject="participant", item="word")
+    d = design.crossed(
+        subjects=4,
+        items=4,
+        within={"w": ["x", "y"]},
+        between={"b": ["p", "q"]},
+        item_between={"ib": ["u", "v"]},
+        subject="participant",
+        item="word",
+    )
     assert list(d.columns) == ["participant", "word", "w", "b", "ib"]
 
 
@@ -86,22 +95,29 @@ def test_crossed_numeric_levels_stay_numeric():
     assert sorted(d["dose"].unique()) == [0, 10, 20]
 
 
-@pytest.mark.parametrize("kwargs, error, pattern", [
-    (dict(subjects=0, items=2), ValueError, "subjects"),
-    (dict(subjects=2, items=-1), ValueError, "items"),
-    (dict(subjects=2.0, items=2), TypeError, "subjects"),
-    (dict(subjects=True, items=2), TypeError, "subjects"),
-    (dict(subjects=2, items=2, replicates=0), ValueError, "replicates"),
-    (dict(subjects=2, items=2, within=["a", "b"]), TypeError, "within"),
-    (dict(subjects=2, items=2, within={"cond": "ab"}), TypeError, "within"),
-    (dict(subjects=2, items=2, within={"cond": []}), ValueError, "within"),
-    (dict(subjects=2, items=2, between={"g": ["a", "a"]}), ValueError, "between"),
-    (dict(subjects=2, items=2, item_between={"g": ["a", None]}), ValueError, "item_between"),
-    (dict(subjects=2, items=2, within={"g": ["a"]}, between={"g": ["b"]}), ValueError, "between"),
-    (dict(subjects=2, items=2, within={"subject": ["a"]}), ValueError, "within"),
-    (dict(subjects=2, items=2, subject="unit", item="unit"), ValueError, "subject and item"),
-    (dict(subjects=2, items=2, item=3), TypeError, "item"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        (dict(subjects=0, items=2), ValueError, "subjects"),
+        (dict(subjects=2, items=-1), ValueError, "items"),
+        (dict(subjects=2.0, items=2), TypeError, "subjects"),
+        (dict(subjects=True, items=2), TypeError, "subjects"),
+        (dict(subjects=2, items=2, replicates=0), ValueError, "replicates"),
+        (dict(subjects=2, items=2, within=["a", "b"]), TypeError, "within"),
+        (dict(subjects=2, items=2, within={"cond": "ab"}), TypeError, "within"),
+        (dict(subjects=2, items=2, within={"cond": []}), ValueError, "within"),
+        (dict(subjects=2, items=2, between={"g": ["a", "a"]}), ValueError, "between"),
+        (dict(subjects=2, items=2, item_between={"g": ["a", None]}), ValueError, "item_between"),
+        (
+            dict(subjects=2, items=2, within={"g": ["a"]}, between={"g": ["b"]}),
+            ValueError,
+            "between",
+        ),
+        (dict(subjects=2, items=2, within={"subject": ["a"]}), ValueError, "within"),
+        (dict(subjects=2, items=2, subject="unit", item="unit"), ValueError, "subject and item"),
+        (dict(subjects=2, items=2, item=3), TypeError, "item"),
+    ],
+)
 def test_crossed_rejects_bad_arguments(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         design.crossed(**kwargs)
@@ -114,6 +130,7 @@ def test_crossed_options_are_keyword_only():
 
 # nested ----------------------------------------------------------------------
 
+
 def test_nested_seed_004_one_liner():
     d = design.nested(groups=3, per_group=10, x={"x": range(1, 11)})
     assert d.shape == (30, 2)
@@ -125,8 +142,13 @@ def test_nested_seed_004_one_liner():
 
 
 def test_nested_within_and_between():
-    d = design.nested(groups=4, per_group=5, x={"t": np.linspace(0, 1, 5)},
-                      within={"cond": ["a", "b"]}, between={"arm": ["ctl", "trt"]})
+    d = design.nested(
+        groups=4,
+        per_group=5,
+        x={"t": np.linspace(0, 1, 5)},
+        within={"cond": ["a", "b"]},
+        between={"arm": ["ctl", "trt"]},
+    )
     assert list(d.columns) == ["group", "t", "cond", "arm"]
     assert len(d) == 4 * 2 * 5
     cells = d.groupby(["group", "cond"], observed=True)["t"].apply(list)
@@ -134,15 +156,18 @@ def test_nested_within_and_between():
     assert d.drop_duplicates("group")["arm"].tolist() == ["ctl", "trt", "ctl", "trt"]
 
 
-@pytest.mark.parametrize("kwargs, error, pattern", [
-    (dict(groups=0, per_group=10), ValueError, "groups"),
-    (dict(groups=3, per_group=0), ValueError, "per_group"),
-    (dict(groups=3, per_group=10, x={"x": range(1, 10)}), ValueError, "x"),
-    (dict(groups=3, per_group=2, x={"x": ["a", "b"]}), TypeError, "x"),
-    (dict(groups=3, per_group=2, x=[1, 2]), TypeError, "x"),
-    (dict(groups=3, per_group=2, x={"group": [1, 2]}), ValueError, "x"),
-    (dict(groups=3, per_group=2, x={"u": [1, 2]}, within={"u": ["a"]}), ValueError, "within"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        (dict(groups=0, per_group=10), ValueError, "groups"),
+        (dict(groups=3, per_group=0), ValueError, "per_group"),
+        (dict(groups=3, per_group=10, x={"x": range(1, 10)}), ValueError, "x"),
+        (dict(groups=3, per_group=2, x={"x": ["a", "b"]}), TypeError, "x"),
+        (dict(groups=3, per_group=2, x=[1, 2]), TypeError, "x"),
+        (dict(groups=3, per_group=2, x={"group": [1, 2]}), ValueError, "x"),
+        (dict(groups=3, per_group=2, x={"u": [1, 2]}, within={"u": ["a"]}), ValueError, "within"),
+    ],
+)
 def test_nested_rejects_bad_arguments(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         design.nested(**kwargs)
@@ -150,10 +175,12 @@ def test_nested_rejects_bad_arguments(kwargs, error, pattern):
 
 # extend ----------------------------------------------------------------------
 
+
 @pytest.fixture
 def base():
-    return design.crossed(subjects=40, items=20, within={"cond": ["a", "b"]},
-                          between={"group": ["ctl", "trt"]})
+    return design.crossed(
+        subjects=40, items=20, within={"cond": ["a", "b"]}, between={"group": ["ctl", "trt"]}
+    )
 
 
 def _assert_same_rows(a, b):
@@ -181,7 +208,7 @@ def test_extend_larger_keeps_balance_and_unique_labels(base):
     old = base[base["subject"] == "s01"].drop(columns="subject").reset_index(drop=True)
     pd.testing.assert_frame_equal(new, old)
     # The original rows come first, unchanged.
-    _assert_same_rows(d.iloc[:len(base)], base)
+    _assert_same_rows(d.iloc[: len(base)], base)
 
 
 def test_extend_widens_padding_when_needed(base):
@@ -197,7 +224,7 @@ def test_extend_smaller_keeps_first_levels(base):
     assert list(d["subject"].cat.categories) == [f"s{k:02d}" for k in range(1, 11)]
     assert len(d) == 10 * 20 * 2
     assert _subject_groups(d).value_counts().tolist() == [5, 5]
-    _assert_same_rows(d, base.iloc[:len(d)])
+    _assert_same_rows(d, base.iloc[: len(d)])
 
 
 def test_extend_same_size_is_a_copy(base):
@@ -215,7 +242,9 @@ def test_extend_items_keeps_item_between_balance():
 
 
 def test_extend_nested_groups_copies_covariate():
-    d = design.extend(design.nested(groups=3, per_group=10, x={"x": range(1, 11)}), along="group", size=5)
+    d = design.extend(
+        design.nested(groups=3, per_group=10, x={"x": range(1, 11)}), along="group", size=5
+    )
     assert list(d["group"].cat.categories) == ["g1", "g2", "g3", "g4", "g5"]
     assert d["x"].tolist() == list(range(1, 11)) * 5
 
@@ -231,15 +260,22 @@ def test_extend_other_label_styles():
     assert d["who"].tolist() == ["ann", "bob", "ann", "who_new1", "who_new1", "who_new2"]
 
     clash = pd.DataFrame({"who": ["who_new1", "x"]})
-    assert design.extend(clash, along="who", size=3)["who"].tolist() == ["who_new1", "x", "who_new2"]
+    assert design.extend(clash, along="who", size=3)["who"].tolist() == [
+        "who_new1",
+        "x",
+        "who_new2",
+    ]
 
 
-@pytest.mark.parametrize("kwargs, error, pattern", [
-    (dict(along="participant", size=10), ValueError, "along"),
-    (dict(along="subject", size=0), ValueError, "size"),
-    (dict(along="subject", size=2.5), TypeError, "size"),
-    (dict(along=["subject"], size=2), TypeError, "along"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        (dict(along="participant", size=10), ValueError, "along"),
+        (dict(along="subject", size=0), ValueError, "size"),
+        (dict(along="subject", size=2.5), TypeError, "size"),
+        (dict(along=["subject"], size=2), TypeError, "along"),
+    ],
+)
 def test_extend_rejects_bad_arguments(base, kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         design.extend(base, **kwargs)

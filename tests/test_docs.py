@@ -4,6 +4,7 @@ Runs ``python -m sphinx -W -b html`` on a copy of ``docs/`` in a temporary direc
 the build's generated pages (API stubs, gallery output) never land in the checkout.
 Skipped when the docs requirements (``pip install -e ".[docs]"``) are not installed.
 """
+
 import importlib.util
 import shutil
 import subprocess
@@ -20,13 +21,32 @@ MISSING = [name for name in NEEDED if importlib.util.find_spec(name) is None]
 @pytest.mark.skipif(bool(MISSING), reason=f"docs requirements not installed: {MISSING}")
 def test_docs_build_without_warnings(tmp_path):
     source = tmp_path / "docs"
-    shutil.copytree(DOCS, source, ignore=shutil.ignore_patterns(
-        "_build", "generated", "auto_examples", "sg_execution_times.rst", "__pycache__"))
+    shutil.copytree(
+        DOCS,
+        source,
+        ignore=shutil.ignore_patterns(
+            "_build", "generated", "auto_examples", "sg_execution_times.rst", "__pycache__"
+        ),
+    )
     out = tmp_path / "html"
     proc = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         str(source), str(out)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            str(source),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     for page in ("index", "getting_started", "coming_from", "api", "auto_examples/index"):
         assert (out / f"{page}.html").is_file(), page

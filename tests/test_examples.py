@@ -1,4 +1,5 @@
 """Run every script in examples/ and check what it prints."""
+
 from __future__ import annotations
 
 import os
@@ -20,10 +21,17 @@ pytest.importorskip("scipy")
 
 def _run(name: str, out_dir: Path) -> str:
     env = dict(os.environ, MIXBOOT_EXAMPLES_OUT=str(out_dir), MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert proc.returncode == 0, (
-        f"{name} exited with {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        f"{name} exited with {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    )
     assert "Done:" in proc.stdout.strip().splitlines()[-1], proc.stdout
     return proc.stdout
 
@@ -56,9 +64,15 @@ def shape_after(label: str, text: str) -> tuple[int, ...]:
 
 def test_every_example_is_covered():
     names = {p.name for p in SCRIPTS}
-    assert names == {"bootstrap_se_ci.py", "custom_statistic.py", "wald_vs_bootstrap.py",
-                     "power_loop.py", "power_analysis.py", "ppc_group_means.py",
-                     "ppc_kurtosis.py"}
+    assert names == {
+        "bootstrap_se_ci.py",
+        "custom_statistic.py",
+        "wald_vs_bootstrap.py",
+        "power_loop.py",
+        "power_analysis.py",
+        "ppc_group_means.py",
+        "ppc_kurtosis.py",
+    }
     assert (EXAMPLES / "README.md").is_file()
     readme = (EXAMPLES / "README.md").read_text()
     for name in names:

@@ -1,4 +1,5 @@
 """GLM families and links (mixboot.family) against R's stats conventions."""
+
 import warnings
 
 import numpy as np
@@ -8,12 +9,22 @@ from scipy import stats
 
 from mixboot.family import EPS, Family, binomial, get_family, poisson, prepare_response
 
-ALL_LINKS = [("binomial", "logit"), ("binomial", "probit"), ("binomial", "cloglog"),
-             ("poisson", "log"), ("poisson", "identity"), ("poisson", "sqrt")]
+ALL_LINKS = [
+    ("binomial", "logit"),
+    ("binomial", "probit"),
+    ("binomial", "cloglog"),
+    ("poisson", "log"),
+    ("poisson", "identity"),
+    ("poisson", "sqrt"),
+]
 
 
 def _mus(family):
-    return np.array([0.01, 0.2, 0.5, 0.77, 0.99]) if family == "binomial" else np.array([0.1, 1.0, 3.5, 20.0])
+    return (
+        np.array([0.01, 0.2, 0.5, 0.77, 0.99])
+        if family == "binomial"
+        else np.array([0.1, 1.0, 3.5, 20.0])
+    )
 
 
 @pytest.mark.parametrize("family,link", ALL_LINKS)
@@ -41,8 +52,9 @@ def test_clamps_at_40():
     np.testing.assert_array_equal(logit.mu_eta(eta), [EPS, EPS])
     probit = binomial("probit").link
     # R: binomial("probit")$linkinv(c(-40, 40)) = 2.2204460492503284e-16, 9.9999999999999978e-01
-    np.testing.assert_allclose(probit.linkinv(eta), [2.2204460492503284e-16, 1 - 2.2204460492503284e-16],
-                               rtol=1e-12)  # scipy vs R qnorm/pnorm: ~2e-14
+    np.testing.assert_allclose(
+        probit.linkinv(eta), [2.2204460492503284e-16, 1 - 2.2204460492503284e-16], rtol=1e-12
+    )  # scipy vs R qnorm/pnorm: ~2e-14
     np.testing.assert_array_equal(probit.mu_eta(eta), [EPS, EPS])
     cloglog = binomial("cloglog").link
     np.testing.assert_array_equal(cloglog.linkinv(eta), [EPS, 1 - EPS])
@@ -72,19 +84,26 @@ def test_dev_resids_binomial():
     d = binomial().dev_resids(y, mu, w)
     np.testing.assert_allclose(d, _direct_binomial_dev(y, mu, w), rtol=1e-14)
     # R: binomial()$dev.resids(c(0,1,.25,.6), c(.2,.7,.3,.5), c(1,1,4,5))
-    np.testing.assert_allclose(d, [0.446287102628419530, 0.713349887877464783,
-                                   0.049314115333799313, 0.201355135506888633], rtol=1e-13)
+    np.testing.assert_allclose(
+        d,
+        [0.446287102628419530, 0.713349887877464783, 0.049314115333799313, 0.201355135506888633],
+        rtol=1e-13,
+    )
 
 
 def test_dev_resids_poisson():
     y, mu, w = np.array([0, 3, 1, 7.0]), np.array([0.5, 2.5, 1.2, 6]), np.array([1, 2, 1, 1.0])
     d = poisson().dev_resids(y, mu, w)
-    direct = [2 * wi * ((yi * np.log(yi / mi) if yi > 0 else 0.0) - (yi - mi)) for yi, mi, wi in zip(y, mu, w)]
+    direct = [
+        2 * wi * ((yi * np.log(yi / mi) if yi > 0 else 0.0) - (yi - mi))
+        for yi, mi, wi in zip(y, mu, w)
+    ]
     np.testing.assert_allclose(d, direct, rtol=1e-14)
     assert d[0] == 2 * 0.5
     # R: poisson()$dev.resids(c(0,3,1,7), c(.5,2.5,1.2,6), c(1,2,1,1))
-    np.testing.assert_allclose(d, [1.0, 0.187858681527455218, 0.035356886412090727, 0.158109517581617176],
-                               rtol=1e-13)
+    np.testing.assert_allclose(
+        d, [1.0, 0.187858681527455218, 0.035356886412090727, 0.158109517581617176], rtol=1e-13
+    )
 
 
 def test_aic_binomial():
@@ -96,12 +115,15 @@ def test_aic_binomial():
     # 0/1 response: m = wt (no trial count above 1).
     # R: binomial()$aic(c(0,1,1,0), rep(1,4), c(.2,.7,.3,.5), rep(1,4), 0)
     assert binomial().aic(np.array([0, 1, 1, 0.0]), mu, np.ones(4), np.ones(4)) == pytest.approx(
-        4.9538769602776469, rel=1e-13)
+        4.9538769602776469, rel=1e-13
+    )
 
 
 def test_aic_binomial_zero_weight_row_is_dropped():
     fam = binomial()
-    full = fam.aic(np.array([0.5, 1.0]), np.array([0.4, 0.3]), np.array([2.0, 0.0]), np.array([2.0, 0.0]))
+    full = fam.aic(
+        np.array([0.5, 1.0]), np.array([0.4, 0.3]), np.array([2.0, 0.0]), np.array([2.0, 0.0])
+    )
     assert full == pytest.approx(-2 * stats.binom.logpmf(1, 2, 0.4))
 
 
@@ -139,27 +161,41 @@ def test_simulate_poisson():
 def test_variance_and_validity():
     assert np.allclose(binomial().variance(np.array([0.5, 0.1])), [0.25, 0.09])
     assert np.allclose(poisson().variance(np.array([2.0])), [2.0])
-    assert binomial().valid_mu(np.array([0.1, 0.9])) and not binomial().valid_mu(np.array([0.0, 0.5]))
+    assert binomial().valid_mu(np.array([0.1, 0.9])) and not binomial().valid_mu(
+        np.array([0.0, 0.5])
+    )
     assert not binomial().valid_mu(np.array([1.0])) and not binomial().valid_mu(np.array([np.nan]))
     assert poisson().valid_mu(np.array([1e-3, 50])) and not poisson().valid_mu(np.array([0.0]))
     assert poisson().valid_eta(np.array([-5.0])) and binomial().valid_eta(np.array([100.0]))
     assert not poisson("sqrt").valid_eta(np.array([-1.0, 2.0]))
-    assert np.allclose(binomial().mustart(np.array([0.0, 1.0]), np.array([1.0, 3.0])), [0.25, 0.875])
+    assert np.allclose(
+        binomial().mustart(np.array([0.0, 1.0]), np.array([1.0, 3.0])), [0.25, 0.875]
+    )
     assert np.allclose(poisson().mustart(np.array([0.0, 2.0]), np.ones(2)), [0.1, 2.1])
 
 
 # ---------------------------------------------------------------- prepare_response
 
+
 def test_cbind_counts():
-    y, w, n = prepare_response(binomial(), np.array([3, 0, 5]), failures=np.array([1, 4, 0]), name="s")
+    y, w, n = prepare_response(
+        binomial(), np.array([3, 0, 5]), failures=np.array([1, 4, 0]), name="s"
+    )
     np.testing.assert_array_equal(y, [0.75, 0, 1])
     np.testing.assert_array_equal(w, [4, 4, 5])
     np.testing.assert_array_equal(n, [4, 4, 5])
     assert y.dtype == w.dtype == n.dtype == float
 
 
-@pytest.mark.parametrize("s,f,which", [([3, -1], [1, 2], "successes"), ([3, 1], [1, -2], "failures"),
-                                       ([2.5, 1], [1, 2], "successes"), ([3, 1], [1, np.nan], "failures")])
+@pytest.mark.parametrize(
+    "s,f,which",
+    [
+        ([3, -1], [1, 2], "successes"),
+        ([3, 1], [1, -2], "failures"),
+        ([2.5, 1], [1, 2], "successes"),
+        ([3, 1], [1, np.nan], "failures"),
+    ],
+)
 def test_cbind_bad_counts(s, f, which):
     with pytest.raises(ValueError, match=which):
         prepare_response(binomial(), np.array(s, float), failures=np.array(f, float), name="s")
@@ -167,7 +203,9 @@ def test_cbind_bad_counts(s, f, which):
 
 def test_cbind_zero_trials():
     with pytest.raises(ValueError, match=r"s: rows 1, 3 have zero trials"):
-        prepare_response(binomial(), np.array([1, 0, 2, 0]), failures=np.array([1, 0, 0, 0]), name="s")
+        prepare_response(
+            binomial(), np.array([1, 0, 2, 0]), failures=np.array([1, 0, 0, 0]), name="s"
+        )
 
 
 def test_proportions_with_weights():
@@ -263,8 +301,11 @@ def test_get_family():
     assert isinstance(get_family("Binomial"), Family)
     with pytest.raises(ValueError, match=r"family: unknown family 'gamma'.*binomial.*poisson"):
         get_family("gamma")
-    with pytest.raises(ValueError, match=r"link: 'log' is not supported for the binomial family; "
-                                         r"supported: logit, probit, cloglog"):
+    with pytest.raises(
+        ValueError,
+        match=r"link: 'log' is not supported for the binomial family; "
+        r"supported: logit, probit, cloglog",
+    ):
         get_family("binomial", "log")
     with pytest.raises(ValueError, match=r"link: 'logit'.*poisson.*log, identity, sqrt"):
         poisson("logit")

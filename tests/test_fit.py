@@ -1,4 +1,5 @@
 """fit(): the shorthand arguments, coding of predictors and groups, and the result object."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,6 +32,7 @@ def sleep_fit():
 
 
 # -- shorthand and coding ---------------------------------------------------------
+
 
 def test_groups_string_equals_explicit_intercept():
     df = load_data("sleepstudy")
@@ -67,8 +69,12 @@ def test_sum_contrasts_code_plus_minus_one():
     # Balanced data: each sum-coded column sums to zero.
     np.testing.assert_allclose(coded.sum(axis=0), 0.0, atol=1e-12)
     recipe = spec.data["recipe"].to_numpy()
-    np.testing.assert_array_equal(coded[recipe == "A"], np.tile([1.0, 0.0], ((recipe == "A").sum(), 1)))
-    np.testing.assert_array_equal(coded[recipe == "B"], np.tile([0.0, 1.0], ((recipe == "B").sum(), 1)))
+    np.testing.assert_array_equal(
+        coded[recipe == "A"], np.tile([1.0, 0.0], ((recipe == "A").sum(), 1))
+    )
+    np.testing.assert_array_equal(
+        coded[recipe == "B"], np.tile([0.0, 1.0], ((recipe == "B").sum(), 1))
+    )
     np.testing.assert_array_equal(coded[recipe == "C"], -np.ones(((recipe == "C").sum(), 2)))
 
 
@@ -87,7 +93,8 @@ def test_sum_contrasts_change_the_coefficients_not_the_fit(REML):
     # Intercept under sum coding = treatment intercept + mean of the recipe effects.
     b = treat.fe_params
     assert summ.fe_params["(Intercept)"] == pytest.approx(
-        b["(Intercept)"] + (b["recipeB"] + b["recipeC"]) / 3, rel=1e-7)
+        b["(Intercept)"] + (b["recipeB"] + b["recipeC"]) / 3, rel=1e-7
+    )
     assert summ.fe_params["recipe1"] == pytest.approx(-(b["recipeB"] + b["recipeC"]) / 3, rel=1e-6)
 
 
@@ -141,13 +148,17 @@ def test_integer_string_and_categorical_groups_fit_the_same():
     for other in fits[1:]:
         assert_same_fit(other, fits[0], rtol=1e-6, theta_atol=1e-6)
         assert other.objective == pytest.approx(fits[0].objective, rel=1e-12)
-    np.testing.assert_allclose(fits[2].ranef["Subject"].loc[fits[0].ranef["Subject"].index],
-                               fits[0].ranef["Subject"], rtol=1e-4)
+    np.testing.assert_allclose(
+        fits[2].ranef["Subject"].loc[fits[0].ranef["Subject"].index],
+        fits[0].ranef["Subject"],
+        rtol=1e-4,
+    )
     assert all(f.ngroups == {"Subject": 18} for f in fits)
     assert 999 not in fits[2].ranef["Subject"].index
 
 
 # -- the result object -----------------------------------------------------------------------
+
 
 def test_result_is_immutable(sleep_fit):
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -213,7 +224,7 @@ def test_pvalue_of_a_small_effect():
     r = mb.fit("Reaction ~ Days + noise + (1|Subject)", df)
     t = r.tvalues["noise"]
     nu = r.coef_table()["df"]["noise"]
-    assert 100 < nu < 180       # a within-subject covariate: df near n - groups
+    assert 100 < nu < 180  # a within-subject covariate: df near n - groups
     assert r.pvalues["noise"] == pytest.approx(2 * stats.t.sf(abs(t), nu), rel=1e-10)
     assert 0.01 < r.pvalues["noise"] <= 1.0
     wald = r.coef_table("wald")
@@ -333,7 +344,7 @@ OPTIMIZER_CASES = [
     ("sleepstudy", SLEEP, True),
     ("sleepstudy", "Reaction ~ 1 + Days + (1 + Days||Subject)", False),
     ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)", True),
-    ("pastes", "strength ~ 1 + (1|batch) + (1|batch:cask)", False),   # singular by ML
+    ("pastes", "strength ~ 1 + (1|batch) + (1|batch:cask)", False),  # singular by ML
 ]
 
 
@@ -378,11 +389,12 @@ def test_unknown_optimizer_name_is_an_error():
 @pytest.mark.parametrize("fixed", ["1 + Days", "0 + Days", "Days - 1", "Days + 1", "1"])
 def test_simple_numeric_designs_match_formulaic(fixed):
     from formulaic import model_matrix
+
     df = load_data("sleepstudy")
     spec = build_spec(f"Reaction ~ {fixed} + (1|Subject)", df)
     mm = model_matrix(fixed, df, ensure_full_rank=True)
     np.testing.assert_array_equal(spec.X, np.asarray(mm, dtype=float))
-    assert list(spec.fixed_spec.column_names) == list(mm.columns)   # made on demand
+    assert list(spec.fixed_spec.column_names) == list(mm.columns)  # made on demand
 
 
 def test_singular_fit_warns_once_and_bootstrap_refits_do_not():
@@ -398,4 +410,6 @@ def test_singular_fit_warns_once_and_bootstrap_refits_do_not():
     assert boot.n_singular > 0
     with warnings.catch_warnings():
         warnings.simplefilter("error", mb.SingularFitWarning)
-        assert not mb.fit("Reaction ~ Days + (1 | Subject)", mb.datasets.load("reaction")).is_singular
+        assert not mb.fit(
+            "Reaction ~ Days + (1 | Subject)", mb.datasets.load("reaction")
+        ).is_singular

@@ -1,4 +1,5 @@
 """parse_formula: the fixed part, bar terms and their expansion, and malformed formulas."""
+
 from __future__ import annotations
 
 import doctest
@@ -24,6 +25,7 @@ def test_docstring_examples_run():
 
 # -- fixed part -------------------------------------------------------------------
 
+
 def test_response_fixed_and_one_bar():
     parts = parse_formula("Reaction ~ 1 + Days + (1 + Days | Subject)")
     assert parts.response == "Reaction"
@@ -42,19 +44,29 @@ def test_only_random_terms_leaves_an_intercept():
 def frame():
     rng = np.random.default_rng(0)
     n = 40
-    return pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n),
-                         "a": np.tile(["p", "q"], n // 2), "b": np.repeat(["u", "v"], n // 2),
-                         "g": np.repeat(np.arange(8), n // 8)})
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "x": rng.normal(size=n),
+            "a": np.tile(["p", "q"], n // 2),
+            "b": np.repeat(["u", "v"], n // 2),
+            "g": np.repeat(np.arange(8), n // 8),
+        }
+    )
 
 
-@pytest.mark.parametrize("formula, fixed, names", [
-    ("y ~ x + (1|g)", "x", ("(Intercept)", "x")),
-    ("y ~ 0 + x + (1|g)", "0 + x", ("x",)),
-    ("y ~ x - 1 + (1|g)", "x - 1", ("x",)),
-    ("y ~ -1 + x + (1|g)", "1 - 1 + x", ("x",)),
-    ("y ~ a*b + (1|g)", "a*b", ("(Intercept)", "aq", "bv", "aq:bv")),
-    ("y ~ x + a:b + (1|g)", "x + a:b", None),
-], ids=["implicit-intercept", "zero-plus", "minus-one", "leading-minus-one", "star", "colon"])
+@pytest.mark.parametrize(
+    "formula, fixed, names",
+    [
+        ("y ~ x + (1|g)", "x", ("(Intercept)", "x")),
+        ("y ~ 0 + x + (1|g)", "0 + x", ("x",)),
+        ("y ~ x - 1 + (1|g)", "x - 1", ("x",)),
+        ("y ~ -1 + x + (1|g)", "1 - 1 + x", ("x",)),
+        ("y ~ a*b + (1|g)", "a*b", ("(Intercept)", "aq", "bv", "aq:bv")),
+        ("y ~ x + a:b + (1|g)", "x + a:b", None),
+    ],
+    ids=["implicit-intercept", "zero-plus", "minus-one", "leading-minus-one", "star", "colon"],
+)
 def test_fixed_part(frame, formula, fixed, names):
     parts = parse_formula(formula)
     assert parts.fixed == fixed
@@ -78,13 +90,17 @@ def test_random_terms_do_not_leak_into_the_fixed_part():
 
 # -- double bar -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("formula, exprs", [
-    ("y ~ x + (x || g)", ["1", "0 + x"]),
-    ("y ~ x + (1 + x || g)", ["1", "0 + x"]),
-    ("y ~ x + (1 + x + z || g)", ["1", "0 + x", "0 + z"]),
-    ("y ~ x + (0 + x + z || g)", ["0 + x", "0 + z"]),
-    ("y ~ x + (x - 1 || g)", ["0 + x"]),
-])
+
+@pytest.mark.parametrize(
+    "formula, exprs",
+    [
+        ("y ~ x + (x || g)", ["1", "0 + x"]),
+        ("y ~ x + (1 + x || g)", ["1", "0 + x"]),
+        ("y ~ x + (1 + x + z || g)", ["1", "0 + x", "0 + z"]),
+        ("y ~ x + (0 + x + z || g)", ["0 + x", "0 + z"]),
+        ("y ~ x + (x - 1 || g)", ["0 + x"]),
+    ],
+)
 def test_double_bar_splits_into_uncorrelated_blocks(formula, exprs):
     parts = parse_formula(formula)
     assert [t.expr for t in parts.random] == exprs
@@ -106,10 +122,10 @@ def test_double_bar_with_nothing_left_is_an_error():
 
 # -- grouping side ----------------------------------------------------------------------
 
+
 def test_nesting_expands_to_outer_and_interaction():
     parts = parse_formula("strength ~ 1 + (1|batch/cask)")
-    assert bars(parts) == [("1", ("batch",), "batch"),
-                           ("1", ("batch", "cask"), "cask:batch")]
+    assert bars(parts) == [("1", ("batch",), "batch"), ("1", ("batch", "cask"), "cask:batch")]
 
 
 def test_three_level_nesting_labels_innermost_first():
@@ -140,16 +156,20 @@ def test_backquoted_grouping_name():
 
 # -- errors ---------------------------------------------------------------------------------
 
+
 def test_no_random_term():
     with pytest.raises(FormulaError, match=r"'y ~ x \+ z' has no random-effect term"):
         parse_formula("y ~ x + z")
 
 
-@pytest.mark.parametrize("formula, where", [
-    ("y ~ x + (1|g", r"unbalanced '\(' .*\(1\|g"),
-    ("y ~ x + (1|g))", r"unbalanced '\)' .*\(1\|g\)\)"),
-    ("y ~ x + ((1|g)", r"unbalanced '\(' .*\(\(1\|g\)"),
-])
+@pytest.mark.parametrize(
+    "formula, where",
+    [
+        ("y ~ x + (1|g", r"unbalanced '\(' .*\(1\|g"),
+        ("y ~ x + (1|g))", r"unbalanced '\)' .*\(1\|g\)\)"),
+        ("y ~ x + ((1|g)", r"unbalanced '\(' .*\(\(1\|g\)"),
+    ],
+)
 def test_unbalanced_parentheses(formula, where):
     with pytest.raises(FormulaError, match=where):
         parse_formula(formula)
@@ -165,10 +185,13 @@ def test_no_tilde():
         parse_formula("y + (1|g)")
 
 
-@pytest.mark.parametrize("formula, term", [
-    ("y ~ x + (1|)", r"\(1\|\)"),
-    ("y ~ x + (1| )", r"\(1\| \)"),
-])
+@pytest.mark.parametrize(
+    "formula, term",
+    [
+        ("y ~ x + (1|)", r"\(1\|\)"),
+        ("y ~ x + (1| )", r"\(1\| \)"),
+    ],
+)
 def test_empty_grouping(formula, term):
     with pytest.raises(FormulaError, match=term + "' has no grouping factor"):
         parse_formula(formula)
@@ -179,10 +202,13 @@ def test_nothing_left_of_the_bar():
         parse_formula("y ~ x + ( | g)")
 
 
-@pytest.mark.parametrize("formula, term", [
-    ("y ~ x + 1|g", r"'1\|g' must be in parentheses"),
-    ("y ~ x | g", r"'x \| g' must be in parentheses"),
-])
+@pytest.mark.parametrize(
+    "formula, term",
+    [
+        ("y ~ x + 1|g", r"'1\|g' must be in parentheses"),
+        ("y ~ x | g", r"'x \| g' must be in parentheses"),
+    ],
+)
 def test_bar_outside_parentheses(formula, term):
     with pytest.raises(FormulaError, match=term):
         parse_formula(formula)

@@ -8,6 +8,7 @@ unless R and Python spell the form differently) and compares:
   nobs exactly.
 Also: an unknown function's error, and the CLI's read.csv rules for missing values.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,10 @@ CASES = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else []
 # mixboot must do at least as well.
 LME4_UNCONVERGED = {"random_I"}
 # Where mixboot is given another spelling than lme4, its coefficients are named by it.
-NAME_MAP = {"center": {"scale(Days, scale = FALSE)": "center(Days)"},
-            "Q": {"`Days elapsed`": "Q('Days elapsed')"}}
+NAME_MAP = {
+    "center": {"scale(Days, scale = FALSE)": "center(Days)"},
+    "Q": {"`Days elapsed`": "Q('Days elapsed')"},
+}
 
 
 def _data(name: str) -> pd.DataFrame:
@@ -49,7 +52,7 @@ def _data(name: str) -> pd.DataFrame:
 def test_form_matches_lme4(case):
     data = _data(case["data"])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)       # rows dropped for missing values
+        warnings.simplefilter("ignore", UserWarning)  # rows dropped for missing values
         r = mb.fit(case["formula"], data, REML=case["REML"])
     assert r.nobs == case["nobs"]
     ref_obj = case["objective"]
@@ -101,12 +104,7 @@ def test_offset_elsewhere_is_refused():
 
 def test_csv_missing_values_follow_read_csv(tmp_path):
     path = tmp_path / "na.csv"
-    path.write_text("y,x,label,flag\n"
-                    "1.5,1,None,a\n"
-                    "NA,2,NaN,b\n"
-                    ",3,null,\n"
-                    "2.5,,,NA\n"
-                    "3.5,NA,NA,c\n")
+    path.write_text("y,x,label,flag\n1.5,1,None,a\nNA,2,NaN,b\n,3,null,\n2.5,,,NA\n3.5,NA,NA,c\n")
     df = _read(str(path))
     assert df["y"].dtype.kind == "f" and df["x"].dtype.kind == "f"
     assert df["y"].isna().tolist() == [False, True, True, False, False]
@@ -125,11 +123,14 @@ def test_csv_integers_stay_integers(tmp_path):
     assert df["b"].tolist() == ["x", "y"]
 
 
-@pytest.mark.parametrize("formula", [
-    "Reaction ~ poly(Days, 2) + (1 | Subject)",
-    "Reaction ~ scale(Days) + factor(Days > 4) + (1 + scale(Days) | Subject)",
-    "Reaction ~ I(Days^2) + log(Days + 1) + (0 + sqrt(Days) | Subject)",
-])
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "Reaction ~ poly(Days, 2) + (1 | Subject)",
+        "Reaction ~ scale(Days) + factor(Days > 4) + (1 + scale(Days) | Subject)",
+        "Reaction ~ I(Days^2) + log(Days + 1) + (0 + sqrt(Days) | Subject)",
+    ],
+)
 def test_new_data_coded_as_fitted(formula):
     """The stored formulaic specs rebuild X and Z (stateful transforms keep the fit's
     centre, scale and polynomial coefficients), also on a subset of the rows."""
@@ -157,6 +158,7 @@ def test_dotted_column_names():
 
 def test_factor_on_the_grouping_side_is_the_factor():
     from mixboot.formula import parse_formula
+
     parts = parse_formula("y ~ x + (1 | factor(g)) + (1 | as.factor(a):b)")
     assert [t.group for t in parts.random] == [("g",), ("a", "b")]
 

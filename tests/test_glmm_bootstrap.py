@@ -1,5 +1,6 @@
 """bootMer on a GLMM: lme4's bootstrap distribution of cbpp, same bits on the replicate
 runner, checkpoints, failures, and intervals on the reported scale."""
+
 from __future__ import annotations
 
 import json
@@ -76,14 +77,14 @@ def test_replicate_i_refits_simulate_column_i(cbpp_fit, boot40):
     Y = mb.simulate(cbpp_fit, 3, seed=11)
     k = cbpp_fit.spec.n_theta
     refits = cbpp_fit.model.refit(Y.T, start=np.concatenate([cbpp_fit.theta, cbpp_fit.beta]))
-    assert np.column_stack([refits.beta, refits.theta]).tobytes() \
-        == boot40.estimates[:3].tobytes()
+    assert np.column_stack([refits.beta, refits.theta]).tobytes() == boot40.estimates[:3].tobytes()
     assert boot40.estimates.shape == (40, cbpp_fit.spec.p + k)
 
 
-def test_checkpoint_resume_after_interrupt_equals_straight_run(cbpp_fit, boot40, tmp_path,
-                                                               monkeypatch):
-    monkeypatch.setattr(checkpoint, "CHECKPOINT_INTERVAL", 0.0)   # write every chunk at once
+def test_checkpoint_resume_after_interrupt_equals_straight_run(
+    cbpp_fit, boot40, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(checkpoint, "CHECKPOINT_INTERVAL", 0.0)  # write every chunk at once
     monkeypatch.setattr(engine, "_glmm_chunk_size", lambda model: 8)
     calls = {"n": 0}
     real = runner._call
@@ -119,8 +120,12 @@ def test_custom_statistic_sees_each_replicate_fit_and_failures_are_recorded(cbpp
     def stat(r):
         if r.objective == bad:
             raise RuntimeError("boom")
-        return {"period4": r.fe_params["period4"], "sd": r.varcorr["sdcor"].iloc[0],
-                "deviance": r.objective, "y": r.y.sum()}
+        return {
+            "period4": r.fe_params["period4"],
+            "sd": r.varcorr["sdcor"].iloc[0],
+            "deviance": r.objective,
+            "y": r.y.sum(),
+        }
 
     with pytest.warns(RuntimeWarning, match="1 of 8 bootstrap replicates failed"):
         boot = mb.bootMer(cbpp_fit, stat, B=8, seed=11)
@@ -133,8 +138,9 @@ def test_custom_statistic_sees_each_replicate_fit_and_failures_are_recorded(cbpp
     ref = boot40.estimates[:8][keep]
     assert boot.estimates[keep, 0].tobytes() == ref[:, 3].tobytes()
     assert boot.estimates[keep, 1].tobytes() == ref[:, 4].tobytes()
-    np.testing.assert_allclose(boot.estimates[keep, 2],
-                               boot40.diagnostics["objective"].to_numpy()[:8][keep], rtol=1e-12)
+    np.testing.assert_allclose(
+        boot.estimates[keep, 2], boot40.diagnostics["objective"].to_numpy()[:8][keep], rtol=1e-12
+    )
     Y = mb.simulate(cbpp_fit, 8, seed=11)
     np.testing.assert_allclose(boot.estimates[keep, 3], Y.sum(axis=0)[keep], rtol=1e-12)
     # the original fit's statistic is the estimate
@@ -161,12 +167,10 @@ def test_refit_failure_is_recorded_and_the_run_goes_on(cbpp_fit, monkeypatch):
 # --------------------------------------------------------------------------- BootResult
 def test_confint_rows_on_the_reported_scale(cbpp_fit, boot40):
     ci = boot40.confint()
-    assert list(ci.index) == ["sd_(Intercept)|herd", "(Intercept)", "period2", "period3",
-                              "period4"]
+    assert list(ci.index) == ["sd_(Intercept)|herd", "(Intercept)", "period2", "period3", "period4"]
     # sigma is 1: the herd SD is theta itself
     j = boot40.names.index("herd.(Intercept)")
-    np.testing.assert_array_equal(boot40.reported()["sd_(Intercept)|herd"],
-                                  boot40.estimates[:, j])
+    np.testing.assert_array_equal(boot40.reported()["sd_(Intercept)|herd"], boot40.estimates[:, j])
     assert boot40.reported_estimate()["sd_(Intercept)|herd"] == cbpp_fit.theta[0]
     assert "sigma" not in boot40.tbl.columns and "sigma" not in boot40.names
     for method in ("perc", "shortest", "basic", "norm"):

@@ -14,6 +14,7 @@ lme4's by what that early stop leaves: the tolerances below are set from measure
 (see the module constants).  The tolerances at the optimum itself (1e-4 on beta, 1e-3 on SEs)
 are tests/test_glmm_tight.py's, against glmer run to a tight optimum.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,9 @@ def _load_json(path: Path):
         return json.load(fh)
 
 
-SHARED_CASES = _load_json(HERE / ".." / ".." / "shared" / "reference" / "lme4_glmer_fits.json") or []
+SHARED_CASES = (
+    _load_json(HERE / ".." / ".." / "shared" / "reference" / "lme4_glmer_fits.json") or []
+)
 REF_CASES = {c["id"]: c for c in _load_json(HERE / "data" / "glmer_reference.json")["cases"]}
 
 # Fits that take more than a few seconds (measured on 2 busy cores): grouseticks with three crossed
@@ -52,11 +55,11 @@ SLOW = {"grouseticks_poisson", "verbagg_slopes", "grouseticks_poisson_laplace"}
 # AGQ 5 is 5.5e-7 = 6e-9 relative above), beta <= 1.0e-3 relative (1.1e-3 absolute), SE <= 1.4e-2
 # relative (Laplace intercepts: lme4's deriv12 Hessian at its early stop), theta <= 2e-4,
 # conditional modes <= 5.3e-4.  The tolerances leave a factor 2-3 of room.
-OBJ_ABOVE_RTOL = 1e-6     # ours may exceed lme4's criterion by at most this (relative)
-OBJ_BELOW_ATOL = 1e-2     # ... and be below it by at most max(this, OBJ_BELOW_RTOL * |objective|)
+OBJ_ABOVE_RTOL = 1e-6  # ours may exceed lme4's criterion by at most this (relative)
+OBJ_BELOW_ATOL = 1e-2  # ... and be below it by at most max(this, OBJ_BELOW_RTOL * |objective|)
 OBJ_BELOW_RTOL = 3e-6
 BETA_RTOL = 3e-3
-BETA_ATOL = 3e-3          # floor for coefficients near zero (cHEIGHT = -0.024)
+BETA_ATOL = 3e-3  # floor for coefficients near zero (cHEIGHT = -0.024)
 SE_RTOL = 3e-2
 THETA_ATOL = 1e-3
 MODES_ATOL = 1e-3
@@ -80,8 +83,10 @@ def _fit_case(case):
 
 
 def _params(cases, slow=SLOW):
-    return [pytest.param(c, id=c["id"], marks=[pytest.mark.slow] if c["id"] in slow else [])
-            for c in cases]
+    return [
+        pytest.param(c, id=c["id"], marks=[pytest.mark.slow] if c["id"] in slow else [])
+        for c in cases
+    ]
 
 
 def _check_estimates(r, case):
@@ -89,8 +94,9 @@ def _check_estimates(r, case):
     assert list(r.fe_params.index) == list(case["fixef"]), (list(r.fe_params.index), case["fixef"])
     np.testing.assert_allclose(beta, ref_beta, rtol=BETA_RTOL, atol=BETA_ATOL)
     np.testing.assert_allclose(_vec(r.theta), _vec(case["theta"]), rtol=0, atol=THETA_ATOL)
-    np.testing.assert_allclose(np.asarray(r.bse, dtype=float), _vec(list(case["se"].values())),
-                               rtol=SE_RTOL)
+    np.testing.assert_allclose(
+        np.asarray(r.bse, dtype=float), _vec(list(case["se"].values())), rtol=SE_RTOL
+    )
     assert r.is_singular == case["singular"]
     assert r.nobs == case["nobs"]
     assert dict(r.ngroups) == case["ngrps"]
@@ -99,6 +105,7 @@ def _check_estimates(r, case):
 # --------------------------------------------------------------------------------------------
 # 1. The shared lme4 reference (glmer defaults)
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", _params(SHARED_CASES))
 def test_shared_reference_fit(case):
@@ -109,7 +116,7 @@ def test_shared_reference_fit(case):
     assert r.objective >= ref - max(OBJ_BELOW_ATOL, OBJ_BELOW_RTOL * abs(ref)), (r.objective, ref)
     assert r.converged
     _check_estimates(r, case)
-    assert r.vcov_method == "hessian"          # glmer's nAGQ >= 1 default (deriv12 Hessian)
+    assert r.vcov_method == "hessian"  # glmer's nAGQ >= 1 default (deriv12 Hessian)
     # varcorr: lme4's as.data.frame(VarCorr()) rows for a GLMM: no Residual row
     ref_vc = case["varcorr"]
     assert len(r.varcorr) == len(ref_vc)
@@ -131,6 +138,7 @@ def test_shared_reference_fit(case):
 # --------------------------------------------------------------------------------------------
 # 2. tests/data/glmer_reference.json
 # --------------------------------------------------------------------------------------------
+
 
 def _c0(case) -> float:
     """The y-only constant lme4's nAGQ > 1 criterion omits: family$aic - sum(devResid), which
@@ -156,7 +164,7 @@ def test_reference_objective_and_estimates(case):
         c0 = _c0(case)
         assert c0 == pytest.approx(case["agq_full_by_hand"] - case["agq_by_hand"], abs=1e-6)
         ours = ours - c0
-        full = case["agq_full_by_hand"]                  # lme4's AGQ -2 logLik with c0
+        full = case["agq_full_by_hand"]  # lme4's AGQ -2 logLik with c0
         assert r.objective <= full + OBJ_ABOVE_RTOL * abs(full), (r.objective, full)
     assert ours <= ref + OBJ_ABOVE_RTOL * abs(ref), (ours, ref)
     assert ours >= ref - max(OBJ_BELOW_ATOL, OBJ_BELOW_RTOL * abs(ref)), (ours, ref)
@@ -168,8 +176,10 @@ def test_reference_objective_and_estimates(case):
 
 def test_agq_objective_decreases_to_the_quadrature_limit():
     # AGQ with 9 and 25 nodes agree closely (lme4: 5.5e-6 apart) and both lie below Laplace
-    r1, r9, r25 = (_fit_case(REF_CASES[k]) for k in
-                   ("cbpp_binomial_laplace", "cbpp_binomial_agq9", "cbpp_binomial_agq25"))
+    r1, r9, r25 = (
+        _fit_case(REF_CASES[k])
+        for k in ("cbpp_binomial_laplace", "cbpp_binomial_agq9", "cbpp_binomial_agq25")
+    )
     assert abs(r9.objective - r25.objective) < 1e-4
     assert r25.objective < r1.objective - 0.05
     np.testing.assert_allclose(r9.fe_params, r25.fe_params, atol=1e-4)
@@ -191,8 +201,13 @@ def test_reference_conditional_modes(case):
         cols = [k for k in ref if k != "levels"]
         assert list(ours.columns) == cols
         for col in cols:
-            np.testing.assert_allclose(ours[col].to_numpy(), _vec(ref[col]), rtol=0,
-                                       atol=MODES_ATOL, err_msg=f"{grp} {col}")
+            np.testing.assert_allclose(
+                ours[col].to_numpy(),
+                _vec(ref[col]),
+                rtol=0,
+                atol=MODES_ATOL,
+                err_msg=f"{grp} {col}",
+            )
 
 
 def _same_fit(a, b, tol=1e-8):
@@ -200,8 +215,9 @@ def _same_fit(a, b, tol=1e-8):
     np.testing.assert_allclose(np.asarray(a.fe_params), np.asarray(b.fe_params), rtol=tol, atol=tol)
     np.testing.assert_allclose(np.asarray(a.bse), np.asarray(b.bse), rtol=1e-6)
     np.testing.assert_allclose(_vec(a.theta), _vec(b.theta), rtol=tol, atol=tol)
-    np.testing.assert_allclose(np.asarray(a.fittedvalues), np.asarray(b.fittedvalues),
-                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(
+        np.asarray(a.fittedvalues), np.asarray(b.fittedvalues), rtol=tol, atol=tol
+    )
     for g in a.ranef:
         np.testing.assert_allclose(a.ranef[g].to_numpy(), b.ranef[g].to_numpy(), atol=tol)
 
@@ -210,7 +226,7 @@ def test_proportions_with_weights_equal_cbind():
     a = _fit_case(REF_CASES["cbpp_binomial_laplace"])
     b = _fit_case(REF_CASES["cbpp_binomial_prop_weights"])
     _same_fit(a, b)
-    np.testing.assert_allclose(a.y, b.y)                  # proportions either way
+    np.testing.assert_allclose(a.y, b.y)  # proportions either way
     assert a.aic == pytest.approx(b.aic, rel=1e-8)
 
 
@@ -241,23 +257,31 @@ def test_poisson_offset_argument_equals_formula_offset(nAGQ):
     case = REF_CASES["cbpp_poisson_offset_laplace" if nAGQ == 1 else "cbpp_poisson_offset_agq5"]
     a = _fit_case(case)
     d = _data("cbpp.csv")
-    b = mb.fit("incidence ~ period + (1 | herd)", data=d, family="poisson", nAGQ=nAGQ,
-               offset=np.log(d["size"].to_numpy()))
+    b = mb.fit(
+        "incidence ~ period + (1 | herd)",
+        data=d,
+        family="poisson",
+        nAGQ=nAGQ,
+        offset=np.log(d["size"].to_numpy()),
+    )
     d["logsize"] = np.log(d["size"])
-    c = mb.fit("incidence ~ period + (1 | herd)", data=d, family="poisson", nAGQ=nAGQ,
-               offset="logsize")
+    c = mb.fit(
+        "incidence ~ period + (1 | herd)", data=d, family="poisson", nAGQ=nAGQ, offset="logsize"
+    )
     _same_fit(a, b)
     _same_fit(a, c)
     # the offset is in the linear predictor and the fitted counts
     np.testing.assert_allclose(a.fittedvalues, np.exp(a.predict()), rtol=1e-12)
     pop = a.predict(re_form="~0")
-    np.testing.assert_allclose(pop, a.spec.X @ np.asarray(a.fe_params) + np.log(d["size"]),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        pop, a.spec.X @ np.asarray(a.fe_params) + np.log(d["size"]), rtol=1e-12
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # 3. The result's API
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def cbpp():
@@ -281,8 +305,9 @@ def test_fitted_values_are_linkinv_of_linear_predictor(fit_binom, fit_pois):
         np.testing.assert_allclose(r.fittedvalues, mu, rtol=1e-12)
         np.testing.assert_allclose(r.predict(type="response"), mu, rtol=1e-12)
         np.testing.assert_allclose(r.resid, r.y - mu, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(fit_binom.fittedvalues, 1 / (1 + np.exp(-fit_binom.predict())),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        fit_binom.fittedvalues, 1 / (1 + np.exp(-fit_binom.predict())), rtol=1e-12
+    )
     # the linear predictor is X beta + Z b
     r = fit_binom
     b = r.ranef["herd"]["(Intercept)"]
@@ -294,11 +319,16 @@ def test_fitted_values_are_linkinv_of_linear_predictor(fit_binom, fit_pois):
 def test_predict_newdata_rows_equal_fitted(fit_binom, fit_pois, cbpp):
     for r in (fit_binom, fit_pois):
         head = cbpp.head(7)
-        np.testing.assert_allclose(np.asarray(r.predict(newdata=head), dtype=float),
-                                   np.asarray(r.predict())[:7], rtol=1e-10)
-        np.testing.assert_allclose(np.asarray(r.predict(newdata=head, type="response"),
-                                              dtype=float),
-                                   r.fittedvalues[:7], rtol=1e-10)
+        np.testing.assert_allclose(
+            np.asarray(r.predict(newdata=head), dtype=float),
+            np.asarray(r.predict())[:7],
+            rtol=1e-10,
+        )
+        np.testing.assert_allclose(
+            np.asarray(r.predict(newdata=head, type="response"), dtype=float),
+            r.fittedvalues[:7],
+            rtol=1e-10,
+        )
         rows = cbpp.iloc[[40, 3, 17]]
         out = r.predict(newdata=rows, type="response")
         assert isinstance(out, pd.Series) and list(out.index) == [40, 3, 17]
@@ -309,18 +339,21 @@ def test_predict_population_level(fit_binom, fit_pois, cbpp):
     xb = fit_binom.spec.X @ np.asarray(fit_binom.fe_params)
     for re_form in ("~0", "NA", np.nan):
         np.testing.assert_allclose(fit_binom.predict(re_form=re_form), xb, rtol=1e-12)
-    np.testing.assert_allclose(fit_binom.predict(re_form="~0", type="response"),
-                               1 / (1 + np.exp(-xb)), rtol=1e-12)
+    np.testing.assert_allclose(
+        fit_binom.predict(re_form="~0", type="response"), 1 / (1 + np.exp(-xb)), rtol=1e-12
+    )
     xb_off = fit_pois.spec.X @ np.asarray(fit_pois.fe_params) + np.log(cbpp["size"].to_numpy())
     np.testing.assert_allclose(fit_pois.predict(re_form="~0"), xb_off, rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(fit_pois.predict(newdata=cbpp.head(5), re_form="~0")),
-                               xb_off[:5], rtol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(fit_pois.predict(newdata=cbpp.head(5), re_form="~0")), xb_off[:5], rtol=1e-12
+    )
 
 
 def test_predict_re_form_with_every_term_is_the_conditional_link(fit_binom):
     # re_form naming all of the model's terms is the same as re_form=None: the link scale
-    np.testing.assert_allclose(fit_binom.predict(re_form="~(1 | herd)"), fit_binom.predict(),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        fit_binom.predict(re_form="~(1 | herd)"), fit_binom.predict(), rtol=1e-12
+    )
 
 
 def test_predict_new_levels(fit_binom, cbpp):
@@ -331,18 +364,36 @@ def test_predict_new_levels(fit_binom, cbpp):
     out = np.asarray(fit_binom.predict(newdata=new, allow_new_levels=True), dtype=float)
     pop = np.asarray(fit_binom.predict(newdata=new, re_form="~0"), dtype=float)
     cond = np.asarray(fit_binom.predict(newdata=cbpp.head(3)), dtype=float)
-    np.testing.assert_allclose(out[[0, 2]], pop[[0, 2]], rtol=1e-12)   # new herd: b = 0
+    np.testing.assert_allclose(out[[0, 2]], pop[[0, 2]], rtol=1e-12)  # new herd: b = 0
     np.testing.assert_allclose(out[1], cond[1], rtol=1e-12)
 
 
 def test_summary_has_glmer_sections(fit_binom):
     s = fit_binom.summary()
-    for text in ("Generalized linear mixed model fit by maximum likelihood",
-                 "Laplace", "Family: binomial", "logit", "Formula:",
-                 "AIC", "BIC", "logLik", "deviance", "df.resid",
-                 "Random effects:", "Groups", "Variance", "Std.Dev.", "herd",
-                 "Number of obs: 56", "Fixed effects:", "Estimate", "Std. Error",
-                 "z value", "Pr(>|z|)", "period2"):
+    for text in (
+        "Generalized linear mixed model fit by maximum likelihood",
+        "Laplace",
+        "Family: binomial",
+        "logit",
+        "Formula:",
+        "AIC",
+        "BIC",
+        "logLik",
+        "deviance",
+        "df.resid",
+        "Random effects:",
+        "Groups",
+        "Variance",
+        "Std.Dev.",
+        "herd",
+        "Number of obs: 56",
+        "Fixed effects:",
+        "Estimate",
+        "Std. Error",
+        "z value",
+        "Pr(>|z|)",
+        "period2",
+    ):
         assert text in s, text
     assert "Residual" not in s
     assert "t value" not in s
@@ -391,7 +442,7 @@ def test_simulate_binomial(fit_binom, cbpp):
     assert not np.array_equal(a, r.simulate(4, seed=124))
     a = np.asarray(a, dtype=float)
     assert np.all((a >= 0) & (a <= 1))
-    counts = a * cbpp["size"].to_numpy()[:, None]          # proportions of the trials
+    counts = a * cbpp["size"].to_numpy()[:, None]  # proportions of the trials
     np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)
 
 
@@ -409,7 +460,7 @@ def test_simulate_poisson_and_bernoulli(fit_pois, cbpp):
 
 
 def _singular_data():
-    rng = np.random.default_rng(12)          # a seed whose fit has theta = 0
+    rng = np.random.default_rng(12)  # a seed whose fit has theta = 0
     g = np.repeat(np.arange(8), 25).astype(str)
     y = rng.binomial(1, 0.5, size=g.size)
     return pd.DataFrame({"y": y, "g": g, "x": rng.normal(size=g.size)})
@@ -455,8 +506,12 @@ def test_nagq_above_one_needs_one_scalar_term(cbpp):
     with pytest.raises(ValueError, match=r"nAGQ=5.*single scalar"):
         mb.fit(F + " + (1 | obs)", data=cbpp, family="binomial", nAGQ=5)
     with pytest.raises(ValueError, match=r"nAGQ=9.*single scalar"):
-        mb.fit("cbind(incidence, size - incidence) ~ period + (1 + size | herd)", data=cbpp,
-               family="binomial", nAGQ=9)
+        mb.fit(
+            "cbind(incidence, size - incidence) ~ period + (1 + size | herd)",
+            data=cbpp,
+            family="binomial",
+            nAGQ=9,
+        )
 
 
 def test_bad_counts(cbpp):
@@ -494,7 +549,7 @@ def test_cbind_needs_binomial(cbpp):
     with pytest.raises(ValueError, match=r"cbind.*family='binomial'.*poisson"):
         mb.fit(F, data=cbpp, family="poisson")
     with pytest.raises(ValueError, match=r"cbind.*family='binomial'"):
-        mb.fit(F, data=cbpp)                                   # an LMM
+        mb.fit(F, data=cbpp)  # an LMM
 
 
 def test_glmm_arguments_given_to_an_lmm(cbpp):
@@ -506,16 +561,25 @@ def test_glmm_arguments_given_to_an_lmm(cbpp):
 
 def test_bad_weights_and_offset(cbpp):
     with pytest.raises(KeyError, match=r"weights.*'nosuch'"):
-        mb.fit("incidence/size ~ period + (1 | herd)", data=cbpp, family="binomial",
-               weights="nosuch")
+        mb.fit(
+            "incidence/size ~ period + (1 | herd)", data=cbpp, family="binomial", weights="nosuch"
+        )
     with pytest.raises(KeyError, match=r"offset.*'nosuch'"):
         mb.fit("incidence ~ period + (1 | herd)", data=cbpp, family="poisson", offset="nosuch")
     with pytest.raises(ValueError, match=r"weights.*positive"):
-        mb.fit("incidence/size ~ period + (1 | herd)", data=cbpp, family="binomial",
-               weights=-cbpp["size"].to_numpy())
+        mb.fit(
+            "incidence/size ~ period + (1 | herd)",
+            data=cbpp,
+            family="binomial",
+            weights=-cbpp["size"].to_numpy(),
+        )
     with pytest.raises(ValueError, match="weights.*length"):
-        mb.fit("incidence/size ~ period + (1 | herd)", data=cbpp, family="binomial",
-               weights=cbpp["size"].to_numpy()[:10])
+        mb.fit(
+            "incidence/size ~ period + (1 | herd)",
+            data=cbpp,
+            family="binomial",
+            weights=cbpp["size"].to_numpy()[:10],
+        )
 
 
 def test_simulate_sigma_for_glmm(fit_binom):

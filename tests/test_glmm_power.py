@@ -3,6 +3,7 @@
 lme4's ``anova()`` numbers for cbpp come from scripts/glmm_lrt_reference.R
 (tests/data/glmm_lrt_reference.json).
 """
+
 import json
 from pathlib import Path
 
@@ -23,15 +24,22 @@ CROSSED = "y ~ cond + (1 | subject) + (1 | item)"
 @pytest.fixture(scope="module")
 def cbpp():
     d = mb.datasets.load("cbpp")
-    return (mb.fit(CBPP_LARGE, data=d, family="binomial"),
-            mb.fit(CBPP_SMALL, data=d, family="binomial"))
+    return (
+        mb.fit(CBPP_LARGE, data=d, family="binomial"),
+        mb.fit(CBPP_SMALL, data=d, family="binomial"),
+    )
 
 
 def crossed_bernoulli(subjects=30, items=20, effect=0.6):
     """Bernoulli responses, subjects x items, the two-level condition varying between items."""
     d = mb.design.crossed(subjects=subjects, items=items, item_between={"cond": ["a", "b"]})
-    return mb.model(CROSSED, d, family="bernoulli", beta={"(Intercept)": 0.0, "condb": effect},
-                    re={"subject": 1.0, "item": 0.5})
+    return mb.model(
+        CROSSED,
+        d,
+        family="bernoulli",
+        beta={"(Intercept)": 0.0, "condb": effect},
+        re={"subject": 1.0, "item": 0.5},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,22 +61,31 @@ def test_model_from_parameters(bernoulli):
     assert Y.shape == (600, 3) and set(np.unique(Y)) <= {0.0, 1.0}
     # correlated random slopes on the link scale, a Poisson model, binomial trials
     d = mb.design.nested(groups=12, per_group=6, x={"x": np.arange(6.0)})
-    p = mb.model("y ~ x + (x | group)", d, family="poisson", beta=[1.0, 0.1],
-                 re={"group": {"sd": [0.5, 0.2], "corr": [[1, 0.3], [0.3, 1]]}})
+    p = mb.model(
+        "y ~ x + (x | group)",
+        d,
+        family="poisson",
+        beta=[1.0, 0.1],
+        re={"group": {"sd": [0.5, 0.2], "corr": [[1, 0.3], [0.3, 1]]}},
+    )
     np.testing.assert_allclose(p.varcorr["sdcor"], [0.5, 0.2, 0.3])
-    b = mb.model("y ~ x + (1 | group)", d, family="binomial", beta=[0.0, 0.2],
-                 theta=[0.7], trials=10)
+    b = mb.model(
+        "y ~ x + (1 | group)", d, family="binomial", beta=[0.0, 0.2], theta=[0.7], trials=10
+    )
     np.testing.assert_array_equal(b.spec.trials, np.full(72, 10.0))
     counts = b.simulate(nsim=2, seed=3) * 10
     np.testing.assert_array_equal(counts, np.round(counts))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(sigma=1.0), "sigma does not apply to a GLMM"),
-    (dict(REML=False), "REML does not apply to a GLMM"),
-    (dict(family="poisson", trials=5), "trials= applies to binomial GLMMs"),
-    (dict(family="gamma"), "unknown family"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sigma=1.0), "sigma does not apply to a GLMM"),
+        (dict(REML=False), "REML does not apply to a GLMM"),
+        (dict(family="poisson", trials=5), "trials= applies to binomial GLMMs"),
+        (dict(family="gamma"), "unknown family"),
+    ],
+)
 def test_model_errors(kwargs, message):
     d = mb.design.nested(groups=5, per_group=4)
     args = dict(beta=[0.0], re={"group": 1.0}, family="bernoulli") | kwargs
@@ -198,8 +215,7 @@ def test_power_from_a_fit_joint_term_and_pb(cbpp):
 
 def test_power_under_the_null_holds_its_level():
     """nsim = 200 under beta = 0: the Wald level within a 99.9% binomial band of 0.05."""
-    res = mb.power(crossed_bernoulli(subjects=20, items=10, effect=0.0), "condb", nsim=200,
-                   seed=7)
+    res = mb.power(crossed_bernoulli(subjects=20, items=10, effect=0.0), "condb", nsim=200, seed=7)
     lo, hi = stats.binom.ppf([0.0005, 0.9995], res.n_valid, 0.05) / res.n_valid
     assert lo <= res.power <= hi
 
@@ -217,9 +233,15 @@ def test_power_curve_along_subjects():
     bigger = model_at_size(g, "subject", 20)
     assert bigger.ngroups == {"subject": 20, "item": 10} and bigger.from_parameters
     np.testing.assert_array_equal(bigger.theta, g.theta)
-    np.testing.assert_array_equal(curve.results[1].pvalues,
-                                  mb.power(bigger, "condb", nsim=16, seed=2).pvalues)
-    trials = mb.model("y ~ x + (1 | group)", mb.design.nested(groups=6, per_group=3,
-                                                              x={"x": [0.0, 1.0, 2.0]}),
-                      family="binomial", beta=[0.0, 0.5], re={"group": 0.5}, trials=[4, 5, 6] * 6)
+    np.testing.assert_array_equal(
+        curve.results[1].pvalues, mb.power(bigger, "condb", nsim=16, seed=2).pvalues
+    )
+    trials = mb.model(
+        "y ~ x + (1 | group)",
+        mb.design.nested(groups=6, per_group=3, x={"x": [0.0, 1.0, 2.0]}),
+        family="binomial",
+        beta=[0.0, 0.5],
+        re={"group": 0.5},
+        trials=[4, 5, 6] * 6,
+    )
     np.testing.assert_array_equal(model_at_size(trials, "group", 8).spec.trials, [4, 5, 6] * 8)

@@ -19,6 +19,7 @@ approximation's own bias:
   theta_hat 0.4892, b = -0.0109.
 The file runs in about 20 s.
 """
+
 import numpy as np
 import pytest
 
@@ -32,24 +33,36 @@ def recover(m, seed):
     """(theta_hat, beta_hat) of R refits of responses simulated from model ``m``."""
     Y = m.simulate(nsim=R, seed=seed)
     start = np.concatenate([m.theta, m.beta])
-    fits = [m.model.refit(Y[:, s:s + BATCH].T, start=start) for s in range(0, R, BATCH)]
+    fits = [m.model.refit(Y[:, s : s + BATCH].T, start=start) for s in range(0, R, BATCH)]
     assert all(f.converged.all() for f in fits)
     return (np.concatenate([f.theta for f in fits]), np.concatenate([f.beta for f in fits]))
 
 
 CASES = {
     "bernoulli": dict(
-        model=lambda: mb.model("y ~ x + (1 | group)",
-                               mb.design.nested(groups=60, per_group=20,
-                                                x={"x": np.linspace(-1, 1, 20)}),
-                               family="bernoulli", beta=[-0.5, 0.8], re={"group": 1.0}),
-        seed=1, groups=60, laplace=0.03),
+        model=lambda: mb.model(
+            "y ~ x + (1 | group)",
+            mb.design.nested(groups=60, per_group=20, x={"x": np.linspace(-1, 1, 20)}),
+            family="bernoulli",
+            beta=[-0.5, 0.8],
+            re={"group": 1.0},
+        ),
+        seed=1,
+        groups=60,
+        laplace=0.03,
+    ),
     "poisson": dict(
-        model=lambda: mb.model("y ~ x + (1 | group)",
-                               mb.design.nested(groups=40, per_group=10,
-                                                x={"x": np.linspace(-1, 1, 10)}),
-                               family="poisson", beta=[1.0, 0.3], re={"group": 0.5}),
-        seed=2, groups=40, laplace=0.01),
+        model=lambda: mb.model(
+            "y ~ x + (1 | group)",
+            mb.design.nested(groups=40, per_group=10, x={"x": np.linspace(-1, 1, 10)}),
+            family="poisson",
+            beta=[1.0, 0.3],
+            re={"group": 0.5},
+        ),
+        seed=2,
+        groups=40,
+        laplace=0.01,
+    ),
 }
 
 
@@ -59,11 +72,18 @@ def test_mean_estimates_recover_the_truth(name):
     m = case["model"]()
     theta_hat, beta_hat = recover(m, case["seed"])
     se_beta = beta_hat.std(axis=0, ddof=1) / np.sqrt(R)
-    assert np.all(np.abs(beta_hat.mean(axis=0) - m.beta) <= 3 * se_beta), \
-        (beta_hat.mean(axis=0), m.beta, se_beta)
+    assert np.all(np.abs(beta_hat.mean(axis=0) - m.beta) <= 3 * se_beta), (
+        beta_hat.mean(axis=0),
+        m.beta,
+        se_beta,
+    )
     theta = m.theta[0]
     t = theta_hat[:, 0]
     ml_bias = -theta / (2 * case["groups"]) - t.var(ddof=1) / (2 * theta)
     se_theta = t.std(ddof=1) / np.sqrt(R)
-    assert abs(t.mean() - (theta + ml_bias)) <= 3 * se_theta + case["laplace"] * theta, \
-        (t.mean(), theta, ml_bias, se_theta)
+    assert abs(t.mean() - (theta + ml_bias)) <= 3 * se_theta + case["laplace"] * theta, (
+        t.mean(),
+        theta,
+        ml_bias,
+        se_theta,
+    )

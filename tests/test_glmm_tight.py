@@ -8,6 +8,7 @@ lme4's DEFAULT glmer stops early (Nelder-Mead stage 2 with loose tolerances, tol
 a log-determinant from the previous PIRLS iterate), so its fixef are off by up to ~1e-3
 relative and its deriv12 Hessian SEs by up to ~1.4%; the tight reference is the optimum itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,7 @@ def _data(name: str):
         if d[c].dtype == object or c in GROUPING:
             d[c] = d[c].astype(str)
     if "r2" in d.columns:
-        d["r2f"] = np.where(d["r2"] == 1, "Y", "N")      # two-level factor, success = "Y"
+        d["r2f"] = np.where(d["r2"] == 1, "Y", "N")  # two-level factor, success = "Y"
     return d
 
 
@@ -70,8 +71,10 @@ def _fit(case):
 
 
 def _params():
-    return [pytest.param(c, id=c["id"], marks=[pytest.mark.slow] if c["id"] in SLOW else [])
-            for c in CASES]
+    return [
+        pytest.param(c, id=c["id"], marks=[pytest.mark.slow] if c["id"] in SLOW else [])
+        for c in CASES
+    ]
 
 
 @pytest.mark.parametrize("case", _params())
@@ -98,5 +101,6 @@ def test_glmm_tight_se(case):
     # nAGQ >= 1: the Hessian SEs (lme4's default vcov); nAGQ = 0: the RX SEs (no Hessian).
     expected_method = "hessian" if case["nAGQ"] >= 1 else "rx"
     assert r.vcov_method == expected_method
-    np.testing.assert_allclose(np.asarray(r.bse, dtype=float), _vec(list(case["se"].values())),
-                               rtol=SE_RTOL)
+    np.testing.assert_allclose(
+        np.asarray(r.bse, dtype=float), _vec(list(case["se"].values())), rtol=SE_RTOL
+    )

@@ -1,4 +1,5 @@
 """Satterthwaite degrees of freedom, coefficient tables and type III anova against lmerTest."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,9 +57,11 @@ def fits():
 
     def get(case):
         if case["id"] not in cache:
-            cache[case["id"]] = mb.fit(case["formula"], load_data(case["dataset"]),
-                                       REML=case["REML"])
+            cache[case["id"]] = mb.fit(
+                case["formula"], load_data(case["dataset"]), REML=case["REML"]
+            )
         return cache[case["id"]]
+
     return get
 
 
@@ -99,7 +102,7 @@ def test_anova_matches_lmertest(case, fits):
     _check_p(tab["Pr(>F)"], case["anova_p"])
     ref_p = stats.f.sf(_vec(case["anova_F"]), _vec(case["anova_numdf"]), _vec(case["anova_dendf"]))
     np.testing.assert_allclose(ref_p, _vec(case["anova_p"]), rtol=1e-7)
-    np.testing.assert_allclose(tab["Mean Sq"], tab["F value"] * r.sigma ** 2, rtol=1e-12)
+    np.testing.assert_allclose(tab["Mean Sq"], tab["F value"] * r.sigma**2, rtol=1e-12)
     np.testing.assert_allclose(tab["Sum Sq"], tab["Mean Sq"] * tab["NumDF"], rtol=1e-12)
 
 
@@ -131,8 +134,9 @@ def test_type3_is_invariant_to_the_coding():
     """Sum coding tests the same hypotheses as treatment coding (lmerTest maps them)."""
     data = load_data("cake")
     a = mb.fit("angle ~ recipe * temp + (1|recipe:replicate)", data).anova()
-    b = mb.fit("angle ~ recipe * temp + (1|recipe:replicate)", data,
-               contrasts={"recipe": "sum"}).anova()
+    b = mb.fit(
+        "angle ~ recipe * temp + (1|recipe:replicate)", data, contrasts={"recipe": "sum"}
+    ).anova()
     np.testing.assert_allclose(b["F value"], a["F value"], rtol=1e-5)
     np.testing.assert_allclose(b["DenDF"], a["DenDF"], rtol=1e-4)
     np.testing.assert_array_equal(b["NumDF"], a["NumDF"])
@@ -233,7 +237,7 @@ def test_result_stays_immutable_and_cached():
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.ddf = "wald"
     a = r.coef_table()
-    a.iloc[0, 0] = -1.0                           # a copy: the cache is untouched
+    a.iloc[0, 0] = -1.0  # a copy: the cache is untouched
     assert r.coef_table().iloc[0, 0] == pytest.approx(r.beta[0])
     assert r._satterthwaite is r._satterthwaite
 
@@ -249,7 +253,7 @@ def test_hessian_matches_the_deviance():
     assert np.all(np.linalg.eigvalsh(sat.hessian) > 0)
     h = 1e-3 * r.sigma
     f = [inference.deviance(ws, r.theta, r.sigma + s * h) for s in (-1, 0, 1)]
-    assert (f[0] - 2 * f[1] + f[2]) / h ** 2 == pytest.approx(sat.hessian[-1, -1], rel=1e-5)
+    assert (f[0] - 2 * f[1] + f[2]) / h**2 == pytest.approx(sat.hessian[-1, -1], rel=1e-5)
 
 
 def test_expected_information_agrees_with_observed_at_a_fit():
@@ -264,8 +268,7 @@ def test_expected_information_agrees_with_observed_at_a_fit():
 def test_model_from_parameters_has_pvalues():
     data = load_data("sleepstudy")
     r = mb.fit(SLEEP, data)
-    m = mb.model(SLEEP, data.drop(columns="Reaction"), beta=r.beta, sigma=r.sigma,
-                 theta=r.theta)
+    m = mb.model(SLEEP, data.drop(columns="Reaction"), beta=r.beta, sigma=r.sigma, theta=r.theta)
     assert m.from_parameters and m.ddf == "satterthwaite"
     table = m.coef_table()
     np.testing.assert_allclose(table["df"], [17.0, 17.0], rtol=1e-6)
@@ -277,8 +280,14 @@ def test_model_from_parameters_has_pvalues():
 def test_intercept_only_anova_is_empty():
     r = mb.fit("Yield ~ 1 + (1|Batch)", load_data("dyestuff"))
     tab = r.anova()
-    assert tab.empty and list(tab.columns) == ["Sum Sq", "Mean Sq", "NumDF", "DenDF",
-                                               "F value", "Pr(>F)"]
+    assert tab.empty and list(tab.columns) == [
+        "Sum Sq",
+        "Mean Sq",
+        "NumDF",
+        "DenDF",
+        "F value",
+        "Pr(>F)",
+    ]
 
 
 def test_fstat_ddf_combination():
@@ -306,6 +315,7 @@ def test_df_of_a_refit_use_its_own_response():
     gets that response's df, the same as a fresh fit to it."""
     from mixboot.refit import refit_responses
     from mixboot.result import build_result
+
     data = mb.datasets.load("crossed")
     formula = "diameter ~ 1 + (1 | plate) + (1 | sample)"
     fit = mb.fit(formula, data)
@@ -319,10 +329,14 @@ def test_df_of_a_refit_use_its_own_response():
 
 def test_kenward_roger_on_a_balanced_one_way_design_has_no_zero_division():
     """One variance parameter in a balanced design: pbkrtest's 0/0 ratio is 1, df = groups - 2."""
-    d = mb.design.nested(groups=6, per_group=5, between={"treatment": [0.0, 1.0]},
-                         group="subject")
-    m = mb.model("y ~ treatment + (1 | subject)", d, beta={"(Intercept)": 0, "treatment": 0.8},
-                 sigma=1.0, re={"subject": 0.7})
+    d = mb.design.nested(groups=6, per_group=5, between={"treatment": [0.0, 1.0]}, group="subject")
+    m = mb.model(
+        "y ~ treatment + (1 | subject)",
+        d,
+        beta={"(Intercept)": 0, "treatment": 0.8},
+        sigma=1.0,
+        re={"subject": 0.7},
+    )
     Y = mb.simulate(m, 30, seed=8)
     for j in range(30):
         with warnings.catch_warnings():

@@ -8,6 +8,7 @@ child's children (Linux only).  Each child gets a private TMPDIR, so that its
 ``tempfile.gettempdir()`` can be checked for leftover ``mixboot-*`` files without
 mistaking another process's files for its own.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,7 +48,7 @@ def _stat(pid: int):
             text = fh.read()
     except OSError:
         return None
-    fields = text.rpartition(")")[2].split()   # the name may hold spaces and parentheses
+    fields = text.rpartition(")")[2].split()  # the name may hold spaces and parentheses
     return fields[0], int(fields[1]), int(fields[19])
 
 
@@ -85,9 +86,15 @@ class Child:
     def __init__(self, args, tmpdir: Path, cwd=None):
         tmpdir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(tmpdir))
-        self.proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(a) for a in args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
         self.pid = self.proc.pid
         self.lines: list[tuple[float, str]] = []
         self.cond = threading.Condition()
@@ -130,8 +137,10 @@ class Child:
                 if self.eof or left <= 0:
                     break
                 self.cond.wait(min(left, 0.1))
-        pytest.fail(f"no line {prefix!r} within {timeout} s (exit code {self.proc.poll()}); "
-                    f"output:\n{self.output()}")
+        pytest.fail(
+            f"no line {prefix!r} within {timeout} s (exit code {self.proc.poll()}); "
+            f"output:\n{self.output()}"
+        )
 
     def wait(self, timeout: float) -> int:
         try:
@@ -162,8 +171,10 @@ def _workers(child: Child, n: int, timeout: float) -> dict[int, int]:
         return len(found) >= n or child.proc.poll() is not None
 
     _wait_for(enough, timeout)
-    assert len(found) >= n, (f"expected {n} worker processes of {child.pid}, found "
-                             f"{sorted(found)}; output:\n{child.output()}")
+    assert len(found) >= n, (
+        f"expected {n} worker processes of {child.pid}, found "
+        f"{sorted(found)}; output:\n{child.output()}"
+    )
     return found
 
 
@@ -195,7 +206,8 @@ def fit_ml():
 # --------------------------------------------------------------------------- Ctrl-C
 @needs_proc
 def test_ctrl_c_with_workers_stops_them_and_a_new_parallel_run_works(tmp_path):
-    child = Child.script("""
+    child = Child.script(
+        """
         print("STARTING", flush=True)
         try:
             mb.bootMer(r, B=200000, seed=1, n_jobs=2)
@@ -217,20 +229,24 @@ def test_ctrl_c_with_workers_stops_them_and_a_new_parallel_run_works(tmp_path):
                 live.append(entry)
         print("FOLLOWUP", seconds, b.B, int(b.diagnostics["converged"].sum()), len(live),
               flush=True)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     tmpdir = tmp_path / "tmp"
     before = _mixboot_temp(tmpdir)
     try:
         child.wait_line("STARTING", 60)
         workers = _workers(child, 2, 30)
-        time.sleep(0.5)                       # the workers are busy with chunks
+        time.sleep(0.5)  # the workers are busy with chunks
         assert child.proc.poll() is None and child.find("FINISHED") is None
         sent = time.monotonic()
         os.kill(child.pid, signal.SIGINT)
         handled, _ = child.wait_line("INTERRUPTED", 10)
         assert handled - sent < 2.0, f"the interrupt took {handled - sent:.2f} s to be handled"
-        all_gone = _wait_for(lambda: all(_gone(p, s) for p, s in workers.items()),
-                             max(0.0, sent + 2.0 - time.monotonic()))
+        all_gone = _wait_for(
+            lambda: all(_gone(p, s) for p, s in workers.items()),
+            max(0.0, sent + 2.0 - time.monotonic()),
+        )
         left = [p for p, s in workers.items() if not _gone(p, s)]
         assert all_gone, f"workers {left} still alive 2 s after Ctrl-C"
         _, line = child.wait_line("FOLLOWUP", 30)
@@ -246,7 +262,8 @@ def test_ctrl_c_with_workers_stops_them_and_a_new_parallel_run_works(tmp_path):
 
 @needs_proc
 def test_ctrl_c_serial_stops_within_two_seconds(tmp_path):
-    child = Child.script("""
+    child = Child.script(
+        """
         print("STARTING", flush=True)
         try:
             mb.bootMer(r, B=200000, seed=1, n_jobs=1)
@@ -254,10 +271,12 @@ def test_ctrl_c_serial_stops_within_two_seconds(tmp_path):
             sys.exit(3)
         except KeyboardInterrupt:
             print("INTERRUPTED", flush=True)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     try:
         child.wait_line("STARTING", 60)
-        time.sleep(0.7)                       # well inside the replicate loop
+        time.sleep(0.7)  # well inside the replicate loop
         assert child.proc.poll() is None and child.find("FINISHED") is None
         sent = time.monotonic()
         os.kill(child.pid, signal.SIGINT)
@@ -270,7 +289,7 @@ def test_ctrl_c_serial_stops_within_two_seconds(tmp_path):
 
 @needs_proc
 def test_ctrl_c_keeps_the_checkpoint_and_the_resumed_run_has_the_same_bits(tmp_path, fit_ml):
-    B = 10000        # a straight serial run: 3.5-7 s here; Ctrl-C comes at >= 2.6 s
+    B = 10000  # a straight serial run: 3.5-7 s here; Ctrl-C comes at >= 2.6 s
     ckpt = tmp_path / "ckpt"
     out = tmp_path / "resumed.pkl"
     body = f"""
@@ -287,7 +306,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_the_resumed_run_has_the_same_bits(tmp_p
     try:
         # The first chunk file is written CHECKPOINT_INTERVAL (2 s) into the run.
         assert _wait_for(lambda: _chunks(ckpt) or first.proc.poll() is not None, 60)
-        time.sleep(0.6)                       # finished chunks wait for the next write
+        time.sleep(0.6)  # finished chunks wait for the next write
         assert first.proc.poll() is None, f"the run ended before Ctrl-C:\n{first.output()}"
         files_before = _chunks(ckpt)
         sent = time.monotonic()
@@ -298,12 +317,13 @@ def test_ctrl_c_keeps_the_checkpoint_and_the_resumed_run_has_the_same_bits(tmp_p
     finally:
         first.close()
     files_after = _chunks(ckpt)
-    assert len(files_after) > len(files_before), \
+    assert len(files_after) > len(files_before), (
         "the chunks finished since the last write were not saved on Ctrl-C"
+    )
     assert _temporaries(ckpt) == []
     second = Child.script(body, tmp_path)
     try:
-        straight = mb.bootMer(fit_ml, B=B, seed=11)     # meanwhile, on the other core
+        straight = mb.bootMer(fit_ml, B=B, seed=11)  # meanwhile, on the other core
         _, line = second.wait_line("FINISHED", 90)
         assert second.wait(30) == 0, second.output()
     finally:
@@ -320,11 +340,14 @@ def test_ctrl_c_keeps_the_checkpoint_and_the_resumed_run_has_the_same_bits(tmp_p
 # --------------------------------------------------------------------------- kill -9
 @needs_proc
 def test_kill_9_of_the_parent_ends_its_workers(tmp_path):
-    child = Child.script("""
+    child = Child.script(
+        """
         print("STARTING", flush=True)
         mb.bootMer(r, B=200000, seed=1, n_jobs=2)
         print("FINISHED", flush=True)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     try:
         child.wait_line("STARTING", 60)
         workers = _workers(child, 2, 30)
@@ -349,7 +372,7 @@ def _cli() -> list:
 def test_cli_killed_mid_run_resumes_to_the_same_bits(tmp_path):
     """The acceptance test: kill -9 a checkpointed ``mixboot boot``, run it again, and get
     what a straight run gives, bit for bit, having computed only the missing replicates."""
-    N = 10000        # 3.5-7 s of refits; the kill comes at >= 2.2 s
+    N = 10000  # 3.5-7 s of refits; the kill comes at >= 2.2 s
     data = tmp_path / "data.csv"
     mb.datasets.load("reaction").to_csv(data, index=False)
     ckpt = tmp_path / "ckpt"

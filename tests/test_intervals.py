@@ -32,6 +32,7 @@ def _brute_force_shortest_width(v, level):
 
 # -- percentile ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("level", [0.5, 0.8, 0.9, 0.95, 0.99])
 def test_percentile_matches_numpy_quantile(level):
     rng = np.random.default_rng(1)
@@ -64,6 +65,7 @@ def test_three_dimensional_input_is_rejected():
 
 
 # -- shortest -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("level", [0.5, 0.7, 0.9, 0.95])
@@ -112,6 +114,7 @@ def test_shortest_ignores_nan_rows():
 
 # -- basic --------------------------------------------------------------------
 
+
 def test_basic_is_percentile_reflected_about_estimate():
     rng = np.random.default_rng(6)
     x = rng.lognormal(size=(500, 2))
@@ -133,6 +136,7 @@ def test_basic_broadcasts_scalar_estimate_and_checks_length():
 
 
 # -- normal -------------------------------------------------------------------
+
 
 def test_normal_matches_boot_norm_ci_formula():
     x = np.array([[1.0, 10.0], [2.0, 12.0], [4.0, 11.0], [7.0, 15.0]])
@@ -166,6 +170,7 @@ def test_normal_interval_covers_known_mean_at_nominal_rate():
 
 # -- missing values and the dispatcher ----------------------------------------
 
+
 @pytest.mark.parametrize("method", METHODS)
 def test_column_without_finite_values_gives_nan(method):
     x = np.random.default_rng(10).normal(size=(30, 2))
@@ -180,8 +185,12 @@ def test_dispatcher_agrees_with_functions_and_drops_nan_rows(method):
     rng = np.random.default_rng(11)
     x = rng.normal(size=(120, 2))
     est = np.array([0.1, -0.2])
-    funcs = {"perc": lambda s: percentile(s, 0.8), "shortest": lambda s: shortest(s, 0.8),
-             "basic": lambda s: basic(s, est, 0.8), "norm": lambda s: normal(s, est, 0.8)}
+    funcs = {
+        "perc": lambda s: percentile(s, 0.8),
+        "shortest": lambda s: shortest(s, 0.8),
+        "basic": lambda s: basic(s, est, 0.8),
+        "norm": lambda s: normal(s, est, 0.8),
+    }
     dirty = np.insert(x, [5, 60], np.nan, axis=0)
     got = bootstrap_interval(dirty, method=method, level=0.8, estimate=est)
     np.testing.assert_allclose(got, funcs[method](x), rtol=0, atol=1e-14)

@@ -1,4 +1,5 @@
 """mb.model: models from chosen parameters (seed 004), their simulations and their checks."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,8 +25,11 @@ def _vc(result):
     """varcorr as {(grp, var1, var2): (vcov, sdcor)} with None for a missing var2."""
     out = {}
     for row in result.varcorr.itertuples(index=False):
-        var2 = None if row.var2 is None or (isinstance(row.var2, float) and np.isnan(row.var2)) \
+        var2 = (
+            None
+            if row.var2 is None or (isinstance(row.var2, float) and np.isnan(row.var2))
             else row.var2
+        )
         out[(row.grp, row.var1, var2)] = (row.vcov, row.sdcor)
     return out
 
@@ -44,13 +48,15 @@ def _marginal_cov(result) -> np.ndarray:
     """V = Z Sigma_b Z' + sigma^2 I, with Sigma_b = sigma^2 Lambda Lambda' built densely."""
     spec = result.spec
     Z = spec.z_matrix().toarray()
-    blocks = [np.kron(np.eye(t.nlevels), t.factor(result.theta[s]))
-              for t, s in zip(spec.terms, spec.theta_slices)]
+    blocks = [
+        np.kron(np.eye(t.nlevels), t.factor(result.theta[s]))
+        for t, s in zip(spec.terms, spec.theta_slices)
+    ]
     k = sum(b.shape[0] for b in blocks)
     Lam = np.zeros((k, k))
     off = 0
     for b in blocks:
-        Lam[off:off + b.shape[0], off:off + b.shape[0]] = b
+        Lam[off : off + b.shape[0], off : off + b.shape[0]] = b
         off += b.shape[0]
     return result.scale * (Z @ Lam @ Lam.T @ Z.T + np.eye(spec.n))
 
@@ -71,7 +77,7 @@ def test_simulated_mean_and_covariance(m3):
     # Covariance: for Gaussian data the sample covariance s_ij has variance
     # (V_ij^2 + V_ii V_jj) / N; every entry must be within 5 of those SEs.
     C = np.cov(Y)
-    se = np.sqrt((V ** 2 + np.outer(np.diag(V), np.diag(V))) / N)
+    se = np.sqrt((V**2 + np.outer(np.diag(V), np.diag(V))) / N)
     assert np.all(np.abs(C - V) < 5 * se)
 
 
@@ -107,36 +113,41 @@ def test_theta_alternative(m3):
     again = mb.model(FORMULA, seed004(), beta=[6, 4], sigma=1.0, theta=m3.theta)
     pd.testing.assert_frame_equal(again.varcorr, m3.varcorr)
     # lme4's theta: Sigma / sigma^2 = T T' with T = [[3, 0], [1.4, sqrt(4 - 1.96)]].
-    np.testing.assert_allclose(m3.theta, [3.0, 1.4, np.sqrt(4 - 1.4 ** 2)])
+    np.testing.assert_allclose(m3.theta, [3.0, 1.4, np.sqrt(4 - 1.4**2)])
 
 
 def test_double_bar_terms():
     d = seed004(10)
-    m = mb.model("y ~ 1 + x + (1 + x || group)", d, beta=BETA, sigma=0.5,
-                 re={"group": [3.0, 2.0]})
+    m = mb.model("y ~ 1 + x + (1 + x || group)", d, beta=BETA, sigma=0.5, re={"group": [3.0, 2.0]})
     vc = _vc(m)
     np.testing.assert_allclose(vc[("group", "(Intercept)", None)], (9.0, 3.0))
     np.testing.assert_allclose(vc[("group.1", "x", None)], (4.0, 2.0))
-    assert len(m.varcorr) == 3                        # no correlation row
+    assert len(m.varcorr) == 3  # no correlation row
     with pytest.raises(ValueError, match="cannot be correlated"):
         mb.model("y ~ 1 + x + (1 + x || group)", d, beta=BETA, sigma=0.5, re=RE)
 
 
 def test_crossed_random_intercepts():
     d = mb.design.crossed(subjects=8, items=6, replicates=2)
-    m = mb.model("y ~ 1 + (1 | subject) + (1 | item)", d, beta=[2.0], sigma=0.7,
-                 re={"subject": 1.0, "item": 0.5})
+    m = mb.model(
+        "y ~ 1 + (1 | subject) + (1 | item)",
+        d,
+        beta=[2.0],
+        sigma=0.7,
+        re={"subject": 1.0, "item": 0.5},
+    )
     vc = _vc(m)
     np.testing.assert_allclose(vc[("subject", "(Intercept)", None)], (1.0, 1.0))
     np.testing.assert_allclose(vc[("item", "(Intercept)", None)], (0.25, 0.5))
     V = _marginal_cov(m)
     s, i = d["subject"].to_numpy(), d["item"].to_numpy()
-    expected = (1.0 * (s[:, None] == s[None, :]) + 0.25 * (i[:, None] == i[None, :])
-                + 0.49 * np.eye(len(d)))
+    expected = (
+        1.0 * (s[:, None] == s[None, :]) + 0.25 * (i[:, None] == i[None, :]) + 0.49 * np.eye(len(d))
+    )
     np.testing.assert_allclose(V, expected, atol=1e-12)
     N = 20000
     C = np.cov(mb.simulate(m, N, seed=5))
-    se = np.sqrt((V ** 2 + np.outer(np.diag(V), np.diag(V))) / N)
+    se = np.sqrt((V**2 + np.outer(np.diag(V), np.diag(V))) / N)
     assert np.all(np.abs(C - V) < 5 * se)
 
 
@@ -153,21 +164,33 @@ def _three_effects(re, **kw):
     return mb.model("y ~ x + z + (1 + x + z | group)", d, beta=[0, 1, 0.1], sigma=1.0, re=re, **kw)
 
 
-@pytest.mark.parametrize("re, message", [
-    ({"group": {"sd": [-1.0, 2.0]}}, r"re\['group'\]\['sd'\] must be finite and >= 0"),
-    ({"group": {"sd": [1.0, 2.0], "corr": [[1, 0.5], [0.4, 1]]}},
-     r"re\['group'\]\['corr'\] must be symmetric"),
-    ({"group": {"sd": [1.0, 2.0], "corr": [[2, 0.5], [0.5, 1]]}},
-     r"re\['group'\]\['corr'\] must have a unit diagonal"),
-    ({"group": {"sd": [1.0, 2.0], "corr": [[1, 1.2], [1.2, 1]]}},
-     r"re\['group'\]\['corr'\] must be positive semidefinite"),
-    ({"group": {"sd": [1.0, 2.0, 3.0]}}, r"re\['group'\]\['sd'\] must have 2 value"),
-    ({"group": 1.0}, r"re\['group'\]\['sd'\] must have 2 value"),
-    ({"group": {"sd": [1.0, 2.0], "corr": [[1, 0.5]]}}, r"re\['group'\]\['corr'\] must be a 2x2"),
-    ({"group": {"sds": [1.0, 2.0]}}, r"re\['group'\] takes keys 'sd'"),
-    ({"group": [1.0, 2.0], "subject": 1.0}, r"re names grouping factor\(s\) \['subject'\]"),
-    ({}, r"lacks \['group'\]"),
-])
+@pytest.mark.parametrize(
+    "re, message",
+    [
+        ({"group": {"sd": [-1.0, 2.0]}}, r"re\['group'\]\['sd'\] must be finite and >= 0"),
+        (
+            {"group": {"sd": [1.0, 2.0], "corr": [[1, 0.5], [0.4, 1]]}},
+            r"re\['group'\]\['corr'\] must be symmetric",
+        ),
+        (
+            {"group": {"sd": [1.0, 2.0], "corr": [[2, 0.5], [0.5, 1]]}},
+            r"re\['group'\]\['corr'\] must have a unit diagonal",
+        ),
+        (
+            {"group": {"sd": [1.0, 2.0], "corr": [[1, 1.2], [1.2, 1]]}},
+            r"re\['group'\]\['corr'\] must be positive semidefinite",
+        ),
+        ({"group": {"sd": [1.0, 2.0, 3.0]}}, r"re\['group'\]\['sd'\] must have 2 value"),
+        ({"group": 1.0}, r"re\['group'\]\['sd'\] must have 2 value"),
+        (
+            {"group": {"sd": [1.0, 2.0], "corr": [[1, 0.5]]}},
+            r"re\['group'\]\['corr'\] must be a 2x2",
+        ),
+        ({"group": {"sds": [1.0, 2.0]}}, r"re\['group'\] takes keys 'sd'"),
+        ({"group": [1.0, 2.0], "subject": 1.0}, r"re names grouping factor\(s\) \['subject'\]"),
+        ({}, r"lacks \['group'\]"),
+    ],
+)
 def test_bad_random_effects(re, message):
     with pytest.raises(ValueError, match=message):
         mb.model(FORMULA, seed004(), beta=BETA, sigma=1.0, re=re)
@@ -181,20 +204,37 @@ def test_non_psd_correlation_with_entries_inside_unit_interval():
     np.testing.assert_allclose(sorted(ok.varcorr["sdcor"].iloc[:3]), [0.1, 0.5, 1.0])
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    (dict(beta={"(Intercept)": 6.0, "slope": 4.0}, sigma=1.0, re=RE), ValueError,
-     r"beta names \['slope'\] are not coefficients"),
-    (dict(beta=[6.0], sigma=1.0, re=RE), ValueError, r"beta must have 2 values"),
-    (dict(beta=BETA, sigma=0.0, re=RE), ValueError, r"sigma must be a positive number"),
-    (dict(beta=BETA, sigma=-1.0, re=RE), ValueError, r"sigma must be a positive number"),
-    (dict(beta=BETA, sigma="one", re=RE), TypeError, r"sigma must be a number"),
-    (dict(beta=BETA, sigma=1.0, re=RE, theta=[1.0, 0.0, 1.0]), ValueError,
-     r"either as re=.* or as theta=.*not both"),
-    (dict(beta=BETA, sigma=1.0), ValueError, r"random effects are missing: give re=.* or theta="),
-    (dict(beta=BETA, sigma=1.0, theta=[1.0, 0.0]), ValueError, r"theta must have 3 values"),
-    (dict(beta=BETA, sigma=1.0, theta=[-1.0, 0.0, 1.0]), ValueError, r"theta has negative values"),
-    (dict(beta=BETA, sigma=1.0, re=[3.0, 2.0]), TypeError, r"re must be a dict"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            dict(beta={"(Intercept)": 6.0, "slope": 4.0}, sigma=1.0, re=RE),
+            ValueError,
+            r"beta names \['slope'\] are not coefficients",
+        ),
+        (dict(beta=[6.0], sigma=1.0, re=RE), ValueError, r"beta must have 2 values"),
+        (dict(beta=BETA, sigma=0.0, re=RE), ValueError, r"sigma must be a positive number"),
+        (dict(beta=BETA, sigma=-1.0, re=RE), ValueError, r"sigma must be a positive number"),
+        (dict(beta=BETA, sigma="one", re=RE), TypeError, r"sigma must be a number"),
+        (
+            dict(beta=BETA, sigma=1.0, re=RE, theta=[1.0, 0.0, 1.0]),
+            ValueError,
+            r"either as re=.* or as theta=.*not both",
+        ),
+        (
+            dict(beta=BETA, sigma=1.0),
+            ValueError,
+            r"random effects are missing: give re=.* or theta=",
+        ),
+        (dict(beta=BETA, sigma=1.0, theta=[1.0, 0.0]), ValueError, r"theta must have 3 values"),
+        (
+            dict(beta=BETA, sigma=1.0, theta=[-1.0, 0.0, 1.0]),
+            ValueError,
+            r"theta has negative values",
+        ),
+        (dict(beta=BETA, sigma=1.0, re=[3.0, 2.0]), TypeError, r"re must be a dict"),
+    ],
+)
 def test_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         mb.model(FORMULA, seed004(), **kwargs)

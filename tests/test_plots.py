@@ -1,4 +1,5 @@
 """mixboot.plots: what the bootstrap and power plots draw, where, and into which Axes."""
+
 import subprocess
 import sys
 
@@ -13,23 +14,35 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
 
-REPORTED = ["sd_(Intercept)|Subject", "cor_Days.(Intercept)|Subject", "sd_Days|Subject",
-            "sigma", "(Intercept)", "Days"]
+REPORTED = [
+    "sd_(Intercept)|Subject",
+    "cor_Days.(Intercept)|Subject",
+    "sd_Days|Subject",
+    "sigma",
+    "(Intercept)",
+    "Days",
+]
 SD, COR = "sd_(Intercept)|Subject", "cor_Days.(Intercept)|Subject"
 
 
 @pytest.fixture(scope="module")
 def boot():
-    fit = mb.fit("Reaction ~ 1 + Days + (1 + Days | Subject)", data=mb.datasets.load("reaction"),
-                 REML=False)
+    fit = mb.fit(
+        "Reaction ~ 1 + Days + (1 + Days | Subject)", data=mb.datasets.load("reaction"), REML=False
+    )
     return mb.bootMer(fit, B=100, seed=1)
 
 
 @pytest.fixture(scope="module")
 def crossed():
     d = mb.design.crossed(subjects=10, items=6, within={"cond": ["a", "b"]})
-    return mb.model("y ~ cond + (1 | subject) + (1 | item)", d, beta=[0.0, 0.4], sigma=1.0,
-                    re={"subject": 0.5, "item": 0.3})
+    return mb.model(
+        "y ~ cond + (1 | subject) + (1 | item)",
+        d,
+        beta=[0.0, 0.4],
+        sigma=1.0,
+        re={"subject": 0.5, "item": 0.3},
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -124,8 +137,9 @@ def test_plot_kind_ridge_is_the_ridgeplot(boot):
     densities = [c for c in ax.collections if isinstance(c, PolyCollection)]
     assert len(densities) == 3
     (interval,) = by_gid(ax.get_lines(), "interval:sigma")
-    np.testing.assert_allclose(interval.get_xdata(),
-                               boot.confint(method="perc", level=0.8).loc["sigma"], rtol=1e-12)
+    np.testing.assert_allclose(
+        interval.get_xdata(), boot.confint(method="perc", level=0.8).loc["sigma"], rtol=1e-12
+    )
 
 
 def test_pairplot_marks_exactly_the_singular_replicates(boot):
@@ -161,8 +175,9 @@ def test_power_result_plot(crossed):
 
 
 def test_power_curve_band_and_target(crossed):
-    curve = mb.power_curve(crossed, "cond", along="subject", sizes=[10, 20, 30], nsim=40, seed=1,
-                           method="wald")
+    curve = mb.power_curve(
+        crossed, "cond", along="subject", sizes=[10, 20, 30], nsim=40, seed=1, method="wald"
+    )
     fig, given = plt.subplots()
     ax = curve.plot(ax=given)
     assert ax is given
@@ -181,8 +196,14 @@ def test_power_curve_band_and_target(crossed):
 
 
 def test_power_grid_table_and_heat_map(crossed):
-    grid = mb.power_grid(crossed, "cond", sizes={"subject": [10, 20, 30], "item": [6, 12]},
-                         nsim=30, seed=1, method="wald")
+    grid = mb.power_grid(
+        crossed,
+        "cond",
+        sizes={"subject": [10, 20, 30], "item": [6, 12]},
+        nsim=30,
+        seed=1,
+        method="wald",
+    )
     t = grid.table
     assert list(t.columns) == ["size1", "size2", "power", "lower", "upper", "n_valid"]
     assert grid.along == ("subject", "item") and len(t) == len(grid.results) == 6
@@ -199,7 +220,8 @@ def test_power_grid_table_and_heat_map(crossed):
     assert image.get_array().size == 6 and image.get_array().shape == (2, 3)
     texts = by_gid(ax.texts, "annotation")
     assert sorted(float(x.get_text()) for x in texts) == pytest.approx(
-        sorted(np.round(t["power"], 2)), abs=1e-9)
+        sorted(np.round(t["power"], 2)), abs=1e-9
+    )
     for x in texts:  # the cell under each annotation holds its power
         col, row_ = int(round(x.get_position()[0])), int(round(x.get_position()[1]))
         assert float(x.get_text()) == pytest.approx(image.get_array()[row_, col], abs=0.005)

@@ -1,4 +1,5 @@
 """mb.power and mb.power_curve: correctness against closed forms, reproducibility, failures."""
+
 import dataclasses
 import warnings
 
@@ -16,10 +17,16 @@ TWO_ARM = "y ~ treatment + (1 | subject)"
 
 def two_arm(subjects, per_subject=5, effect=0.5, sd_subject=1.0, sigma=1.0):
     """Half the subjects in each arm (alternating), ``per_subject`` observations each."""
-    d = mb.design.nested(groups=subjects, per_group=per_subject,
-                         between={"treatment": [0.0, 1.0]}, group="subject")
-    return mb.model(TWO_ARM, d, beta={"(Intercept)": 1.0, "treatment": effect}, sigma=sigma,
-                    re={"subject": sd_subject})
+    d = mb.design.nested(
+        groups=subjects, per_group=per_subject, between={"treatment": [0.0, 1.0]}, group="subject"
+    )
+    return mb.model(
+        TWO_ARM,
+        d,
+        beta={"(Intercept)": 1.0, "treatment": effect},
+        sigma=sigma,
+        re={"subject": sd_subject},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +37,13 @@ def small():
 @pytest.fixture(scope="module")
 def three_level():
     d = mb.design.crossed(subjects=30, items=8, within={"cond": ["a", "b", "c"]})
-    return mb.model("y ~ cond + (1 | subject) + (1 | item)", d, beta=[0.0, 0.15, 0.25],
-                    sigma=1.0, re={"subject": 0.6, "item": 0.4})
+    return mb.model(
+        "y ~ cond + (1 | subject) + (1 | item)",
+        d,
+        beta=[0.0, 0.15, 0.25],
+        sigma=1.0,
+        re={"subject": 0.6, "item": 0.4},
+    )
 
 
 def test_wald_power_matches_closed_form():
@@ -53,7 +65,7 @@ def test_wald_power_matches_closed_form():
     S, m, delta = 160, 4, 0.35
     model = two_arm(S, per_subject=m, effect=delta)
     se = np.sqrt(4 * (1.0 + 1.0 / m) / S)
-    np.testing.assert_allclose(model.bse["treatment"], se)       # the model's own Wald SE
+    np.testing.assert_allclose(model.bse["treatment"], se)  # the model's own Wald SE
     z = stats.norm.ppf(0.975)
     P = stats.norm.cdf(delta / se - z) + stats.norm.cdf(-delta / se - z)
     assert abs(P - 0.5080) < 1e-4
@@ -69,8 +81,9 @@ def test_clopper_pearson_matches_scipy(k, n):
     ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
     np.testing.assert_allclose(clopper_pearson(k, n), (ci.low, ci.high), rtol=1e-10, atol=1e-12)
     ci90 = stats.binomtest(k, n).proportion_ci(0.90, method="exact")
-    np.testing.assert_allclose(clopper_pearson(k, n, 0.90), (ci90.low, ci90.high), rtol=1e-10,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        clopper_pearson(k, n, 0.90), (ci90.low, ci90.high), rtol=1e-10, atol=1e-12
+    )
 
 
 def test_result_fields_and_interval(small):
@@ -80,16 +93,23 @@ def test_result_fields_and_interval(small):
     assert res.power == res.n_significant / res.n_valid
     ci = stats.binomtest(res.n_significant, res.n_valid).proportion_ci(0.95, method="exact")
     np.testing.assert_allclose((res.lower, res.upper), (ci.low, ci.high))
-    np.testing.assert_allclose(res.confint(0.8),
-                               clopper_pearson(res.n_significant, res.n_valid, 0.8))
+    np.testing.assert_allclose(
+        res.confint(0.8), clopper_pearson(res.n_significant, res.n_valid, 0.8)
+    )
     assert res.beta == {"(Intercept)": 1.0, "treatment": 0.5} and res.sigma == 1.0
     np.testing.assert_allclose(res.theta, [1.0])
     assert res.columns == ("treatment",) and res.df == 1 and res.method == "wald"
     assert "power" in repr(res) and "treatment" in repr(res)
     text = res.summary()
-    for piece in ("Wald test of coefficient 'treatment'", "treatment = 0.5",
-                  "subject (Intercept) sd 1", "residual sd 1", "Clopper-Pearson", "300 valid",
-                  "seed 3"):
+    for piece in (
+        "Wald test of coefficient 'treatment'",
+        "treatment = 0.5",
+        "subject (Intercept) sd 1",
+        "residual sd 1",
+        "Clopper-Pearson",
+        "300 valid",
+        "seed 3",
+    ):
         assert piece in text, piece
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.power = 1.0
@@ -115,8 +135,13 @@ def test_pvalues_equal_those_of_a_fit(small, three_level):
 
 def test_term_test_holds_its_level_under_the_null(three_level):
     """With no effect of cond the 2-df Wald test rejects about alpha of the time."""
-    null = mb.model(three_level.formula, three_level.spec.data, beta=[0.0, 0.0, 0.0],
-                    sigma=1.0, theta=three_level.theta)
+    null = mb.model(
+        three_level.formula,
+        three_level.spec.data,
+        beta=[0.0, 0.0, 0.0],
+        sigma=1.0,
+        theta=three_level.theta,
+    )
     res = mb.power(null, "cond", nsim=1500, seed=4, method="wald")
     assert abs(res.power - 0.05) < 3.5 * np.sqrt(0.05 * 0.95 / 1500)
     # ... and has power against the alternative, more than either coefficient alone.
@@ -132,11 +157,13 @@ def test_reproducible_and_seed_recorded(small):
     c = mb.power(small, "treatment", nsim=200, seed=12)
     assert not np.array_equal(a.pvalues, c.pvalues)
     # Replicate i does not depend on nsim: the first 50 of 200 are the 50 of a shorter run.
-    np.testing.assert_array_equal(mb.power(small, "treatment", nsim=50, seed=11).pvalues,
-                                  a.pvalues[:50])
+    np.testing.assert_array_equal(
+        mb.power(small, "treatment", nsim=50, seed=11).pvalues, a.pvalues[:50]
+    )
     d = mb.power(small, "treatment", nsim=60)
-    np.testing.assert_array_equal(mb.power(small, "treatment", nsim=60, seed=d.seed).pvalues,
-                                  d.pvalues)
+    np.testing.assert_array_equal(
+        mb.power(small, "treatment", nsim=60, seed=d.seed).pvalues, d.pvalues
+    )
 
 
 def test_n_jobs_gives_identical_pvalues(small):
@@ -192,7 +219,7 @@ def test_failures_and_nonconvergence_are_excluded_and_counted(small, monkeypatch
 def test_singular_refits_are_counted_and_kept():
     tiny = two_arm(20, effect=0.3, sd_subject=0.05)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")          # singular fits are not a warning
+        warnings.simplefilter("error")  # singular fits are not a warning
         res = mb.power(tiny, "treatment", nsim=200, seed=2)
     assert res.n_singular > 20 and res.n_valid == 200
     assert res.singular.sum() == res.n_singular
@@ -232,8 +259,9 @@ def test_power_from_a_fit_uses_its_estimates(small):
 
 
 def test_power_curve(small):
-    curve = mb.power_curve(small, "treatment", along="subject", sizes=[10, 20, 40, 80], nsim=300,
-                           seed=1)
+    curve = mb.power_curve(
+        small, "treatment", along="subject", sizes=[10, 20, 40, 80], nsim=300, seed=1
+    )
     t = curve.table
     assert list(t.columns[:6]) == ["size", "power", "lower", "upper", "n_valid", "n_failed"]
     assert list(t["size"]) == [10, 20, 40, 80]
@@ -243,8 +271,9 @@ def test_power_curve(small):
     # the first 10 subjects, still 5 per arm.
     m10 = model_at_size(small, "subject", 10)
     assert m10.ngroups == {"subject": 10} and m10.spec.data["treatment"].sum() == 5 * 5
-    np.testing.assert_array_equal(curve.results[0].pvalues,
-                                  mb.power(m10, "treatment", nsim=300, seed=1).pvalues)
+    np.testing.assert_array_equal(
+        curve.results[0].pvalues, mb.power(m10, "treatment", nsim=300, seed=1).pvalues
+    )
     assert "size" in repr(curve) and "Power curve along 'subject'" in curve.summary()
     # along defaults to the only grouping factor.
     same = mb.power_curve(small, "treatment", sizes=[10], nsim=300, seed=1)
@@ -255,6 +284,7 @@ def test_power_curve_plot(small):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     curve = mb.power_curve(small, "treatment", sizes=[10, 30], nsim=50, seed=1)
     ax = curve.plot()
     assert ax.get_ylabel() == "power" and "subject" in ax.get_xlabel()
@@ -273,21 +303,31 @@ def test_power_curve_from_a_fit_and_crossed_design(three_level):
         mb.power_curve(fit, "cond", sizes=[4, 12], nsim=10)
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    (dict(test="nope"), ValueError, r"test 'nope' names no fixed-effect coefficient or term.*"
-                                    r"coefficients: \['\(Intercept\)', 'treatment'\]"),
-    (dict(test=3), TypeError, "test must be"),
-    (dict(alpha=0), ValueError, "alpha must be a number between 0 and 1"),
-    (dict(alpha=1.0), ValueError, "alpha must be a number between 0 and 1"),
-    (dict(alpha=1.5), ValueError, "alpha must be a number between 0 and 1"),
-    (dict(nsim=0), ValueError, "nsim must be an integer >= 1"),
-    (dict(nsim=2.5), ValueError, "nsim must be an integer >= 1"),
-    (dict(method="score"), ValueError,
-     r"method must be one of \['satterthwaite', 'kr', 'wald', 'lrt', 'pb'\]"),
-    (dict(n_jobs=0), ValueError, "n_jobs must be"),
-    (dict(method="pb", pb_B=0), ValueError, "pb_B must be an integer >= 1"),
-    (dict(show_progress="yes"), TypeError, "show_progress must be True or False"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            dict(test="nope"),
+            ValueError,
+            r"test 'nope' names no fixed-effect coefficient or term.*"
+            r"coefficients: \['\(Intercept\)', 'treatment'\]",
+        ),
+        (dict(test=3), TypeError, "test must be"),
+        (dict(alpha=0), ValueError, "alpha must be a number between 0 and 1"),
+        (dict(alpha=1.0), ValueError, "alpha must be a number between 0 and 1"),
+        (dict(alpha=1.5), ValueError, "alpha must be a number between 0 and 1"),
+        (dict(nsim=0), ValueError, "nsim must be an integer >= 1"),
+        (dict(nsim=2.5), ValueError, "nsim must be an integer >= 1"),
+        (
+            dict(method="score"),
+            ValueError,
+            r"method must be one of \['satterthwaite', 'kr', 'wald', 'lrt', 'pb'\]",
+        ),
+        (dict(n_jobs=0), ValueError, "n_jobs must be"),
+        (dict(method="pb", pb_B=0), ValueError, "pb_B must be an integer >= 1"),
+        (dict(show_progress="yes"), TypeError, "show_progress must be True or False"),
+    ],
+)
 def test_bad_arguments(small, kwargs, error, message):
     args = dict(test="treatment", nsim=5) | kwargs
     with pytest.raises(error, match=message):
@@ -310,8 +350,9 @@ def test_bad_curve_arguments(small):
 
 
 # --------------------------------------------------------------------------- t and F tests
-@pytest.mark.parametrize("method, ddf", [("satterthwaite", "satterthwaite"),
-                                         ("kr", "kenward-roger")])
+@pytest.mark.parametrize(
+    "method, ddf", [("satterthwaite", "satterthwaite"), ("kr", "kenward-roger")]
+)
 def test_ddf_pvalues_equal_those_of_a_fit(small, method, ddf):
     """Replicate j's p-value is coef_table(ddf)'s Pr(>|t|) of mb.fit on simulated response j
     (the fit started where power's refits start, the assumed theta)."""
@@ -321,10 +362,10 @@ def test_ddf_pvalues_equal_those_of_a_fit(small, method, ddf):
     Y = mb.simulate(small, nsim, seed=9)
     for j in range(nsim):
         fit = mb.fit(TWO_ARM, small.spec.data.assign(y=Y[:, j]), ddf=ddf, start=small.theta)
-        np.testing.assert_allclose(res.pvalues[j], fit.coef_table()["Pr(>|t|)"]["treatment"],
-                                   rtol=1e-6)
-    title = {"satterthwaite": "Satterthwaite t test",
-             "kr": "Kenward-Roger t test"}[method]
+        np.testing.assert_allclose(
+            res.pvalues[j], fit.coef_table()["Pr(>|t|)"]["treatment"], rtol=1e-6
+        )
+    title = {"satterthwaite": "Satterthwaite t test", "kr": "Kenward-Roger t test"}[method]
     assert f"{title} of coefficient 'treatment'" in res.summary()
     assert "refitted by REML" in res.summary()
 
@@ -335,8 +376,12 @@ def test_satterthwaite_term_pvalues_equal_anova(three_level):
     res = mb.power(three_level, "cond", nsim=nsim, seed=9, method="satterthwaite")
     Y = mb.simulate(three_level, nsim, seed=9)
     for j in range(nsim):
-        fit = mb.fit(three_level.formula, three_level.spec.data.assign(y=Y[:, j]),
-                     ddf="satterthwaite", start=three_level.theta)
+        fit = mb.fit(
+            three_level.formula,
+            three_level.spec.data.assign(y=Y[:, j]),
+            ddf="satterthwaite",
+            start=three_level.theta,
+        )
         np.testing.assert_allclose(res.pvalues[j], fit.anova().loc["cond", "Pr(>F)"], rtol=1e-6)
     assert "Satterthwaite F test of term 'cond' (2 columns)" in res.summary()
 
@@ -345,8 +390,12 @@ def test_kr_term_pvalue_is_the_unscaled_f_test(three_level):
     """k columns with Kenward-Roger: F = b'(L Phi_A L')^-1 b / k on pbkrtest's df."""
     res = mb.power(three_level, "cond", nsim=1, seed=9, method="kr")
     y = mb.simulate(three_level, 1, seed=9)[:, 0]
-    fit = mb.fit(three_level.formula, three_level.spec.data.assign(y=y), ddf="kenward-roger",
-                 start=three_level.theta)
+    fit = mb.fit(
+        three_level.formula,
+        three_level.spec.data.assign(y=y),
+        ddf="kenward-roger",
+        start=three_level.theta,
+    )
     kr = fit._kenward_roger
     L = np.eye(3)[[1, 2]]
     b = L @ fit.beta
@@ -359,21 +408,27 @@ def test_default_method_follows_ddf(small):
     assert mb.power(small, "treatment", nsim=3, seed=1).method == "satterthwaite"
     y = mb.simulate(small, 1, seed=1)[:, 0]
     data = small.spec.data.assign(y=y)
-    for ddf, method in (("wald", "wald"), ("kenward-roger", "kr"),
-                        ("satterthwaite", "satterthwaite")):
+    for ddf, method in (
+        ("wald", "wald"),
+        ("kenward-roger", "kr"),
+        ("satterthwaite", "satterthwaite"),
+    ):
         fit = mb.fit(TWO_ARM, data, ddf=ddf)
         res = mb.power(fit, "treatment", nsim=3, seed=1)
         assert res.method == method
         np.testing.assert_array_equal(
-            res.pvalues, mb.power(fit, "treatment", nsim=3, seed=1, method=method).pvalues)
-    curve = mb.power_curve(mb.fit(TWO_ARM, data, ddf="wald"), "treatment", sizes=[10], nsim=3,
-                           seed=1)
+            res.pvalues, mb.power(fit, "treatment", nsim=3, seed=1, method=method).pvalues
+        )
+    curve = mb.power_curve(
+        mb.fit(TWO_ARM, data, ddf="wald"), "treatment", sizes=[10], nsim=3, seed=1
+    )
     assert curve.results[0].method == "wald"
 
 
 def test_kr_needs_a_reml_model(small):
-    ml = mb.model(TWO_ARM, small.spec.data, beta=small.beta, sigma=small.sigma,
-                  theta=small.theta, REML=False)
+    ml = mb.model(
+        TWO_ARM, small.spec.data, beta=small.beta, sigma=small.sigma, theta=small.theta, REML=False
+    )
     with pytest.raises(ValueError, match="method='kr' .*needs a REML model"):
         mb.power(ml, "treatment", nsim=5, method="kr")
     # An ML model's default (Satterthwaite) runs, refitted by ML.

@@ -1,4 +1,5 @@
 """predict and predict_interval: lme4's predict.merMod, and bootstrap intervals of predictions."""
+
 from __future__ import annotations
 
 import importlib
@@ -75,7 +76,7 @@ def test_reference_at_the_references_theta():
     case = next(c for c in _cases() if c["id"] == "sleepstudy_ml")
     m, data = _fit("sleepstudy", case["formula"], REML=False)
     at_ref = build_result(m.model, _LMERTEST_ML_THETA, m.optsum)
-    assert at_ref.objective - m.objective < 1e-7          # the optimum is this flat
+    assert at_ref.objective - m.objective < 1e-7  # the optimum is this flat
     new = data.iloc[case["predict_rows"]]
     assert _rel(predict(at_ref, new), case["predict_conditional"]) < 1e-9
     assert _rel(at_ref.bse, case["se"]) < 1e-9
@@ -89,26 +90,35 @@ def test_re_form_subset_penicillin_by_hand():
     b_plate = m.ranef["plate"]["(Intercept)"]
     b_sample = m.ranef["sample"]["(Intercept)"]
     xb = m.beta[0]
-    np.testing.assert_allclose(predict(m, new, re_form="~(1|plate)"),
-                               xb + b_plate.loc[new["plate"]].to_numpy(), rtol=1e-13)
-    np.testing.assert_allclose(predict(m, new, re_form="~ (1 | sample)"),
-                               xb + b_sample.loc[new["sample"]].to_numpy(), rtol=1e-13)
+    np.testing.assert_allclose(
+        predict(m, new, re_form="~(1|plate)"), xb + b_plate.loc[new["plate"]].to_numpy(), rtol=1e-13
+    )
+    np.testing.assert_allclose(
+        predict(m, new, re_form="~ (1 | sample)"),
+        xb + b_sample.loc[new["sample"]].to_numpy(),
+        rtol=1e-13,
+    )
     both = predict(m, new, re_form="~(1|plate) + (1|sample)")
     np.testing.assert_allclose(both, predict(m, new), rtol=1e-14)
     # on the fitted data (newdata=None) as well
-    np.testing.assert_allclose(predict(m, re_form="~(1|sample)"),
-                               xb + b_sample.loc[data["sample"]].to_numpy(), rtol=1e-13)
+    np.testing.assert_allclose(
+        predict(m, re_form="~(1|sample)"), xb + b_sample.loc[data["sample"]].to_numpy(), rtol=1e-13
+    )
 
 
 @needs_shared
 def test_re_form_nested_and_errors():
     m, data = _fit("pastes", "strength ~ 1 + (1|batch/cask)")
     new = data.iloc[[0, 10, 40]]
-    np.testing.assert_allclose(predict(m, new, re_form="~(1|batch/cask)"), predict(m, new),
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        predict(m, new, re_form="~(1|batch/cask)"), predict(m, new), rtol=1e-14
+    )
     b = m.ranef["batch"]["(Intercept)"]
-    np.testing.assert_allclose(predict(m, new, re_form="~(1|batch)"),
-                               m.beta[0] + b.loc[new["batch"]].to_numpy(), rtol=1e-13)
+    np.testing.assert_allclose(
+        predict(m, new, re_form="~(1|batch)"),
+        m.beta[0] + b.loc[new["batch"]].to_numpy(),
+        rtol=1e-13,
+    )
     with pytest.raises(ValueError, match="not a random term"):
         predict(m, new, re_form="~(1|sample)")
     with pytest.raises(ValueError, match="one-sided"):
@@ -136,8 +146,9 @@ def test_new_levels_error_and_allowed():
 @needs_shared
 def test_missing_values_give_nan():
     m, data = _fit("sleepstudy", SLEEP)
-    new = pd.DataFrame({"Days": [0.0, np.nan, 5.0], "Subject": [308, 309, np.nan]},
-                       index=[10, 20, 30])
+    new = pd.DataFrame(
+        {"Days": [0.0, np.nan, 5.0], "Subject": [308, 309, np.nan]}, index=[10, 20, 30]
+    )
     pop = predict(m, new, re_form="~0")
     assert pop.index.tolist() == [10, 20, 30]
     assert np.isnan(pop[20]) and np.isfinite(pop[[10, 30]]).all()
@@ -186,7 +197,7 @@ def test_population_interval_sleepstudy():
     assert ((pi["upper"] - pi["lower"]) > (ci["upper"] - ci["lower"])).all()
     assert (pi["lower"] <= pi["fit"]).all() and (pi["fit"] <= pi["upper"]).all()
     # a new observation of a new subject: spread near sqrt(var(b0) + sigma^2) at Days=0
-    sd0 = np.sqrt(m.varcorr["vcov"].iloc[0] + m.sigma ** 2)
+    sd0 = np.sqrt(m.varcorr["vcov"].iloc[0] + m.sigma**2)
     width = pi.loc["a", "upper"] - pi.loc["a", "lower"]
     assert 0.7 * 2 * 1.96 * sd0 < width < 1.3 * 2 * 1.96 * sd0
 
@@ -224,7 +235,7 @@ def test_interval_newdata_none_and_new_levels():
     pi = predict_interval(m, new, B=200, seed=1, allow_new_levels=True, kind="prediction")
     width = pi["upper"] - pi["lower"]
     assert width[1] > width[0]
-    sd_new = np.sqrt(m.varcorr["vcov"].iloc[0] + m.sigma ** 2)
+    sd_new = np.sqrt(m.varcorr["vcov"].iloc[0] + m.sigma**2)
     assert 0.6 * 2 * 1.96 * sd_new < width[1] < 1.4 * 2 * 1.96 * sd_new
 
 
@@ -251,32 +262,43 @@ def test_interval_missing_rows_are_nan():
 def test_replicates_independent_of_batch_mates():
     from mixboot import runner
     from mixboot.predict import _design, _interval_chunk
+
     m, data = _fit("sleepstudy", SLEEP)
     new = data.iloc[[0, 50, 100]]
     design = _design(m, new, (0,), False)
     _, children = runner.seed_streams(9, 12)
     payload = (m, design, [], "prediction", True, None)
     whole = _interval_chunk(payload, np.arange(12), children)["pred"]
-    pieces = np.vstack([_interval_chunk(payload, np.arange(i, i + 4), children[i:i + 4])["pred"]
-                        for i in range(0, 12, 4)])
+    pieces = np.vstack(
+        [
+            _interval_chunk(payload, np.arange(i, i + 4), children[i : i + 4])["pred"]
+            for i in range(0, 12, 4)
+        ]
+    )
     np.testing.assert_array_equal(whole, pieces)
     # the method on the fit is the same function
-    np.testing.assert_array_equal(m.predict_interval(new, B=20, seed=1)["lower"],
-                                  predict_interval(m, new, B=20, seed=1)["lower"])
+    np.testing.assert_array_equal(
+        m.predict_interval(new, B=20, seed=1)["lower"],
+        predict_interval(m, new, B=20, seed=1)["lower"],
+    )
 
 
 @needs_shared
 def test_failed_replicates_are_left_out(monkeypatch):
-    P = importlib.import_module("mixboot.predict")   # the module: mb.predict is the function
+    P = importlib.import_module("mixboot.predict")  # the module: mb.predict is the function
     m, _ = _fit("sleepstudy", SLEEP)
     new = pd.DataFrame({"Days": [0.0, 4.0]})
     real = P.refit_isolated
 
     def first_fails(model, Y, *, start, tol, fail):
         fail(0, RuntimeError("boom"))
-        return [(idx[idx != 0], type(rb)(**{f: getattr(rb, f)[idx != 0]
-                                            for f in rb.__dataclass_fields__}))
-                for idx, rb in real(model, Y, start=start, tol=tol, fail=fail)]
+        return [
+            (
+                idx[idx != 0],
+                type(rb)(**{f: getattr(rb, f)[idx != 0] for f in rb.__dataclass_fields__}),
+            )
+            for idx, rb in real(model, Y, start=start, tol=tol, fail=fail)
+        ]
 
     monkeypatch.setattr(P, "refit_isolated", first_fails)
     with pytest.warns(RuntimeWarning, match="failed"):
@@ -295,8 +317,11 @@ def test_offset_goes_back_into_fitted_values_predictions_and_simulations():
     np.testing.assert_allclose(with_offset.fittedvalues, plain.fittedvalues, rtol=1e-8)
     np.testing.assert_allclose(with_offset.resid, plain.resid, atol=1e-4)
     for re_form in (None, "~0"):
-        np.testing.assert_allclose(with_offset.predict(data, re_form=re_form),
-                                   plain.predict(data, re_form=re_form), rtol=1e-8)
+        np.testing.assert_allclose(
+            with_offset.predict(data, re_form=re_form),
+            plain.predict(data, re_form=re_form),
+            rtol=1e-8,
+        )
     flat = mb.simulate(with_offset, 1, seed=1, sigma=1e-9, theta=np.zeros(3))[:, 0]
     np.testing.assert_allclose(flat, plain.predict(data, re_form="~0"), rtol=1e-8)
     ci = mb.predict_interval(with_offset, data.head(4), B=60, seed=2, re_form="~0")

@@ -1,4 +1,5 @@
 """Profile-likelihood intervals against lme4's confint(method = "profile", oldNames = FALSE)."""
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,9 @@ def test_reml_and_ml_give_the_same_profile():
     np.testing.assert_allclose(reml.to_numpy(), ml.to_numpy(), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("dataset,formula", [("sleepstudy", SLEEP),
-                                             ("pastes", "strength ~ 1 + (1|batch/cask)")])
+@pytest.mark.parametrize(
+    "dataset,formula", [("sleepstudy", SLEEP), ("pastes", "strength ~ 1 + (1|batch/cask)")]
+)
 def test_zeta_at_the_bounds_is_the_quantile(dataset, formula):
     r = _fit(dataset, formula, True)
     ci = _profile(dataset, formula, True)
@@ -85,8 +87,13 @@ def test_pastes_batch_sd_lower_bound_is_zero():
 def test_names_follow_lme4():
     r = _fit("sleepstudy", SLEEP, True)
     assert [p.name for p in reported_parameters(r.spec)] == [
-        "sd_(Intercept)|Subject", "cor_Days.(Intercept)|Subject", "sd_Days|Subject",
-        "sigma", "(Intercept)", "Days"]
+        "sd_(Intercept)|Subject",
+        "cor_Days.(Intercept)|Subject",
+        "sd_Days|Subject",
+        "sigma",
+        "(Intercept)",
+        "Days",
+    ]
 
 
 def test_profile_which_and_level():
@@ -96,8 +103,12 @@ def test_profile_which_and_level():
     assert list(one.index) == ["sigma"]
     np.testing.assert_allclose(one.to_numpy(), full.loc[["sigma"]].to_numpy(), rtol=1e-6)
     narrow = r.conf_int(0.8, method="profile", which=["(Intercept)"])
-    assert full.loc["(Intercept)", "lower"] < narrow.iloc[0, 0] < narrow.iloc[0, 1] \
+    assert (
+        full.loc["(Intercept)", "lower"]
+        < narrow.iloc[0, 0]
+        < narrow.iloc[0, 1]
         < full.loc["(Intercept)", "upper"]
+    )
     with pytest.raises(ValueError):
         r.conf_int(method="profile", which="nope")
     with pytest.raises(ValueError):
@@ -111,6 +122,7 @@ def test_default_conf_int_is_unchanged():
     pd.testing.assert_frame_equal(ci, r.conf_int(method="wald"))
     table = r.coef_table()
     from scipy import stats
+
     q = stats.t.ppf(0.975, table["df"].to_numpy())
     np.testing.assert_allclose(ci["upper"], r.fe_params + q * table["Std. Error"])
 

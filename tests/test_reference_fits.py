@@ -9,6 +9,7 @@ Tolerances (ours vs lme4's):
   is_singular, nobs and the number of groups per factor exactly.
 InstEval (73,421 rows, three crossed factors) is included: it exercises the sparse path.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,10 @@ import mixboot as mb
 from conftest import has_shared, load_data, load_reference_fits
 
 if not has_shared():
-    pytest.skip("../shared (data and lme4 reference results) is not beside the project root",
-                allow_module_level=True)
+    pytest.skip(
+        "../shared (data and lme4 reference results) is not beside the project root",
+        allow_module_level=True,
+    )
 
 CASES = load_reference_fits()
 # lme4 codes insteval's 0/1 `service` as a factor (service1); the CSV holds it as a number.
@@ -50,8 +53,15 @@ def _by_our_names(values: dict) -> pd.Series:
 
 
 def test_reference_covers_every_data_set():
-    assert {c["dataset"] for c in CASES} >= {"dyestuff", "dyestuff2", "sleepstudy", "penicillin",
-                                             "pastes", "cake", "insteval"}
+    assert {c["dataset"] for c in CASES} >= {
+        "dyestuff",
+        "dyestuff2",
+        "sleepstudy",
+        "penicillin",
+        "pastes",
+        "cake",
+        "insteval",
+    }
 
 
 def test_objective_no_worse_than_lme4(case_fit):

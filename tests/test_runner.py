@@ -1,4 +1,5 @@
 """The replicate runner: same bits however the work is split; checkpoints; streams; options."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def reaction_fit():
-    return mb.fit("Reaction ~ 1 + Days + (1 + Days | Subject)", mb.datasets.load("reaction"),
-                  REML=False)
+    return mb.fit(
+        "Reaction ~ 1 + Days + (1 + Days | Subject)", mb.datasets.load("reaction"), REML=False
+    )
 
 
 def _dense_reference_fits():
@@ -32,7 +34,7 @@ def _dense_reference_fits():
     out = []
     for case in load_reference_fits():
         if case["dataset"] == "insteval":
-            continue    # the sparse-workspace model: a replicate takes seconds, refits one at a time
+            continue  # the sparse-workspace model: a replicate takes seconds, refits one at a time
         fit = mb.fit(case["formula"], load_data(case["dataset"]), REML=case["REML"])
         if fit.model.workspace.dense:
             out.append((case["id"], fit))
@@ -52,8 +54,13 @@ def kernel_reports(tmp_path_factory):
         if coretype != "default":
             env["OPENBLAS_CORETYPE"] = coretype
         out = tmp_path_factory.mktemp("bits") / f"{coretype}.json"
-        proc = subprocess.run([sys.executable, str(HERE / "replicate_bits.py"), str(out)],
-                              env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "replicate_bits.py"), str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         reports[coretype] = json.loads(out.read_text())
     return reports
@@ -64,10 +71,12 @@ def test_bits_do_not_depend_on_B_or_workers(kernel_reports, coretype):
     """bootMer(B=50) == first 50 of B=200 and of B=333 == B=50 on two workers, every model."""
     report = kernel_reports[coretype]
     assert len(report) >= 10
-    bad = {case: {k: v for k, v in r.items() if k in ("B200", "B333", "tbl", "n_jobs2") and not v}
-           for case, r in report.items()}
+    bad = {
+        case: {k: v for k, v in r.items() if k in ("B200", "B333", "tbl", "n_jobs2") and not v}
+        for case, r in report.items()
+    }
     assert not any(bad.values()), bad
-    assert all(r["processes"] >= 2 for r in report.values())   # worker processes took part
+    assert all(r["processes"] >= 2 for r in report.values())  # worker processes took part
 
 
 def test_kernels_agree_to_optimizer_tolerance(kernel_reports):
@@ -86,7 +95,7 @@ def test_replicate_alone_equals_replicate_in_any_batch():
         assert mb.simulate(fit, nsim=1, seed=5).tobytes() == Y[:, :1].tobytes()
         batch = refit_responses(fit.model, Y, start=fit.theta)
         for j in (0, 9, 23):
-            alone = refit_responses(fit.model, Y[:, j:j + 1], start=fit.theta)
+            alone = refit_responses(fit.model, Y[:, j : j + 1], start=fit.theta)
             mates = refit_responses(fit.model, Y[:, [3, j, 17]], start=fit.theta)
             for field in ("theta", "beta", "sigma", "objective", "vcov_unscaled"):
                 want = getattr(batch, field)[j].tobytes()
@@ -95,16 +104,21 @@ def test_replicate_alone_equals_replicate_in_any_batch():
 
 
 def test_power_and_pb_lrt_bits_do_not_depend_on_nsim(reaction_fit):
-    d = mb.design.nested(groups=12, per_group=4, between={"treatment": [0.0, 1.0]},
-                         group="subject")
-    m = mb.model("y ~ treatment + (1 | subject)", d, beta={"(Intercept)": 0, "treatment": 0.6},
-                 sigma=1.0, re={"subject": 0.7})
+    d = mb.design.nested(groups=12, per_group=4, between={"treatment": [0.0, 1.0]}, group="subject")
+    m = mb.model(
+        "y ~ treatment + (1 | subject)",
+        d,
+        beta={"(Intercept)": 0, "treatment": 0.6},
+        sigma=1.0,
+        re={"subject": 0.7},
+    )
     for method in ("wald", "lrt"):
         a = mb.power(m, "treatment", nsim=30, seed=4, method=method)
         b = mb.power(m, "treatment", nsim=75, seed=4, method=method)
         assert a.pvalues.tobytes() == b.pvalues[:30].tobytes()
-    small = mb.fit("Reaction ~ 1 + Days + (1 + Days || Subject)", mb.datasets.load("reaction"),
-                   REML=False)
+    small = mb.fit(
+        "Reaction ~ 1 + Days + (1 + Days || Subject)", mb.datasets.load("reaction"), REML=False
+    )
     a = mb.pb_lrt(reaction_fit, small, B=20, seed=2)
     b = mb.pb_lrt(reaction_fit, small, B=45, seed=2)
     assert a.lrt_boot.tobytes() == b.lrt_boot[:20].tobytes()
@@ -120,10 +134,9 @@ def test_missing_chunks_follow_the_grid_and_skip_what_is_there():
 
 
 # --------------------------------------------------------------------------- checkpoints
-def test_checkpoint_resume_after_interrupt_equals_straight_run(reaction_fit, tmp_path,
-                                                               monkeypatch):
+def test_checkpoint_resume_after_interrupt_equals_straight_run(reaction_fit, tmp_path, monkeypatch):
     straight = mb.bootMer(reaction_fit, B=120, seed=3)
-    monkeypatch.setattr(checkpoint, "CHECKPOINT_INTERVAL", 0.0)   # write every chunk at once
+    monkeypatch.setattr(checkpoint, "CHECKPOINT_INTERVAL", 0.0)  # write every chunk at once
     monkeypatch.setattr(runner, "chunk_size", lambda *models: 16)
     calls = {"n": 0}
     real = runner._call
@@ -182,8 +195,9 @@ def test_statistics_are_told_apart(reaction_fit, tmp_path):
         mb.bootMer(reaction_fit, lambda r: r.fe_params * 2, B=10, seed=1, checkpoint=ck)
 
 
-def test_damaged_chunk_file_is_recomputed_and_temp_files_removed(reaction_fit, tmp_path,
-                                                                 monkeypatch):
+def test_damaged_chunk_file_is_recomputed_and_temp_files_removed(
+    reaction_fit, tmp_path, monkeypatch
+):
     ck = tmp_path / "ck"
     monkeypatch.setattr(checkpoint, "CHECKPOINT_INTERVAL", 0.0)
     monkeypatch.setattr(runner, "chunk_size", lambda *models: 25)
@@ -202,10 +216,14 @@ def test_damaged_chunk_file_is_recomputed_and_temp_files_removed(reaction_fit, t
 
 
 def test_power_curve_and_pb_lrt_checkpoints(tmp_path):
-    d = mb.design.nested(groups=10, per_group=4, between={"treatment": [0.0, 1.0]},
-                         group="subject")
-    m = mb.model("y ~ treatment + (1 | subject)", d, beta={"(Intercept)": 0, "treatment": 0.6},
-                 sigma=1.0, re={"subject": 0.7})
+    d = mb.design.nested(groups=10, per_group=4, between={"treatment": [0.0, 1.0]}, group="subject")
+    m = mb.model(
+        "y ~ treatment + (1 | subject)",
+        d,
+        beta={"(Intercept)": 0, "treatment": 0.6},
+        sigma=1.0,
+        re={"subject": 0.7},
+    )
     ck = tmp_path / "curve"
     a = mb.power_curve(m, "treatment", sizes=[10, 14], nsim=40, seed=None, checkpoint=ck)
     assert sorted(p.name for p in ck.iterdir()) == ["curve.json", "size-10", "size-14"]
@@ -221,16 +239,19 @@ def test_power_curve_and_pb_lrt_checkpoints(tmp_path):
 
 
 # --------------------------------------------------------------------------- options
-@pytest.mark.parametrize("kwargs, error, message", [
-    (dict(B=0), ValueError, "B must be an integer >= 1"),
-    (dict(B=2.5), ValueError, "B must be an integer >= 1"),
-    (dict(n_jobs=0), ValueError, "n_jobs must be a positive integer or -1"),
-    (dict(tol=2.0), ValueError, "tol must be a relative tolerance"),
-    (dict(show_progress="yes"), TypeError, "show_progress must be True or False"),
-    (dict(client=object()), TypeError, "client must be a dask.distributed.Client"),
-    (dict(checkpoint=3), TypeError, "checkpoint must be a directory path"),
-    (dict(checkpoint="/no/such/dir/ck"), ValueError, "directory '/no/such/dir' does not exist"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(B=0), ValueError, "B must be an integer >= 1"),
+        (dict(B=2.5), ValueError, "B must be an integer >= 1"),
+        (dict(n_jobs=0), ValueError, "n_jobs must be a positive integer or -1"),
+        (dict(tol=2.0), ValueError, "tol must be a relative tolerance"),
+        (dict(show_progress="yes"), TypeError, "show_progress must be True or False"),
+        (dict(client=object()), TypeError, "client must be a dask.distributed.Client"),
+        (dict(checkpoint=3), TypeError, "checkpoint must be a directory path"),
+        (dict(checkpoint="/no/such/dir/ck"), ValueError, "directory '/no/such/dir' does not exist"),
+    ],
+)
 def test_options_are_checked_before_any_work(reaction_fit, kwargs, error, message, monkeypatch):
     monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("ran replicates"))
     with pytest.raises(error, match=message):
@@ -265,7 +286,7 @@ def test_outcome_counts_processes(reaction_fit, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         par = mb.bootMer(reaction_fit, B=40, seed=1, n_jobs=2)
-    assert seen[-1].processes >= 2          # the first chunk here, the rest on workers
+    assert seen[-1].processes >= 2  # the first chunk here, the rest on workers
     assert par.estimates.tobytes() == mb.bootMer(reaction_fit, B=40, seed=1).estimates.tobytes()
     assert isinstance(par.diagnostics, pd.DataFrame)
 
@@ -299,8 +320,10 @@ def test_a_checkpoint_in_use_is_refused(reaction_fit, tmp_path):
 def test_spawned_workers_give_the_same_bits(reaction_fit, monkeypatch):
     """Where fork is missing (macOS, Windows) workers are spawned and get the job by cloudpickle."""
     import multiprocessing
-    monkeypatch.setattr(runner, "_pool_context",
-                        lambda: (multiprocessing.get_context("spawn"), True))
+
+    monkeypatch.setattr(
+        runner, "_pool_context", lambda: (multiprocessing.get_context("spawn"), True)
+    )
     monkeypatch.setattr(runner, "MIN_SHARED_CHUNK", 1)
     monkeypatch.setattr(runner, "TASKS_PER_WORKER", 4)
     monkeypatch.setattr(runner, "PARALLEL_MIN_SECONDS", 0.0)
@@ -310,4 +333,6 @@ def test_spawned_workers_give_the_same_bits(reaction_fit, monkeypatch):
     monkeypatch.setattr(runner, "run", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
     par = mb.bootMer(reaction_fit, stat, B=60, seed=4, n_jobs=2)
     assert seen[-1].processes >= 2
-    assert par.estimates.tobytes() == mb.bootMer(reaction_fit, stat, B=60, seed=4).estimates.tobytes()
+    assert (
+        par.estimates.tobytes() == mb.bootMer(reaction_fit, stat, B=60, seed=4).estimates.tobytes()
+    )

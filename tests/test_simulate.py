@@ -14,7 +14,7 @@ def test_shape_and_seed(fit):
     a = mb.simulate(fit, nsim=4, seed=1)
     assert a.shape == (180, 4)
     assert np.array_equal(a, fit.simulate(4, seed=1))
-    assert np.array_equal(a[:, :2], mb.simulate(fit, 2, seed=1))   # column j: its own stream
+    assert np.array_equal(a[:, :2], mb.simulate(fit, 2, seed=1))  # column j: its own stream
     assert not np.array_equal(a, mb.simulate(fit, 4, seed=2))
     g = np.random.default_rng(0)
     assert mb.simulate(fit, 1, seed=g).shape == (180, 1)
@@ -35,8 +35,9 @@ def test_moments_match_model(fit):
 
 
 def test_other_parameters(fit):
-    Y = mb.simulate(fit, 5000, seed=4, beta={"(Intercept)": 0.0, "Days": 0.0},
-                    theta=[0.0, 0.0, 0.0], sigma=2.0)
+    Y = mb.simulate(
+        fit, 5000, seed=4, beta={"(Intercept)": 0.0, "Days": 0.0}, theta=[0.0, 0.0, 0.0], sigma=2.0
+    )
     assert abs(Y.mean()) < 0.01
     assert abs(Y.std() - 2.0) < 0.01
 
@@ -47,8 +48,9 @@ def test_use_u_conditions_on_fitted_effects(fit):
 
 
 def test_newdata_with_new_levels(fit):
-    new = pd.DataFrame({"Days": [0, 1, 2, 0], "Subject": ["S01", "S01", "S01", "NEW"],
-                        "Reaction": 0.0})
+    new = pd.DataFrame(
+        {"Days": [0, 1, 2, 0], "Subject": ["S01", "S01", "S01", "NEW"], "Reaction": 0.0}
+    )
     Y = mb.simulate(fit, 3000, seed=6, newdata=new)
     assert Y.shape == (4, 3000)
     sd_new = Y[3].std()
@@ -57,11 +59,20 @@ def test_newdata_with_new_levels(fit):
     assert abs(sd_new - expected) < 0.1 * expected
     Yu = mb.simulate(fit, 3000, seed=6, newdata=new, use_u=True)
     b = fit.ranef["Subject"].loc["S01"]
-    np.testing.assert_allclose(Yu[0].mean(), fit.beta[0] + b.iloc[0], atol=5 * fit.sigma / np.sqrt(3000))
+    np.testing.assert_allclose(
+        Yu[0].mean(), fit.beta[0] + b.iloc[0], atol=5 * fit.sigma / np.sqrt(3000)
+    )
 
 
-@pytest.mark.parametrize("kwargs, match", [({"nsim": 0}, "nsim"), ({"sigma": 0}, "sigma"),
-                                           ({"beta": [1.0]}, "beta"), ({"seed": "x"}, "seed")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"nsim": 0}, "nsim"),
+        ({"sigma": 0}, "sigma"),
+        ({"beta": [1.0]}, "beta"),
+        ({"seed": "x"}, "seed"),
+    ],
+)
 def test_bad_arguments(fit, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         mb.simulate(fit, **{"nsim": 1, **kwargs})

@@ -6,6 +6,7 @@ shipped reference stopped slightly above the optimum, which is why test_inferenc
 test_predict.py allow more on its tiny p-values and on sleepstudy_ml's predictions; at the
 tight optimum mixboot meets 1e-4 (p) and 1e-6 (predictions) relative on every case.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,7 @@ def test_tight_satterthwaite(case):
     np.testing.assert_allclose(table["Pr(>|t|)"], _vec(case["satterthwaite_p"]), rtol=1e-4)
     tab = r.anova()
     assert list(tab.index) == list(case["anova_terms"])
-    if tab.empty:      # intercept-only models
+    if tab.empty:  # intercept-only models
         return
     np.testing.assert_allclose(tab["DenDF"], _vec(case["anova_dendf"]), rtol=1e-3)
     np.testing.assert_allclose(tab["Pr(>F)"], _vec(case["anova_p"]), rtol=1e-4)
@@ -59,5 +60,6 @@ def test_tight_predictions(case):
     r, data = _fit(case)
     new = data.iloc[case["predict_rows"]]
     np.testing.assert_allclose(r.predict(new), _vec(case["predict_conditional"]), rtol=1e-6)
-    np.testing.assert_allclose(r.predict(new, re_form="~0"), _vec(case["predict_population"]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        r.predict(new, re_form="~0"), _vec(case["predict_population"]), rtol=1e-6
+    )

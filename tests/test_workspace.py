@@ -5,6 +5,7 @@ covariance V0 = I + Z Lambda Lambda' Z' (for the criterion) or the full penalize
 system [[Lambda'Z'Z Lambda + I, Lambda'Z'X], [X'Z Lambda, X'X]] (for beta, u and
 the penalized residual sum of squares), with slogdet and solve.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,9 +23,12 @@ RTOL = 1e-10
 
 # -- the dense reference ----------------------------------------------------------
 
+
 def dense_lambda(spec, theta):
-    blocks = [np.kron(np.eye(t.nlevels), t.factor(theta[s]))
-              for t, s in zip(spec.terms, spec.theta_slices)]
+    blocks = [
+        np.kron(np.eye(t.nlevels), t.factor(theta[s]))
+        for t, s in zip(spec.terms, spec.theta_slices)
+    ]
     return scipy.linalg.block_diag(*blocks)
 
 
@@ -68,19 +72,21 @@ def dense_solution(spec, theta, REML):
 def random_theta(spec, rng):
     """Positive diagonal, off-diagonal of either sign."""
     lower = spec.lower_bounds
-    return np.where(lower == 0, rng.uniform(0.2, 2.0, spec.n_theta),
-                    rng.normal(0.0, 0.5, spec.n_theta))
+    return np.where(
+        lower == 0, rng.uniform(0.2, 2.0, spec.n_theta), rng.normal(0.0, 0.5, spec.n_theta)
+    )
 
 
 def split_u(spec, u):
     out, off = [], 0
     for t in spec.terms:
-        out.append(u[off:off + t.q].reshape(t.nlevels, t.p))
+        out.append(u[off : off + t.q].reshape(t.nlevels, t.p))
         off += t.q
     return out
 
 
 # -- models -------------------------------------------------------------------------
+
 
 def simulated(seed=11, n=240):
     rng = np.random.default_rng(seed)
@@ -122,8 +128,9 @@ def test_objective_matches_dense_criterion(spec, REML):
     rng = np.random.default_rng(7)
     for _ in range(3):
         theta = random_theta(spec, rng)
-        assert ws.objective(theta) == pytest.approx(dense_criterion(spec, theta, REML),
-                                                    rel=RTOL, abs=0)
+        assert ws.objective(theta) == pytest.approx(
+            dense_criterion(spec, theta, REML), rel=RTOL, abs=0
+        )
 
 
 @pytest.mark.parametrize("REML", [False, True], ids=["ML", "REML"])
@@ -145,7 +152,9 @@ def test_fixef_sigma_and_modes_match_dense_solve(spec, REML):
         beta_ref, sigma_ref, u_ref = dense_solution(spec, theta, REML)
         fac = ws.factorize(theta[None, :])
         beta, sigma = ws.fixef_sigma(fac)
-        np.testing.assert_allclose(beta[0], beta_ref, rtol=1e-8, atol=1e-10 * np.abs(beta_ref).max())
+        np.testing.assert_allclose(
+            beta[0], beta_ref, rtol=1e-8, atol=1e-10 * np.abs(beta_ref).max()
+        )
         assert sigma[0] == pytest.approx(sigma_ref, rel=1e-10, abs=0)
         u = ws.conditional_modes(theta, fac, ws.response, beta[0])
         for term, sl, got, want in zip(spec.terms, spec.theta_slices, u, split_u(spec, u_ref)):
@@ -160,7 +169,8 @@ def test_objective_is_not_constant_in_theta():
     spec = model_spec("sleepstudy_slope")
     ws = Workspace(spec, REML=False)
     assert ws.objective(np.array([1.0, 0.0, 1.0])) != pytest.approx(
-        ws.objective(np.array([0.5, 0.1, 0.2])), rel=1e-6)
+        ws.objective(np.array([0.5, 0.1, 0.2])), rel=1e-6
+    )
 
 
 def test_unsorted_terms_are_put_in_lme4_order():
@@ -173,6 +183,7 @@ def test_unsorted_terms_are_put_in_lme4_order():
 
 # -- the sparse single-theta path ------------------------------------------------------
 
+
 def force_sparse(ws):
     ws.dense = False
     ws.F = None
@@ -180,8 +191,13 @@ def force_sparse(ws):
     return ws
 
 
-SPARSE_MODELS = ["sleepstudy_slope", "three_wide_term", "penicillin_crossed", "pastes_nested",
-                 "cake_factor_fixed"]
+SPARSE_MODELS = [
+    "sleepstudy_slope",
+    "three_wide_term",
+    "penicillin_crossed",
+    "pastes_nested",
+    "cake_factor_fixed",
+]
 
 
 @pytest.mark.parametrize("key", SPARSE_MODELS)
@@ -212,8 +228,9 @@ def test_sparse_path_with_a_later_vector_term(REML):
     spec = model_spec("two_vector_terms")
     sparse = force_sparse(Workspace(spec, REML=REML))
     theta = random_theta(spec, np.random.default_rng(5))
-    assert sparse.objective(theta) == pytest.approx(dense_criterion(spec, theta, REML),
-                                                    rel=RTOL, abs=0)
+    assert sparse.objective(theta) == pytest.approx(
+        dense_criterion(spec, theta, REML), rel=RTOL, abs=0
+    )
 
 
 def test_sparse_path_refuses_a_batch():

@@ -7,6 +7,7 @@ per parameter, with the fitted value and the 95 % interval marked.  The SD of th
 slopes and the intercept-slope correlation are far from normal, which is why intervals
 from the replicates beat estimate ± 2 SE for variance parameters.
 """
+
 import mixboot as mb
 
 df = mb.datasets.load("reaction")

@@ -5,6 +5,7 @@ Predictive check: the response's density
 The observed density of the scores against those of responses simulated from the fit.
 The observed curve should look like one more draw from the cloud.
 """
+
 import mixboot as mb
 
 df = mb.datasets.load("scores")

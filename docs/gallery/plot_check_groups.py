@@ -6,6 +6,7 @@ Each subject's mean score against the band of its simulated means.  A model with
 random slopes fits the means of subjects well, because the random intercepts absorb
 them; try ``stat="std"`` to see what a missing slope does to the spread within subjects.
 """
+
 import mixboot as mb
 
 df = mb.datasets.load("scores")

@@ -6,6 +6,7 @@ Each dot is a bootstrap replicate.  When the slope SD is small the correlation i
 poorly determined and piles up at ±1: the replicates show the boundary of the
 parameter space that a normal approximation hides.
 """
+
 import mixboot as mb
 
 df = mb.datasets.load("reaction")

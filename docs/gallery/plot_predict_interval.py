@@ -6,6 +6,7 @@ Population-level predictions of reaction time over the days of the study, with a
 bootstrap confidence band for the mean and a wider prediction band for a new
 subject's observation.
 """
+
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -19,10 +20,8 @@ pred = mb.predict_interval(fit, new, B=200, seed=1, re_form="~0", kind="predicti
 
 fig, ax = plt.subplots()
 ax.scatter(df["Days"], df["Reaction"], s=8, color="grey", alpha=0.5, label="data")
-ax.fill_between(new["Days"], pred["lower"], pred["upper"], alpha=0.2,
-                label="95 % prediction band")
-ax.fill_between(new["Days"], conf["lower"], conf["upper"], alpha=0.4,
-                label="95 % confidence band")
+ax.fill_between(new["Days"], pred["lower"], pred["upper"], alpha=0.2, label="95 % prediction band")
+ax.fill_between(new["Days"], conf["lower"], conf["upper"], alpha=0.4, label="95 % confidence band")
 ax.plot(new["Days"], conf["fit"], color="black", label="population mean")
 ax.set_xlabel("Days")
 ax.set_ylabel("Reaction (ms)")

@@ -6,6 +6,7 @@ MixedModels.jl's ``ridgeplot``: one density per fixed effect, stacked, each with
 shortest 95 % interval.  Leaving the intercept out keeps the effects of interest on a
 readable scale.
 """
+
 import mixboot as mb
 
 df = mb.datasets.load("rt")

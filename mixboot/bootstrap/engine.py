@@ -7,6 +7,7 @@ Replicate i draws from child i of ``SeedSequence(seed)`` and its numbers do not
 depend on its batch mates, so a seed gives the same bits for any B, ``n_jobs``,
 backend or resume point.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,9 @@ __all__ = ["bootMer", "parameter_table", "statistic_vector"]
 ON_ERROR = ("record", "raise")
 
 
-def parameter_table(result, theta: np.ndarray, sigma: np.ndarray | None, beta: np.ndarray,
-                    objective: np.ndarray) -> pd.DataFrame:
+def parameter_table(
+    result, theta: np.ndarray, sigma: np.ndarray | None, beta: np.ndarray, objective: np.ndarray
+) -> pd.DataFrame:
     """MixedModels.jl-style table: objective, beta, sigma, sd and correlation per term, theta.
 
     ``sigma=None`` for a GLMM: no sigma column, and the SDs are theta's (scale 1).
@@ -59,8 +61,9 @@ def parameter_table(result, theta: np.ndarray, sigma: np.ndarray | None, beta: n
         for j in range(term.p):
             for i in range(j + 1, term.p):
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    cols[f"cor_{grp}_{term.colnames[j]}_{term.colnames[i]}"] = \
-                        cov[:, i, j] / (sd_rel[:, i] * sd_rel[:, j])
+                    cols[f"cor_{grp}_{term.colnames[j]}_{term.colnames[i]}"] = cov[:, i, j] / (
+                        sd_rel[:, i] * sd_rel[:, j]
+                    )
     for j, name in enumerate(spec.theta_names):
         cols[f"theta_{name}"] = theta[:, j]
     return pd.DataFrame(cols)
@@ -79,17 +82,26 @@ def _reported(result) -> dict:
         if par.kind in ("sd", "cor"):
             grp = par.name.rsplit("|", 1)[1]
             cols = spec.terms[par.term].colnames
-            columns.append(f"sd_{grp}_{cols[par.i]}" if par.kind == "sd"
-                           else f"cor_{grp}_{cols[par.j]}_{cols[par.i]}")
+            columns.append(
+                f"sd_{grp}_{cols[par.i]}"
+                if par.kind == "sd"
+                else f"cor_{grp}_{cols[par.j]}_{cols[par.i]}"
+            )
         else:
             columns.append(par.name)
-    at_fit = parameter_table(result, np.asarray(result.theta, dtype=float)[None],
-                             None if glmm else np.array([result.sigma]),
-                             np.asarray(result.beta, dtype=float)[None],
-                             np.array([result.objective]))
-    return {"names": names, "columns": columns,
-            "estimate": [float(at_fit[c].iloc[0]).hex() for c in columns],
-            "theta": list(spec.theta_names)}
+    at_fit = parameter_table(
+        result,
+        np.asarray(result.theta, dtype=float)[None],
+        None if glmm else np.array([result.sigma]),
+        np.asarray(result.beta, dtype=float)[None],
+        np.array([result.objective]),
+    )
+    return {
+        "names": names,
+        "columns": columns,
+        "estimate": [float(at_fit[c].iloc[0]).hex() for c in columns],
+        "theta": list(spec.theta_names),
+    }
 
 
 def _default_statistic_names(result) -> tuple[str, ...]:
@@ -109,17 +121,25 @@ def statistic_vector(value, what: str = "statistic") -> tuple[np.ndarray, tuple 
     """
     names = None
     if value is None:
-        raise TypeError(f"{what} returned None; it must return a 1-D numeric vector "
-                        "(a number, list, 1-D array, Series or dict of numbers)")
+        raise TypeError(
+            f"{what} returned None; it must return a 1-D numeric vector "
+            "(a number, list, 1-D array, Series or dict of numbers)"
+        )
     if isinstance(value, (str, bytes)):
-        raise TypeError(f"{what} returned a {type(value).__name__} ({value!r:.40}); it must "
-                        "return numbers")
+        raise TypeError(
+            f"{what} returned a {type(value).__name__} ({value!r:.40}); it must return numbers"
+        )
     if isinstance(value, dict):
-        bad = [k for k, v in value.items()
-               if isinstance(v, bool) or not isinstance(v, (numbers.Real, np.number))]
+        bad = [
+            k
+            for k, v in value.items()
+            if isinstance(v, bool) or not isinstance(v, (numbers.Real, np.number))
+        ]
         if bad or not value:
-            raise TypeError(f"{what} returned a dict whose values must be single numbers"
-                            + (f"; not {bad[:3]}" if bad else " (it is empty)"))
+            raise TypeError(
+                f"{what} returned a dict whose values must be single numbers"
+                + (f"; not {bad[:3]}" if bad else " (it is empty)")
+            )
         names = tuple(str(k) for k in value)
         value = list(value.values())
     elif isinstance(value, pd.Series):
@@ -127,14 +147,19 @@ def statistic_vector(value, what: str = "statistic") -> tuple[np.ndarray, tuple 
     try:
         arr = np.asarray(value)
     except Exception as exc:  # noqa: BLE001 - ragged lists and the like
-        raise TypeError(f"{what} returned {type(value).__name__} that is not a numeric "
-                        f"vector: {exc}") from None
+        raise TypeError(
+            f"{what} returned {type(value).__name__} that is not a numeric vector: {exc}"
+        ) from None
     if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{what} returned values of type {arr.dtype} ({type(value).__name__}); "
-                        "it must return numbers")
+        raise TypeError(
+            f"{what} returned values of type {arr.dtype} ({type(value).__name__}); "
+            "it must return numbers"
+        )
     if arr.ndim > 1:
-        raise TypeError(f"{what} returned an array of shape {arr.shape}; it must return a "
-                        "1-D vector (flatten it, or return a dict naming each value)")
+        raise TypeError(
+            f"{what} returned an array of shape {arr.shape}; it must return a "
+            "1-D vector (flatten it, or return a dict naming each value)"
+        )
     arr = np.atleast_1d(arr.astype(float))
     if arr.size == 0:
         raise TypeError(f"{what} returned an empty vector")
@@ -165,10 +190,15 @@ def _boot_chunk(payload, reps: np.ndarray, children) -> dict:
     glmm = isinstance(result, GLMMResult)
     n = len(reps)
     spec = result.spec
-    out = {"theta": np.full((n, spec.n_theta), np.nan), "beta": np.full((n, spec.p), np.nan),
-           "objective": np.full(n, np.nan), "converged": np.zeros(n, dtype=bool),
-           "evaluations": np.zeros(n, dtype=np.int64), "failed": np.zeros(n, dtype=bool),
-           "failures": []}
+    out = {
+        "theta": np.full((n, spec.n_theta), np.nan),
+        "beta": np.full((n, spec.p), np.nan),
+        "objective": np.full(n, np.nan),
+        "converged": np.zeros(n, dtype=bool),
+        "evaluations": np.zeros(n, dtype=np.int64),
+        "failed": np.zeros(n, dtype=bool),
+        "failures": [],
+    }
     if not glmm:
         out["sigma"] = np.full(n, np.nan)
     if statistic is not None:
@@ -188,8 +218,9 @@ def _boot_chunk(payload, reps: np.ndarray, children) -> dict:
         return out
     refits = _glmm_refits if glmm else _lmm_refits
     u = np.full((n, result.model.workspace.q), np.nan) if glmm else None
-    for idx, rb in refits(result, Y, tol, lambda i, exc: fail(i, "refit", exc),
-                          on_error == "raise"):
+    for idx, rb in refits(
+        result, Y, tol, lambda i, exc: fail(i, "refit", exc), on_error == "raise"
+    ):
         out["theta"][idx], out["beta"][idx] = rb.theta, rb.beta
         out["objective"][idx] = rb.objective
         out["converged"][idx], out["evaluations"][idx] = rb.converged, rb.evaluations
@@ -217,14 +248,23 @@ def _simulate(result, params, children) -> np.ndarray:
     beta, sigma, theta, use_u = params
     u = result.u if use_u else None
     if isinstance(result, GLMMResult):
-        return simulate_glmm_block(result.spec, result.family, children, beta=beta, theta=theta,
-                                   u=u, trials=result.spec.trials, offset=result.spec.offset)
+        return simulate_glmm_block(
+            result.spec,
+            result.family,
+            children,
+            beta=beta,
+            theta=theta,
+            u=u,
+            trials=result.spec.trials,
+            offset=result.spec.offset,
+        )
     return simulate_block(result.spec, children, beta=beta, sigma=sigma, theta=theta, u=u)
 
 
 def _lmm_refits(result, Y, tol, fail, raise_errors):
-    return refit_isolated(result.model, Y, start=result.theta, tol=tol, fail=fail,
-                          raise_errors=raise_errors)
+    return refit_isolated(
+        result.model, Y, start=result.theta, tol=tol, fail=fail, raise_errors=raise_errors
+    )
 
 
 def _glmm_refits(result, Y, tol, fail, raise_errors):
@@ -242,8 +282,9 @@ def _glmm_refits(result, Y, tol, fail, raise_errors):
     batches = []
     for i in range(Yt.shape[0]):
         try:
-            batches.append((np.array([i]), model.refit(Yt[i:i + 1], start=start,
-                                                       settings=settings)))
+            batches.append(
+                (np.array([i]), model.refit(Yt[i : i + 1], start=start, settings=settings))
+            )
         except Exception as exc:  # noqa: BLE001
             fail(i, exc)
     return batches
@@ -256,17 +297,34 @@ def _replicate_result(result, out: dict, u, i: int, y: np.ndarray):
     with warnings.catch_warnings():
         # a replicate whose Hessian is not positive definite says so in vcov_method
         warnings.simplefilter("ignore", UserWarning)
-        return build_glmm_result(result.model, np.concatenate([out["theta"][i], out["beta"][i]]),
-                                 u[i], result.optsum, y=y,
-                                 hessian=result.vcov_method == "hessian")
+        return build_glmm_result(
+            result.model,
+            np.concatenate([out["theta"][i], out["beta"][i]]),
+            u[i],
+            result.optsum,
+            y=y,
+            hessian=result.vcov_method == "hessian",
+        )
 
 
 # --------------------------------------------------------------------------- bootMer
-def bootMer(result: LMMResult | GLMMResult, statistic=None, B: int = 500, seed: runner.Seed = None,
-            show_progress: bool = False, *,
-            n_jobs: int = 1, client=None, checkpoint=None, use_u: bool = False, beta=None,
-            sigma=None, theta=None, tol: float | None = None,
-            on_error: str = "record") -> BootResult:
+def bootMer(
+    result: LMMResult | GLMMResult,
+    statistic=None,
+    B: int = 500,
+    seed: runner.Seed = None,
+    show_progress: bool = False,
+    *,
+    n_jobs: int = 1,
+    client=None,
+    checkpoint=None,
+    use_u: bool = False,
+    beta=None,
+    sigma=None,
+    theta=None,
+    tol: float | None = None,
+    on_error: str = "record",
+) -> BootResult:
     """Parametric bootstrap: simulate y*, refit on the same X and Z, collect a statistic.
 
     Parameters
@@ -309,11 +367,18 @@ def bootMer(result: LMMResult | GLMMResult, statistic=None, B: int = 500, seed: 
     (100, 6)
     """
     if not isinstance(result, (LMMResult, GLMMResult)):
-        raise TypeError(f"result must be a fitted LMMResult or GLMMResult, got "
-                        f"{type(result).__name__}")
+        raise TypeError(
+            f"result must be a fitted LMMResult or GLMMResult, got {type(result).__name__}"
+        )
     glmm = isinstance(result, GLMMResult)
-    runner.check_run_options(B=B, n_jobs=n_jobs, tol=tol, show_progress=show_progress,
-                             client=client, checkpoint=checkpoint)
+    runner.check_run_options(
+        B=B,
+        n_jobs=n_jobs,
+        tol=tol,
+        show_progress=show_progress,
+        client=client,
+        checkpoint=checkpoint,
+    )
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {list(ON_ERROR)}, got {on_error!r}")
     if statistic is not None and not callable(statistic):
@@ -326,25 +391,40 @@ def bootMer(result: LMMResult | GLMMResult, statistic=None, B: int = 500, seed: 
         estimate, names = statistic_vector(statistic(result), "statistic (on the original fit)")
         width = estimate.size
     payload = (result, params, statistic, width, tol, on_error)
-    identity = {"workflow": "bootMer", "model": result.spec.fingerprint, **_model_kind(result),
-                "statistic": None if statistic is None else _callable_identity(statistic),
-                "width": width, "use_u": bool(use_u), "tol": tol,
-                "parameters": [float(v).hex() for v in np.concatenate(
-                    [params[0], [params[1]], params[2]])],
-                "version": __version__}
-    job = runner.Job(task=_boot_chunk, payload=payload, B=int(B),
-                     chunk=_glmm_chunk_size(result.model) if glmm else
-                     runner.chunk_size(result.model), desc="bootMer", identity=identity)
-    outcome = runner.run(job, seed, n_jobs=n_jobs, client=client, checkpoint=checkpoint,
-                         show_progress=show_progress)
+    identity = {
+        "workflow": "bootMer",
+        "model": result.spec.fingerprint,
+        **_model_kind(result),
+        "statistic": None if statistic is None else _callable_identity(statistic),
+        "width": width,
+        "use_u": bool(use_u),
+        "tol": tol,
+        "parameters": [float(v).hex() for v in np.concatenate([params[0], [params[1]], params[2]])],
+        "version": __version__,
+    }
+    job = runner.Job(
+        task=_boot_chunk,
+        payload=payload,
+        B=int(B),
+        chunk=_glmm_chunk_size(result.model) if glmm else runner.chunk_size(result.model),
+        desc="bootMer",
+        identity=identity,
+    )
+    outcome = runner.run(
+        job, seed, n_jobs=n_jobs, client=client, checkpoint=checkpoint, show_progress=show_progress
+    )
     return _assemble(result, outcome, names, estimate, tol, bool(use_u), checkpoint)
 
 
 def _model_kind(result) -> dict:
     """What besides the specification makes the model: REML, or a GLMM's family and nAGQ."""
     if isinstance(result, GLMMResult):
-        return {"REML": False, "family": result.family.name, "link": result.family.link.name,
-                "nAGQ": result.nAGQ}
+        return {
+            "REML": False,
+            "family": result.family.name,
+            "link": result.family.link.name,
+            "nAGQ": result.nAGQ,
+        }
     return {"REML": result.REML}
 
 
@@ -356,8 +436,9 @@ def _glmm_chunk_size(model) -> int:
     return int(np.clip(runner.CHUNK_BYTES // per_rep, 1, runner.MAX_CHUNK))
 
 
-def _assemble(result, outcome: runner.Outcome, names, estimate, tol, use_u,
-              checkpoint) -> BootResult:
+def _assemble(
+    result, outcome: runner.Outcome, names, estimate, tol, use_u, checkpoint
+) -> BootResult:
     spec = result.spec
     v = outcome.values
     B = len(v["objective"])
@@ -368,7 +449,7 @@ def _assemble(result, outcome: runner.Outcome, names, estimate, tol, use_u,
         names = names or tuple(f"stat{i}" for i in range(estimates.shape[1]))
     else:
         names = _default_statistic_names(result)
-        if sigma is None:   # a GLMM: the scale is fixed at 1
+        if sigma is None:  # a GLMM: the scale is fixed at 1
             estimates = np.column_stack([beta, theta])
             estimate = np.concatenate([result.beta, result.theta])
         else:
@@ -382,36 +463,66 @@ def _assemble(result, outcome: runner.Outcome, names, estimate, tol, use_u,
     for row in failures.itertuples(index=False):
         errors.setdefault(int(row.replicate), f"{row.stage}: {row.message}")
     converged = v["converged"]
-    diagnostics = pd.DataFrame({
-        "replicate": np.arange(B), "converged": converged & ~failed,
-        "singular": singular & ~failed, "evaluations": v["evaluations"],
-        "objective": objective, "error": pd.Series([errors.get(i) for i in range(B)],
-                                                   dtype=object),
-        "stat_nan": stat_nan})
+    diagnostics = pd.DataFrame(
+        {
+            "replicate": np.arange(B),
+            "converged": converged & ~failed,
+            "singular": singular & ~failed,
+            "evaluations": v["evaluations"],
+            "objective": objective,
+            "error": pd.Series([errors.get(i) for i in range(B)], dtype=object),
+            "stat_nan": stat_nan,
+        }
+    )
     tbl = parameter_table(result, theta, sigma, beta, objective)
     root = outcome.seed
-    meta = {"fingerprint": spec.fingerprint, "seed_entropy": int(root.entropy),
-            "spawn_keys": [list(root.spawn_key) + [i] for i in range(B)],
-            "version": __version__, "formula": spec.formula, **_model_kind(result),
-            "tol": tol, "use_u": use_u, "nobs": spec.n}
+    meta = {
+        "fingerprint": spec.fingerprint,
+        "seed_entropy": int(root.entropy),
+        "spawn_keys": [list(root.spawn_key) + [i] for i in range(B)],
+        "version": __version__,
+        "formula": spec.formula,
+        **_model_kind(result),
+        "tol": tol,
+        "use_u": use_u,
+        "nobs": spec.n,
+    }
     if "stat" not in v:
         meta["reported"] = _reported(result)
     if checkpoint is not None:
         meta["checkpoint"] = {"loaded": outcome.loaded, "computed": outcome.computed}
-    boot = BootResult(estimates=estimates, names=tuple(names), estimate=estimate, tbl=tbl,
-                      diagnostics=diagnostics, failures=failures, meta=meta)
+    boot = BootResult(
+        estimates=estimates,
+        names=tuple(names),
+        estimate=estimate,
+        tbl=tbl,
+        diagnostics=diagnostics,
+        failures=failures,
+        meta=meta,
+    )
     n_failed = int(failed.sum())
     n_nc = int((~converged & ~failed).sum())
     n_nan = int((stat_nan > 0).sum())
     if n_failed:
-        warnings.warn(f"{n_failed} of {B} bootstrap replicates failed; see .failures (their "
-                      "rows of .estimates are NaN)", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{n_failed} of {B} bootstrap replicates failed; see .failures (their "
+            "rows of .estimates are NaN)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     if n_nc:
-        warnings.warn(f"{n_nc} of {B} bootstrap refits did not converge; see .diagnostics",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{n_nc} of {B} bootstrap refits did not converge; see .diagnostics",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     if n_nan:
-        warnings.warn(f"the statistic returned NaN in {n_nan} of {B} replicates; see "
-                      ".diagnostics['stat_nan']", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"the statistic returned NaN in {n_nan} of {B} replicates; see "
+            ".diagnostics['stat_nan']",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return boot
 
 

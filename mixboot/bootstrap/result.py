@@ -72,7 +72,16 @@ DIAGNOSTIC_COLUMNS = ("replicate", "converged", "singular", "evaluations", "obje
 OPTIONAL_DIAGNOSTIC_COLUMNS = ("stat_nan",)
 FAILURE_COLUMNS = ("replicate", "stage", "message")
 FAILURE_STAGES = ("simulate", "refit", "statistic")
-REQUIRED_META = ("fingerprint", "seed_entropy", "spawn_keys", "version", "formula", "REML", "tol", "use_u")
+REQUIRED_META = (
+    "fingerprint",
+    "seed_entropy",
+    "spawn_keys",
+    "version",
+    "formula",
+    "REML",
+    "tol",
+    "use_u",
+)
 
 _FILE_KEY = b"mixboot"
 _DIGEST_KEY = b"mixboot.sha256"
@@ -81,8 +90,14 @@ _FILE_FORMAT = "mixboot.BootResult"
 # 1: no digest; still readable.
 _FILE_VERSION = 2
 # dtypes of the diagnostics columns with a fixed meaning (file and memory)
-_DIAG_DTYPES = {"replicate": np.int64, "converged": bool, "singular": bool,
-                "evaluations": np.int64, "objective": np.float64, "stat_nan": np.int64}
+_DIAG_DTYPES = {
+    "replicate": np.int64,
+    "converged": bool,
+    "singular": bool,
+    "evaluations": np.int64,
+    "objective": np.float64,
+    "stat_nan": np.int64,
+}
 # interval methods of mixboot.intervals.bootstrap_interval that use `estimate`
 _NEEDS_ESTIMATE = ("basic", "norm")
 
@@ -91,6 +106,7 @@ _NEEDS_ESTIMATE = ("basic", "norm")
 # normalisation helpers: every field is brought to one canonical form so that
 # equality, saving and loading never depend on how the caller built it.
 # --------------------------------------------------------------------------
+
 
 def _json_default(obj):
     # numpy scalars and arrays sneak into metadata (SeedSequence attributes,
@@ -130,7 +146,9 @@ def _check_meta(meta: dict, B: int) -> None:
         raise ValueError("meta['seed_entropy'] must be an int or None")
     keys = meta["spawn_keys"]
     if not isinstance(keys, list) or len(keys) != B:
-        raise ValueError(f"meta['spawn_keys'] must be a list with one spawn key per replicate (B={B})")
+        raise ValueError(
+            f"meta['spawn_keys'] must be a list with one spawn key per replicate (B={B})"
+        )
     for key in keys:
         if not isinstance(key, list) or not all(_is_int(i) for i in key):
             raise ValueError(f"meta['spawn_keys'] entries must be lists of int, got {key!r}")
@@ -148,7 +166,9 @@ def _check_meta(meta: dict, B: int) -> None:
     if "seed_entropies" in meta:
         ents = meta["seed_entropies"]
         if not isinstance(ents, list) or len(ents) != B:
-            raise ValueError(f"meta['seed_entropies'] must be a list with one entry per replicate (B={B})")
+            raise ValueError(
+                f"meta['seed_entropies'] must be a list with one entry per replicate (B={B})"
+            )
         if not all(e is None or _is_int(e) for e in ents):
             raise ValueError("meta['seed_entropies'] entries must be int or None")
 
@@ -179,7 +199,9 @@ def _coerce(df: pd.DataFrame, field: str, col: str, dtype) -> None:
         values = df[col].to_numpy()
         if dtype is bool and values.dtype != bool:
             # bool("False") is True: accept only genuine booleans or 0/1
-            ok = all(isinstance(v, (bool, np.bool_)) or (_is_int(v) and v in (0, 1)) for v in values)
+            ok = all(
+                isinstance(v, (bool, np.bool_)) or (_is_int(v) and v in (0, 1)) for v in values
+            )
             if not ok:
                 raise ValueError("values must be True/False")
             values = np.array([bool(v) for v in values], dtype=bool)
@@ -188,7 +210,9 @@ def _coerce(df: pd.DataFrame, field: str, col: str, dtype) -> None:
                 raise ValueError("non-integer values")
         df[col] = np.asarray(values, dtype=dtype)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{field}[{col!r}] cannot be stored as {np.dtype(dtype).name}: {exc}") from None
+        raise ValueError(
+            f"{field}[{col!r}] cannot be stored as {np.dtype(dtype).name}: {exc}"
+        ) from None
 
 
 def _object_column(values, optional: bool) -> pd.Series:
@@ -205,36 +229,49 @@ def _object_column(values, optional: bool) -> pd.Series:
 # defaults for a result built from bare replicates
 # --------------------------------------------------------------------------
 
+
 def _default_diagnostics(B: int) -> pd.DataFrame:
-    return pd.DataFrame({
-        "replicate": np.arange(B, dtype=np.int64),
-        "converged": np.ones(B, dtype=bool),
-        "singular": np.zeros(B, dtype=bool),
-        "evaluations": np.zeros(B, dtype=np.int64),
-        "objective": np.full(B, np.nan),
-        "error": pd.Series([None] * B, dtype=object),
-    })
+    return pd.DataFrame(
+        {
+            "replicate": np.arange(B, dtype=np.int64),
+            "converged": np.ones(B, dtype=bool),
+            "singular": np.zeros(B, dtype=bool),
+            "evaluations": np.zeros(B, dtype=np.int64),
+            "objective": np.full(B, np.nan),
+            "error": pd.Series([None] * B, dtype=object),
+        }
+    )
 
 
 def _default_failures() -> pd.DataFrame:
-    return pd.DataFrame({
-        "replicate": np.array([], dtype=np.int64),
-        "stage": pd.Series([], dtype=object),
-        "message": pd.Series([], dtype=object),
-    })
+    return pd.DataFrame(
+        {
+            "replicate": np.array([], dtype=np.int64),
+            "stage": pd.Series([], dtype=object),
+            "message": pd.Series([], dtype=object),
+        }
+    )
 
 
 def _default_meta(B: int) -> dict:
     # seed_entropy None: replicates of unknown origin are never reported as
     # duplicates by concat().
-    return {"fingerprint": "", "seed_entropy": None, "spawn_keys": [[i] for i in range(B)],
-            "version": __version__, "formula": "", "REML": False, "tol": None,
-            "use_u": False}
+    return {
+        "fingerprint": "",
+        "seed_entropy": None,
+        "spawn_keys": [[i] for i in range(B)],
+        "version": __version__,
+        "formula": "",
+        "REML": False,
+        "tol": None,
+        "use_u": False,
+    }
 
 
 # --------------------------------------------------------------------------
 # the result object
 # --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, eq=False)
 class BootResult:
@@ -294,7 +331,9 @@ class BootResult:
         if est.ndim == 1:
             est = est.reshape(-1, 1)  # B replicates of a single statistic
         if est.ndim != 2:
-            raise ValueError(f"estimates must be a 1-D (B,) or 2-D (B, p) array, got shape {est.shape}")
+            raise ValueError(
+                f"estimates must be a 1-D (B,) or 2-D (B, p) array, got shape {est.shape}"
+            )
         B, p = est.shape
         set_(self, "estimates", _readonly(est))
 
@@ -326,7 +365,9 @@ class BootResult:
 
         theta = np.array(self.estimate, dtype=np.float64, copy=True).reshape(-1)
         if theta.shape != (p,):
-            raise ValueError(f"estimate must have length p={p}, got shape {np.shape(self.estimate)}")
+            raise ValueError(
+                f"estimate must have length p={p}, got shape {np.shape(self.estimate)}"
+            )
         set_(self, "estimate", _readonly(theta))
 
         tbl = _frame(self.tbl, "tbl")
@@ -467,7 +508,9 @@ class BootResult:
         _refuse_bca(method)
         if isinstance(method, str) and method in _NEEDS_ESTIMATE:
             self._require_estimate(f"method={method!r}")
-        return bootstrap_interval(self.estimates, method=method, level=level, estimate=self.estimate)
+        return bootstrap_interval(
+            self.estimates, method=method, level=level, estimate=self.estimate
+        )
 
     def confint(self, method="perc", level=0.95, *, theta=False) -> pd.DataFrame:
         """Intervals as a DataFrame with ``lower``/``upper``, on the scale people report.
@@ -481,15 +524,20 @@ class BootResult:
         """
         if "reported" not in self.meta:
             bounds = self.ci(method, level)
-            return pd.DataFrame({"lower": bounds[:, 0], "upper": bounds[:, 1]},
-                                index=pd.Index(self.names, name="statistic"))
+            return pd.DataFrame(
+                {"lower": bounds[:, 0], "upper": bounds[:, 1]},
+                index=pd.Index(self.names, name="statistic"),
+            )
         _refuse_bca(method)
         samples = self.reported(theta=theta)
         estimate = self.reported_estimate(theta=theta)
-        bounds = bootstrap_interval(samples.to_numpy(), method=method, level=level,
-                                    estimate=estimate.to_numpy())
-        return pd.DataFrame({"lower": bounds[:, 0], "upper": bounds[:, 1]},
-                            index=pd.Index(samples.columns, name="parameter"))
+        bounds = bootstrap_interval(
+            samples.to_numpy(), method=method, level=level, estimate=estimate.to_numpy()
+        )
+        return pd.DataFrame(
+            {"lower": bounds[:, 0], "upper": bounds[:, 1]},
+            index=pd.Index(samples.columns, name="parameter"),
+        )
 
     def reported(self, *, theta=False) -> pd.DataFrame:
         """Replicates on the reported scale (the rows of :meth:`confint`), one column each.
@@ -499,8 +547,9 @@ class BootResult:
         rep = self.meta.get("reported")
         if rep is None:
             return pd.DataFrame(self.estimates, columns=list(self.names))
-        frame = pd.DataFrame({n: self.tbl[c].to_numpy() for n, c in
-                              zip(rep["names"], rep["columns"])})
+        frame = pd.DataFrame(
+            {n: self.tbl[c].to_numpy() for n, c in zip(rep["names"], rep["columns"])}
+        )
         if theta:
             for j, n in enumerate(self.names):
                 if n in rep["theta"]:
@@ -515,8 +564,13 @@ class BootResult:
             return pd.Series(self.estimate, index=list(self.names), name="estimate")
         values = {n: float.fromhex(x) for n, x in zip(rep["names"], rep["estimate"])}
         if theta:
-            values.update({f"theta_{n}": self.estimate[j] for j, n in enumerate(self.names)
-                           if n in rep["theta"]})
+            values.update(
+                {
+                    f"theta_{n}": self.estimate[j]
+                    for j, n in enumerate(self.names)
+                    if n in rep["theta"]
+                }
+            )
         return pd.Series(values, name="estimate")
 
     def se(self) -> pd.Series:
@@ -576,10 +630,12 @@ class BootResult:
         'sigma'
         """
         from ..plots import boot_panels
+
         return boot_panels(self, kind=kind, params=params, level=level, method=method, ax=ax)
 
-    def ridgeplot(self, params=None, include_intercept=True, level=0.95, method="shortest",
-                  ax=None):
+    def ridgeplot(
+        self, params=None, include_intercept=True, level=0.95, method="shortest", ax=None
+    ):
         """Densities of several parameters stacked on one value axis, as MixedModelsMakie's
         ``ridgeplot``: each with its estimate (a dot) and interval (a thick line).
 
@@ -608,8 +664,15 @@ class BootResult:
         ['Days']
         """
         from ..plots import ridge
-        return ridge(self, params=params, include_intercept=include_intercept, level=level,
-                     method=method, ax=ax)
+
+        return ridge(
+            self,
+            params=params,
+            include_intercept=include_intercept,
+            level=level,
+            method=method,
+            ax=ax,
+        )
 
     def pairplot(self, x, y, ax=None):
         """Scatter of two parameters' replicates, singular refits in another colour and marker.
@@ -640,6 +703,7 @@ class BootResult:
         'sd_Days|Subject'
         """
         from ..plots import pairs
+
         return pairs(self, x, y, ax=ax)
 
     # -- display -----------------------------------------------------------
@@ -663,13 +727,15 @@ class BootResult:
         if self.has_estimate:
             columns["estimate"] = self.estimate
             columns["bias"] = self.bias().to_numpy()
-        columns.update({
-            "std. error": self.se().to_numpy(),
-            "perc lower": perc[:, 0],
-            "perc upper": perc[:, 1],
-            "shortest lower": short[:, 0],
-            "shortest upper": short[:, 1],
-        })
+        columns.update(
+            {
+                "std. error": self.se().to_numpy(),
+                "perc lower": perc[:, 0],
+                "perc upper": perc[:, 1],
+                "shortest lower": short[:, 0],
+                "shortest upper": short[:, 1],
+            }
+        )
         table = pd.DataFrame(columns, index=list(self.names))
         pct = f"{100 * level:g}%"
         formula = self.meta["formula"]
@@ -709,7 +775,11 @@ class BootResult:
         import pyarrow.parquet as pq
 
         table = self._to_arrow()
-        options = {"write_page_checksum": True} if _supports(pq.write_table, "write_page_checksum") else {}
+        options = (
+            {"write_page_checksum": True}
+            if _supports(pq.write_table, "write_page_checksum")
+            else {}
+        )
         tmp, fh = _create_temp(path)
         try:
             with fh:
@@ -744,7 +814,9 @@ class BootResult:
             if col == "error":
                 arr = pa.array(list(values), type=pa.string())
             elif col in _DIAG_DTYPES:
-                arr = pa.array(values.to_numpy(), type=pa.from_numpy_dtype(np.dtype(_DIAG_DTYPES[col])))
+                arr = pa.array(
+                    values.to_numpy(), type=pa.from_numpy_dtype(np.dtype(_DIAG_DTYPES[col]))
+                )
             else:
                 arr = pa.Array.from_pandas(values)
             columns[f"diag:{col}"] = arr
@@ -756,8 +828,11 @@ class BootResult:
             "estimate": [float(x).hex() for x in self.estimate],
             "tbl_columns": list(self.tbl.columns),
             "diag_columns": list(self.diagnostics.columns),
-            "diag_dtypes": {c: str(self.diagnostics[c].dtype) for c in self.diagnostics.columns
-                            if c not in DIAGNOSTIC_COLUMNS and c not in _DIAG_DTYPES},
+            "diag_dtypes": {
+                c: str(self.diagnostics[c].dtype)
+                for c in self.diagnostics.columns
+                if c not in DIAGNOSTIC_COLUMNS and c not in _DIAG_DTYPES
+            },
             "failures": {c: self.failures[c].tolist() for c in FAILURE_COLUMNS},
             "meta": self.meta,
         }
@@ -778,8 +853,11 @@ class BootResult:
         import pyarrow.parquet as pq
 
         path = os.fspath(path)
-        options = ({"page_checksum_verification": True}
-                   if _supports(pq.ParquetFile, "page_checksum_verification") else {})
+        options = (
+            {"page_checksum_verification": True}
+            if _supports(pq.ParquetFile, "page_checksum_verification")
+            else {}
+        )
         try:
             pf = pq.ParquetFile(path, **options)
         except FileNotFoundError:
@@ -792,11 +870,15 @@ class BootResult:
             metadata = pf.schema_arrow.metadata or {}
             raw = metadata.get(_FILE_KEY)
             if raw is None:
-                raise ValueError(f"{path!r} is not a mixboot bootstrap file (no 'mixboot' schema metadata)")
+                raise ValueError(
+                    f"{path!r} is not a mixboot bootstrap file (no 'mixboot' schema metadata)"
+                )
             try:
                 header = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
-                raise ValueError(f"{path!r} is corrupted: its 'mixboot' metadata is not JSON") from None
+                raise ValueError(
+                    f"{path!r} is corrupted: its 'mixboot' metadata is not JSON"
+                ) from None
             if not isinstance(header, dict) or header.get("format") != _FILE_FORMAT:
                 raise ValueError(f"{path!r} is not a mixboot bootstrap file (unknown format)")
             version = header.get("format_version")
@@ -810,7 +892,9 @@ class BootResult:
             except (pa.ArrowException, OSError, ValueError) as exc:
                 # The footer was fine, so the data pages are damaged (a page
                 # checksum failed, or they no longer decode).
-                raise ValueError(f"{path!r} is corrupted: its data cannot be read ({exc})") from None
+                raise ValueError(
+                    f"{path!r} is corrupted: its data cannot be read ({exc})"
+                ) from None
         if version >= 2:
             stored = metadata.get(_DIGEST_KEY)
             if stored is None:
@@ -826,7 +910,9 @@ class BootResult:
         def column(prefix, name):
             key = f"{prefix}:{name}"
             if key not in table.column_names:
-                raise ValueError(f"{path!r} is not a complete mixboot bootstrap file (no column {key!r})")
+                raise ValueError(
+                    f"{path!r} is not a complete mixboot bootstrap file (no column {key!r})"
+                )
             return table.column(key)
 
         def numbers(prefix, name, dtype):
@@ -867,7 +953,8 @@ def _refuse_bca(method) -> None:
             "method='bca' is not offered: its acceleration needs a jackknife over independent "
             "observations or the model's score for the statistic, and neither is sound for a "
             "parametric bootstrap of a mixed model with a custom statistic (observations within "
-            "a group are not independent). Use 'perc', 'shortest', 'basic' or 'norm'.")
+            "a group are not independent). Use 'perc', 'shortest', 'basic' or 'norm'."
+        )
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -877,6 +964,7 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
 # --------------------------------------------------------------------------
 # file helpers
 # --------------------------------------------------------------------------
+
 
 @cache
 def _supports(func, option: str) -> bool:
@@ -937,7 +1025,9 @@ def _column_bytes(col) -> bytes:
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
         nulls = b""
         if col.null_count:
-            nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=np.uint8).tobytes()
+            nulls = np.asarray(
+                col.is_null().to_numpy(zero_copy_only=False), dtype=np.uint8
+            ).tobytes()
             col = col.fill_null(False if pa.types.is_boolean(t) else 0)
         values = np.asarray(col.to_numpy(zero_copy_only=False))
         # little-endian, so a file digests the same on every machine
@@ -971,6 +1061,7 @@ def _content_digest(table, header: bytes) -> str:
 # merging
 # --------------------------------------------------------------------------
 
+
 def _replicate_entropies(res: BootResult) -> list:
     if "seed_entropies" in res.meta:
         return list(res.meta["seed_entropies"])
@@ -980,8 +1071,14 @@ def _replicate_entropies(res: BootResult) -> list:
 def _part_records(res: BootResult) -> list:
     if "parts" in res.meta:
         return list(res.meta["parts"])
-    return [{"seed_entropy": res.meta["seed_entropy"], "B": res.B,
-             "version": res.meta["version"], "tol": res.meta["tol"]}]
+    return [
+        {
+            "seed_entropy": res.meta["seed_entropy"],
+            "B": res.B,
+            "version": res.meta["version"],
+            "tol": res.meta["tol"],
+        }
+    ]
 
 
 def concat(results: Iterable[BootResult]) -> BootResult:
@@ -1020,7 +1117,9 @@ def concat(results: Iterable[BootResult]) -> BootResult:
                 f"{first.meta['fingerprint']!r} but part {i} has {r.meta['fingerprint']!r}"
             )
         if r.names != first.names:
-            raise ValueError(f"parts have different names: part 0 {first.names} vs part {i} {r.names}")
+            raise ValueError(
+                f"parts have different names: part 0 {first.names} vs part {i} {r.names}"
+            )
         for key in ("formula", "REML", "use_u"):
             if r.meta[key] != first.meta[key]:
                 raise ValueError(
@@ -1078,7 +1177,9 @@ def concat(results: Iterable[BootResult]) -> BootResult:
         "REML": first.meta["REML"],
         "use_u": first.meta["use_u"],
         "tol": _common([r.meta["tol"] for r in parts]),
-        "seed_entropy": _common(entropies) if entropies else _common([r.meta["seed_entropy"] for r in parts]),
+        "seed_entropy": _common(entropies)
+        if entropies
+        else _common([r.meta["seed_entropy"] for r in parts]),
         "spawn_keys": spawn_keys,
         "seed_entropies": entropies,
         "parts": records,

@@ -16,6 +16,7 @@ Examples
 >>> datasets.load("reaction").shape
 (180, 3)
 """
+
 from __future__ import annotations
 
 from importlib import resources
@@ -60,8 +61,9 @@ def load(name: str) -> pd.DataFrame:
 
 
 def _scores() -> pd.DataFrame:
-    df = load("reaction").rename(columns={"Reaction": "score", "Days": "time",
-                                          "Subject": "subject"})
+    df = load("reaction").rename(
+        columns={"Reaction": "score", "Days": "time", "Subject": "subject"}
+    )
     order = {s: i for i, s in enumerate(sorted(df["subject"].unique()))}
     df["treatment"] = (df["subject"].map(order) % 2).astype(float)
     return df

@@ -1,4 +1,5 @@
 """bootMer: agreement with lme4's bootstrap, reproducibility, failures, refit equality."""
+
 import json
 import warnings
 from pathlib import Path
@@ -73,17 +74,24 @@ def test_replicates_equal_from_scratch_fits(sleep_ml):
     ws = sleep_ml.model.workspace
     spec = sleep_ml.spec
     for b in range(40):
-        resp = ws.responses(Y[:, b:b + 1])
-        opt = minimize_theta(lambda th, resp=resp: float(ws.factorize(th[None], resp).objective[0]),
-                             spec.theta_start, spec.lower_bounds, warn=False)
+        resp = ws.responses(Y[:, b : b + 1])
+        opt = minimize_theta(
+            lambda th, resp=resp: float(ws.factorize(th[None], resp).objective[0]),
+            spec.theta_start,
+            spec.lower_bounds,
+            warn=False,
+        )
         ours = boot.diagnostics["objective"].iloc[b]
         # the fast path is never worse than the from-scratch optimum (beyond rounding)
         assert ours <= opt.fmin + 1e-8 * abs(opt.fmin)
         assert abs(ours - opt.fmin) <= 1e-6 * abs(opt.fmin)
         theta = boot.estimates[b, -3:]
         np.testing.assert_allclose(theta, opt.theta, atol=2e-3)
-        scratch = mb.fit("Reaction ~ 1 + Days + (1 + Days|Subject)",
-                         spec.data.assign(Reaction=Y[:, b]), REML=False)
+        scratch = mb.fit(
+            "Reaction ~ 1 + Days + (1 + Days|Subject)",
+            spec.data.assign(Reaction=Y[:, b]),
+            REML=False,
+        )
         np.testing.assert_allclose(boot.estimates[b, :2], scratch.beta, rtol=1e-4, atol=1e-3)
         np.testing.assert_allclose(boot.estimates[b, 2], scratch.sigma, rtol=1e-4)
 
@@ -101,8 +109,11 @@ def test_replicate_i_refits_simulate_column_i(sleep_ml):
     boot = mb.bootMer(sleep_ml, B=5, seed=3)
     Y = mb.simulate(sleep_ml, 5, seed=3)
     for b in range(5):
-        r = mb.fit("Reaction ~ 1 + Days + (1 + Days|Subject)",
-                   sleep_ml.spec.data.assign(Reaction=Y[:, b]), REML=False)
+        r = mb.fit(
+            "Reaction ~ 1 + Days + (1 + Days|Subject)",
+            sleep_ml.spec.data.assign(Reaction=Y[:, b]),
+            REML=False,
+        )
         np.testing.assert_allclose(boot.estimates[b, :2], r.beta, rtol=1e-4)
 
 
@@ -111,7 +122,7 @@ def test_custom_statistic_and_failures(sleep_ml):
 
     def stat(r):
         calls["n"] += 1
-        if calls["n"] == 4:       # replicate 2: the first call is on the original fit
+        if calls["n"] == 4:  # replicate 2: the first call is on the original fit
             raise RuntimeError("boom")
         return pd.Series({"slope": r.fe_params["Days"], "sd": r.sigma})
 
@@ -134,16 +145,25 @@ def test_custom_statistic_and_failures(sleep_ml):
 def test_on_error_raise(sleep_ml):
     def bad(r):
         raise ValueError("bad statistic")
+
     with pytest.raises(ValueError, match="bad statistic"):
         mb.bootMer(sleep_ml, statistic=bad, B=3, seed=1, on_error="raise")
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"B": 0}, "B must"), ({"n_jobs": 0}, "n_jobs"), ({"tol": 2.0}, "tol"),
-    ({"on_error": "skip"}, "on_error"), ({"statistic": 3}, "statistic"),
-    ({"seed": -1}, "seed"), ({"sigma": -1.0}, "sigma"), ({"theta": [1.0]}, "theta"),
-    ({"beta": {"Day": 1.0}}, "beta"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"B": 0}, "B must"),
+        ({"n_jobs": 0}, "n_jobs"),
+        ({"tol": 2.0}, "tol"),
+        ({"on_error": "skip"}, "on_error"),
+        ({"statistic": 3}, "statistic"),
+        ({"seed": -1}, "seed"),
+        ({"sigma": -1.0}, "sigma"),
+        ({"theta": [1.0]}, "theta"),
+        ({"beta": {"Day": 1.0}}, "beta"),
+    ],
+)
 def test_bad_arguments(sleep_ml, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         mb.bootMer(sleep_ml, **{"B": 3, **kwargs})
@@ -161,11 +181,20 @@ def test_other_parameters_and_tolerance(sleep_ml):
 def test_tbl_and_intervals(sleep_ml):
     boot = mb.bootMer(sleep_ml, B=200, seed=9)
     tbl = boot.tbl
-    for col in ["objective", "(Intercept)", "Days", "sigma", "sd_Subject_(Intercept)",
-                "sd_Subject_Days", "cor_Subject_(Intercept)_Days"]:
+    for col in [
+        "objective",
+        "(Intercept)",
+        "Days",
+        "sigma",
+        "sd_Subject_(Intercept)",
+        "sd_Subject_Days",
+        "cor_Subject_(Intercept)_Days",
+    ]:
         assert col in tbl.columns
-    assert ((tbl["cor_Subject_(Intercept)_Days"].abs() <= 1 + 1e-12)
-            | tbl["cor_Subject_(Intercept)_Days"].isna()).all()
+    assert (
+        (tbl["cor_Subject_(Intercept)_Days"].abs() <= 1 + 1e-12)
+        | tbl["cor_Subject_(Intercept)_Days"].isna()
+    ).all()
     np.testing.assert_allclose(tbl["sigma"], boot.estimates[:, 2])
     short = boot.ci(method="shortest")
     perc = boot.ci(method="perc")
@@ -209,37 +238,53 @@ def test_crossed_reml_bootstrap_matches_scratch():
 
 
 # --------------------------------------------------------------------------- statistics
-@pytest.mark.parametrize("value, match", [
-    ({"a": 1.0, "b": [1, 2]}, "dict whose values must be single numbers"),
-    ({}, "it is empty"),
-    ("slope", "returned a str"),
-    (np.ones((2, 2)), r"array of shape \(2, 2\)"),
-    (None, "returned None"),
-    (["a", "b"], "must return numbers"),
-    (np.array([]), "empty vector"),
-])
-def test_statistic_is_checked_on_the_original_fit_before_any_replicate(sleep_ml, monkeypatch,
-                                                                         value, match):
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        ({"a": 1.0, "b": [1, 2]}, "dict whose values must be single numbers"),
+        ({}, "it is empty"),
+        ("slope", "returned a str"),
+        (np.ones((2, 2)), r"array of shape \(2, 2\)"),
+        (None, "returned None"),
+        (["a", "b"], "must return numbers"),
+        (np.array([]), "empty vector"),
+    ],
+)
+def test_statistic_is_checked_on_the_original_fit_before_any_replicate(
+    sleep_ml, monkeypatch, value, match
+):
     from mixboot import runner
+
     monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("replicates ran"))
     with pytest.raises(TypeError, match=match):
         mb.bootMer(sleep_ml, statistic=lambda r: value, B=1000, seed=1)
 
 
-@pytest.mark.parametrize("statistic, names", [
-    (lambda r: {"slope": r.fe_params["Days"], "sd": r.sigma}, ("slope", "sd")),
-    (lambda r: r.fe_params, ("(Intercept)", "Days")),
-    (lambda r: r.sigma, ("stat0",)),
-    (lambda r: [r.sigma, r.objective], ("stat0", "stat1")),
-    (lambda r: np.float32(r.sigma), ("stat0",)),
-])
+@pytest.mark.parametrize(
+    "statistic, names",
+    [
+        (lambda r: {"slope": r.fe_params["Days"], "sd": r.sigma}, ("slope", "sd")),
+        (lambda r: r.fe_params, ("(Intercept)", "Days")),
+        (lambda r: r.sigma, ("stat0",)),
+        (lambda r: [r.sigma, r.objective], ("stat0", "stat1")),
+        (lambda r: np.float32(r.sigma), ("stat0",)),
+    ],
+)
 def test_statistic_shapes_accepted(sleep_ml, statistic, names):
     boot = mb.bootMer(sleep_ml, statistic=statistic, B=6, seed=2)
     assert boot.names == names and boot.estimates.shape == (6, len(names))
     assert np.isfinite(boot.estimates).all() and boot.n_failed == 0
-    np.testing.assert_allclose(boot.estimate, np.atleast_1d(np.asarray(
-        list(statistic(sleep_ml).values()) if isinstance(statistic(sleep_ml), dict)
-        else statistic(sleep_ml), dtype=float)))
+    np.testing.assert_allclose(
+        boot.estimate,
+        np.atleast_1d(
+            np.asarray(
+                list(statistic(sleep_ml).values())
+                if isinstance(statistic(sleep_ml), dict)
+                else statistic(sleep_ml),
+                dtype=float,
+            )
+        ),
+    )
 
 
 def test_statistic_nan_is_counted_and_a_bad_replicate_value_is_a_failure(sleep_ml):
@@ -247,11 +292,11 @@ def test_statistic_nan_is_counted_and_a_bad_replicate_value_is_a_failure(sleep_m
 
     def stat(r):
         calls["n"] += 1
-        if calls["n"] in (3, 6):        # replicates 1 and 4 (call 1 is the original fit)
+        if calls["n"] in (3, 6):  # replicates 1 and 4 (call 1 is the original fit)
             return {"slope": np.nan, "sd": r.sigma}
-        if calls["n"] == 8:             # replicate 6: None
+        if calls["n"] == 8:  # replicate 6: None
             return None
-        if calls["n"] == 9:             # replicate 7: the wrong width
+        if calls["n"] == 9:  # replicate 7: the wrong width
             return {"slope": 1.0}
         return {"slope": r.fe_params["Days"], "sd": r.sigma}
 
@@ -281,24 +326,23 @@ def test_options_after_show_progress_are_keyword_only(sleep_ml):
 def test_sparse_path_bits_do_not_depend_on_B(monkeypatch):
     """The sparse workspace (InstEval-sized models) refits one replicate at a time."""
     from mixboot import workspace
+
     monkeypatch.setattr(workspace, "_DENSE_LIMIT", 0)
-    fit = mb.fit("Reaction ~ 1 + Days + (1 | Subject)", mb.datasets.load("reaction"),
-                 REML=False)
+    fit = mb.fit("Reaction ~ 1 + Days + (1 | Subject)", mb.datasets.load("reaction"), REML=False)
     assert not fit.model.workspace.dense
     a = mb.bootMer(fit, B=3, seed=9)
     b = mb.bootMer(fit, B=5, seed=9)
     assert a.estimates.tobytes() == b.estimates[:3].tobytes()
     monkeypatch.setattr(workspace, "_DENSE_LIMIT", 400_000)
-    dense = mb.fit("Reaction ~ 1 + Days + (1 | Subject)", mb.datasets.load("reaction"),
-                   REML=False)
-    np.testing.assert_allclose(mb.bootMer(dense, B=3, seed=9).estimates, a.estimates,
-                               rtol=1e-5)
+    dense = mb.fit("Reaction ~ 1 + Days + (1 | Subject)", mb.datasets.load("reaction"), REML=False)
+    np.testing.assert_allclose(mb.bootMer(dense, B=3, seed=9).estimates, a.estimates, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- reported scale
 def test_confint_rows_are_lme4s_reported_parameters(tmp_path):
     """confint() rows are lme4's confint(oldNames = FALSE) names, in lme4's order."""
     from conftest import has_shared, load_data
+
     if not has_shared():
         pytest.skip("../shared is not beside the project root")
     cases = json.loads(_shared("reference", "lmertest_inference.json").read_text())
@@ -328,9 +372,11 @@ def test_confint_values_sd_cor_and_theta_rows(sleep_ml):
     slope_sd = float(vc[(vc.grp == "Subject") & (vc.var1 == "Days") & vc.var2.isna()].sdcor.iloc[0])
     assert boot.reported_estimate()["sd_Days|Subject"] == pytest.approx(slope_sd, rel=1e-12)
     with_theta = boot.confint(theta=True)
-    assert list(with_theta.index[-3:]) == ["theta_Subject.(Intercept)",
-                                          "theta_Subject.Days.(Intercept)",
-                                          "theta_Subject.Days"]
+    assert list(with_theta.index[-3:]) == [
+        "theta_Subject.(Intercept)",
+        "theta_Subject.Days.(Intercept)",
+        "theta_Subject.Days",
+    ]
     np.testing.assert_array_equal(with_theta.iloc[-3:].to_numpy(), boot.ci()[-3:])
     with pytest.raises(ValueError, match="'bca' is not offered"):
         boot.confint("bca")

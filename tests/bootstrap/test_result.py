@@ -15,32 +15,49 @@ NAMES = ("(Intercept)", "Days", "sigma")
 ENTROPY = 2**100 + 12345  # SeedSequence entropies exceed 64 bits
 
 
-def make_result(B=20, *, entropy=ENTROPY, first_key=0, fingerprint="fp-sleepstudy",
-                names=NAMES, failed=(), singular=(), nonconverged=(), seed=0, meta_extra=None):
+def make_result(
+    B=20,
+    *,
+    entropy=ENTROPY,
+    first_key=0,
+    fingerprint="fp-sleepstudy",
+    names=NAMES,
+    failed=(),
+    singular=(),
+    nonconverged=(),
+    seed=0,
+    meta_extra=None,
+):
     rng = np.random.default_rng(seed)
     p = len(names)
     est = rng.normal(size=(B, p)) + np.arange(p)
     for r in failed:
         est[r] = np.nan
-    tbl = pd.DataFrame({
-        "objective": rng.normal(1700, 5, size=B),
-        "(Intercept)": est[:, 0],
-        "sigma": np.abs(est[:, -1]),
-        "theta_1": rng.uniform(size=B),
-    })
-    diag = pd.DataFrame({
-        "replicate": np.arange(B),
-        "converged": [r not in nonconverged for r in range(B)],
-        "singular": [r in singular for r in range(B)],
-        "evaluations": rng.integers(20, 90, size=B),
-        "objective": tbl["objective"].to_numpy(),
-        "error": [f"refit failed in replicate {r}" if r in failed else None for r in range(B)],
-    })
-    failures = pd.DataFrame({
-        "replicate": list(failed),
-        "stage": ["refit"] * len(failed),
-        "message": [f"refit failed in replicate {r}" for r in failed],
-    })
+    tbl = pd.DataFrame(
+        {
+            "objective": rng.normal(1700, 5, size=B),
+            "(Intercept)": est[:, 0],
+            "sigma": np.abs(est[:, -1]),
+            "theta_1": rng.uniform(size=B),
+        }
+    )
+    diag = pd.DataFrame(
+        {
+            "replicate": np.arange(B),
+            "converged": [r not in nonconverged for r in range(B)],
+            "singular": [r in singular for r in range(B)],
+            "evaluations": rng.integers(20, 90, size=B),
+            "objective": tbl["objective"].to_numpy(),
+            "error": [f"refit failed in replicate {r}" if r in failed else None for r in range(B)],
+        }
+    )
+    failures = pd.DataFrame(
+        {
+            "replicate": list(failed),
+            "stage": ["refit"] * len(failed),
+            "message": [f"refit failed in replicate {r}" for r in failed],
+        }
+    )
     meta = {
         "fingerprint": fingerprint,
         "seed_entropy": entropy,
@@ -64,13 +81,21 @@ def make_result(B=20, *, entropy=ENTROPY, first_key=0, fingerprint="fp-sleepstud
 
 
 def fields(res, **changes):
-    out = dict(estimates=res.estimates, names=res.names, estimate=res.estimate, tbl=res.tbl,
-               diagnostics=res.diagnostics, failures=res.failures, meta=res.meta)
+    out = dict(
+        estimates=res.estimates,
+        names=res.names,
+        estimate=res.estimate,
+        tbl=res.tbl,
+        diagnostics=res.diagnostics,
+        failures=res.failures,
+        meta=res.meta,
+    )
     out.update(changes)
     return out
 
 
 # -- construction ---------------------------------------------------------------
+
 
 def test_arrays_are_read_only_copies():
     raw = np.ones((3, 1))
@@ -96,10 +121,18 @@ def test_arrays_are_read_only_copies():
         (lambda r: {"diagnostics": r.diagnostics.iloc[:-1]}, "diagnostics"),
         (lambda r: {"diagnostics": r.diagnostics.drop(columns="singular")}, "diagnostics"),
         (lambda r: {"diagnostics": r.diagnostics.assign(converged="yes")}, "diagnostics"),
-        (lambda r: {"failures": pd.DataFrame({"replicate": [0], "stage": ["fit"], "message": ["x"]})},
-         "failures"),
-        (lambda r: {"failures": pd.DataFrame({"replicate": [99], "stage": ["refit"], "message": ["x"]})},
-         "failures"),
+        (
+            lambda r: {
+                "failures": pd.DataFrame({"replicate": [0], "stage": ["fit"], "message": ["x"]})
+            },
+            "failures",
+        ),
+        (
+            lambda r: {
+                "failures": pd.DataFrame({"replicate": [99], "stage": ["refit"], "message": ["x"]})
+            },
+            "failures",
+        ),
         (lambda r: {"meta": {k: v for k, v in r.meta.items() if k != "fingerprint"}}, "meta"),
         (lambda r: {"meta": {**r.meta, "spawn_keys": r.meta["spawn_keys"][:-1]}}, "spawn_keys"),
         (lambda r: {"meta": {**r.meta, "REML": "no"}}, "REML"),
@@ -121,6 +154,7 @@ def test_numpy_scalars_in_meta_are_normalised():
 
 
 # -- inference -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("method", ["perc", "shortest", "basic", "norm"])
 def test_ci_and_confint_use_intervals(method):
@@ -163,8 +197,10 @@ def test_repr_is_one_line_with_counts():
     res = make_result(12, failed=(1, 2), singular=(2, 5, 9), nonconverged=(4,))
     text = repr(res)
     assert "\n" not in text
-    assert text == ("BootResult(B=12, p=3, formula='Reaction ~ 1 + Days + (1 + Days | Subject)', "
-                    "failed=2, singular=3, nonconverged=1)")
+    assert text == (
+        "BootResult(B=12, p=3, formula='Reaction ~ 1 + Days + (1 + Days | Subject)', "
+        "failed=2, singular=3, nonconverged=1)"
+    )
 
 
 def test_summary_reports_statistics_and_counts():
@@ -182,9 +218,15 @@ def test_summary_reports_statistics_and_counts():
 
 # -- persistence -----------------------------------------------------------------
 
+
 def test_save_load_roundtrip_is_exact(tmp_path):
-    res = make_result(25, failed=(4, 17), singular=(1,), nonconverged=(17,),
-                      meta_extra={"statistic": "coef+sigma", "optimizer": {"name": "bobyqa"}})
+    res = make_result(
+        25,
+        failed=(4, 17),
+        singular=(1,),
+        nonconverged=(17,),
+        meta_extra={"statistic": "coef+sigma", "optimizer": {"name": "bobyqa"}},
+    )
     # awkward values that a sloppy format would lose
     est = res.estimates.copy()
     est[0, 0] = -0.0
@@ -212,7 +254,8 @@ def test_file_layout(tmp_path):
     res.save(path)
     table = pq.read_table(path)
     assert set(table.column_names) == (
-        {f"stat:{n}" for n in NAMES} | {f"tbl:{c}" for c in res.tbl.columns}
+        {f"stat:{n}" for n in NAMES}
+        | {f"tbl:{c}" for c in res.tbl.columns}
         | {f"diag:{c}" for c in res.diagnostics.columns}
     )
     assert b"mixboot" in table.schema.metadata
@@ -254,6 +297,7 @@ def test_load_missing_file(tmp_path):
 
 
 # -- concat ----------------------------------------------------------------------
+
 
 def test_concat_disjoint_parts():
     a = make_result(8, first_key=0, failed=(2,), singular=(1,), seed=1)
@@ -350,6 +394,7 @@ def test_extra_diagnostics_columns_roundtrip(tmp_path):
 
 # -- a result from bare replicates -------------------------------------------------
 
+
 def test_bare_result_has_defaults():
     est = np.random.default_rng(3).normal(size=(40, 3))
     res = BootResult(est)
@@ -359,8 +404,14 @@ def test_bare_result_has_defaults():
     assert not res.has_estimate
     assert list(res.tbl.columns) == ["p0", "p1", "p2"]
     np.testing.assert_array_equal(res.tbl.to_numpy(), est)
-    assert list(res.diagnostics.columns) == ["replicate", "converged", "singular", "evaluations",
-                                             "objective", "error"]
+    assert list(res.diagnostics.columns) == [
+        "replicate",
+        "converged",
+        "singular",
+        "evaluations",
+        "objective",
+        "error",
+    ]
     np.testing.assert_array_equal(res.diagnostics["replicate"], np.arange(40))
     assert res.diagnostics["converged"].all() and not res.diagnostics["singular"].any()
     assert (res.diagnostics["evaluations"] == 0).all()
@@ -369,28 +420,40 @@ def test_bare_result_has_defaults():
     assert res.failures.empty and list(res.failures.columns) == ["replicate", "stage", "message"]
     assert (res.n_failed, res.n_singular, res.n_nonconverged, res.n_stat_nan) == (0, 0, 0, 0)
     import mixboot
-    assert res.meta == {"fingerprint": "", "seed_entropy": None,
-                        "spawn_keys": [[i] for i in range(40)], "version": mixboot.__version__,
-                        "formula": "", "REML": False, "tol": None, "use_u": False}
+
+    assert res.meta == {
+        "fingerprint": "",
+        "seed_entropy": None,
+        "spawn_keys": [[i] for i in range(40)],
+        "version": mixboot.__version__,
+        "formula": "",
+        "REML": False,
+        "tol": None,
+        "use_u": False,
+    }
 
 
 def test_bare_result_percentile_and_shortest_intervals():
     est = np.random.default_rng(4).normal(size=(200, 2)) * [1.0, 3.0]
     res = BootResult(est)
     np.testing.assert_array_equal(res.ci(), bootstrap_interval(est, method="perc", level=0.95))
-    np.testing.assert_array_equal(res.ci("shortest", 0.8),
-                                  bootstrap_interval(est, method="shortest", level=0.8))
+    np.testing.assert_array_equal(
+        res.ci("shortest", 0.8), bootstrap_interval(est, method="shortest", level=0.8)
+    )
     assert res.ci("perc").shape == (2, 2)
     assert list(res.confint("shortest").index) == ["p0", "p1"]
     assert res.se().to_numpy() == pytest.approx(est.std(axis=0, ddof=1))
 
 
-@pytest.mark.parametrize("call", [
-    lambda r: r.ci("basic"),
-    lambda r: r.ci("norm", 0.9),
-    lambda r: r.confint(method="basic"),
-    lambda r: r.bias(),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r: r.ci("basic"),
+        lambda r: r.ci("norm", 0.9),
+        lambda r: r.confint(method="basic"),
+        lambda r: r.bias(),
+    ],
+)
 def test_bare_result_refuses_what_needs_the_original_estimate(call):
     res = BootResult(np.arange(10.0).reshape(5, 2))
     with pytest.raises(ValueError, match="no original estimate"):
@@ -408,7 +471,9 @@ def test_bare_result_with_estimate_gives_basic_interval():
     est = np.random.default_rng(5).normal(size=(50, 2))
     res = BootResult(est, estimate=[0.5, -0.5])
     np.testing.assert_array_equal(
-        res.ci("basic", 0.9), bootstrap_interval(est, method="basic", level=0.9, estimate=[0.5, -0.5]))
+        res.ci("basic", 0.9),
+        bootstrap_interval(est, method="basic", level=0.9, estimate=[0.5, -0.5]),
+    )
     np.testing.assert_allclose(res.bias(), est.mean(axis=0) - [0.5, -0.5])
 
 
@@ -435,8 +500,9 @@ def test_defaults_are_validated_against_given_fields():
 
 def test_positional_field_order_is_kept():
     res = make_result(4)
-    positional = BootResult(res.estimates, res.names, res.estimate, res.tbl, res.diagnostics,
-                            res.failures, res.meta)
+    positional = BootResult(
+        res.estimates, res.names, res.estimate, res.tbl, res.diagnostics, res.failures, res.meta
+    )
     assert positional == res
 
 
@@ -457,7 +523,9 @@ def test_concat_of_bare_results():
     np.testing.assert_array_equal(c.diagnostics["replicate"], np.arange(8))
     assert c.meta["seed_entropies"] == [None] * 8
     assert c.meta["seed_entropy"] is None
-    np.testing.assert_array_equal(c.ci("perc", 0.5), bootstrap_interval(c.estimates, method="perc", level=0.5))
+    np.testing.assert_array_equal(
+        c.ci("perc", 0.5), bootstrap_interval(c.estimates, method="perc", level=0.5)
+    )
     with pytest.raises(ValueError, match="no original estimate"):
         c.ci("basic")
 
@@ -470,6 +538,7 @@ def test_bare_result_roundtrips(tmp_path):
 
 
 # -- NaN statistics ------------------------------------------------------------------
+
 
 def test_stat_nan_column_is_counted_summarised_and_saved(tmp_path):
     res = make_result(6)
@@ -532,6 +601,7 @@ def test_concat_fills_stat_nan_of_parts_without_it():
 
 
 # -- atomic save -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("exc", [RuntimeError("disk full"), KeyboardInterrupt()])
 def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch, exc):
@@ -623,6 +693,7 @@ def test_save_onto_a_directory_is_refused(tmp_path):
 
 # -- corruption and format versions -------------------------------------------------
 
+
 def _flip_a_value(path, value):
     data = bytearray(path.read_bytes())
     needle = np.float64(value).tobytes()
@@ -693,7 +764,9 @@ def _rewrite_header(path, **changes):
 
 def test_version_1_files_still_load(tmp_path):
     res = make_result(10, failed=(3,), meta_extra={"statistic": "coef"})
-    res = BootResult(**fields(res, diagnostics=res.diagnostics.assign(seconds=np.linspace(0, 1, 10))))
+    res = BootResult(
+        **fields(res, diagnostics=res.diagnostics.assign(seconds=np.linspace(0, 1, 10)))
+    )
     path = tmp_path / "v1.parquet"
     res.save(path)
     _rewrite_header(path, format_version=1)  # the old layout: no digest
