@@ -27,13 +27,22 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .simulate import simulate
 from .spec import _grouping
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from .glmm_result import GLMMResult
+    from .result import LMMResult
+    from .runner import Seed
 
 __all__ = ["DensityCheck", "GroupCheck", "StatisticCheck", "density", "group_summary", "statistic"]
 
@@ -128,7 +137,7 @@ class DensityCheck:
     def nsim(self) -> int:
         return self.simulated.shape[1]
 
-    def plot(self, ax=None, *, bins: int = _BINS):
+    def plot(self, ax: Axes | None = None, *, bins: int = _BINS) -> Axes:
         """Draw each simulated dataset's histogram as a faint outline and the observed one on top.
 
         All histograms share ``bins`` bins over the range of observed and simulated values;
@@ -151,7 +160,13 @@ class DensityCheck:
         return ax
 
 
-def density(result, nsim: int = 100, seed=None, *, level: float = 0.95) -> DensityCheck:
+def density(
+    result: LMMResult | GLMMResult,
+    nsim: int = 100,
+    seed: Seed = None,
+    *,
+    level: float = 0.95,
+) -> DensityCheck:
     """Compare the observed response's distribution with ``nsim`` simulated ones.
 
     Parameters
@@ -250,7 +265,7 @@ class GroupCheck:
     stat: str
     level: float
 
-    def plot(self, ax=None):
+    def plot(self, ax: Axes | None = None) -> Axes:
         """Groups along x: predictive intervals as vertical bars, observed statistics as points.
 
         Observed values outside their interval are drawn in red; returns the matplotlib Axes.
@@ -339,7 +354,12 @@ def _group_stat(stat, Y: np.ndarray, codes: np.ndarray, ngroups: int) -> np.ndar
 
 
 def group_summary(
-    result, by=None, stat="mean", nsim: int = 200, level: float = 0.95, seed=None
+    result: LMMResult | GLMMResult,
+    by: str | None = None,
+    stat: str | Callable[[np.ndarray], float] = "mean",
+    nsim: int = 200,
+    level: float = 0.95,
+    seed: Seed = None,
 ) -> GroupCheck:
     """Compare a statistic of each group with its predictive interval from ``nsim`` simulations.
 
@@ -454,7 +474,7 @@ class StatisticCheck:
         """Simulations that entered the p-values (non-NaN ``T*``)."""
         return self.simulated.size
 
-    def plot(self, ax=None, *, bins: int = _BINS):
+    def plot(self, ax: Axes | None = None, *, bins: int = _BINS) -> Axes:
         """Histogram of the simulated ``T*`` with the observed ``T`` as a vertical line;
         returns the matplotlib Axes."""
         ax = _axes(ax)
@@ -480,7 +500,11 @@ class StatisticCheck:
 
 
 def statistic(
-    result, T, nsim: int = 500, seed=None, alternative: str = "two-sided"
+    result: LMMResult | GLMMResult,
+    T: Callable[[np.ndarray, Any], float],
+    nsim: int = 500,
+    seed: Seed = None,
+    alternative: str = "two-sided",
 ) -> StatisticCheck:
     """Simulation p-value of a scalar statistic ``T(y, result)``.
 

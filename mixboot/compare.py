@@ -49,6 +49,7 @@ from .refit import RefitBatch, refit_isolated
 from .simulate import simulate_block, simulate_glmm_block
 
 if TYPE_CHECKING:
+    from ._typing import Client, PathLike
     from .glmm_result import GLMMResult
     from .result import LMMResult
 
@@ -583,8 +584,8 @@ def pb_lrt(
     n_jobs: int = 1,
     show_progress: bool = False,
     tol: float | None = None,
-    client=None,
-    checkpoint=None,
+    client: Client | None = None,
+    checkpoint: PathLike | None = None,
 ) -> PBTest:
     """Parametric-bootstrap likelihood-ratio test of nested models, as pbkrtest's PBmodcomp.
 

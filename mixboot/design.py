@@ -18,28 +18,37 @@ Examples
 (8, ['subject', 'item', 'cond'])
 """
 
+from __future__ import annotations
+
 import math
 import numbers
 import re
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 __all__ = ["crossed", "nested", "extend"]
 
+if TYPE_CHECKING:
+    from ._typing import ArrayLike
+
+# Factors and their levels, e.g. {"cond": ["a", "b"]}.
+Levels = Mapping[str, Sequence[Hashable]]
+
 
 def crossed(
     *,
-    subjects,
-    items,
-    within=None,
-    between=None,
-    item_between=None,
-    replicates=1,
-    subject="subject",
-    item="item",
-):
+    subjects: int,
+    items: int,
+    within: Levels | None = None,
+    between: Levels | None = None,
+    item_between: Levels | None = None,
+    replicates: int = 1,
+    subject: str = "subject",
+    item: str = "item",
+) -> pd.DataFrame:
     """Fully crossed design: every subject responds to every item.
 
     Parameters
@@ -93,11 +102,11 @@ def crossed(
     if subject == item:
         raise ValueError(f"subject and item must be different column names, both are {subject!r}")
     taken = {subject: "subject", item: "item"}
-    within = _check_factors(within, "within", taken)
-    between = _check_factors(between, "between", taken)
-    item_between = _check_factors(item_between, "item_between", taken)
+    within_checked = _check_factors(within, "within", taken)
+    between_checked = _check_factors(between, "between", taken)
+    item_between_checked = _check_factors(item_between, "item_between", taken)
 
-    shape = (n_subjects, n_items, *(len(levels) for _, levels in within), n_replicates)
+    shape = (n_subjects, n_items, *(len(levels) for _, levels in within_checked), n_replicates)
     index = np.unravel_index(np.arange(math.prod(shape)), shape)
     subject_code, item_code = index[0], index[1]
 
@@ -105,16 +114,24 @@ def crossed(
         subject: _factor(_labels("s", n_subjects), subject_code),
         item: _factor(_labels("i", n_items), item_code),
     }
-    for (name, levels), code in zip(within, index[2:-1]):
+    for (name, levels), code in zip(within_checked, index[2:-1]):
         columns[name] = _factor(levels, code)
-    for (name, levels), code in zip(between, _deal(n_subjects, between)):
+    for (name, levels), code in zip(between_checked, _deal(n_subjects, between_checked)):
         columns[name] = _factor(levels, code[subject_code])
-    for (name, levels), code in zip(item_between, _deal(n_items, item_between)):
+    for (name, levels), code in zip(item_between_checked, _deal(n_items, item_between_checked)):
         columns[name] = _factor(levels, code[item_code])
     return pd.DataFrame(columns)
 
 
-def nested(*, groups, per_group, x=None, within=None, between=None, group="group"):
+def nested(
+    *,
+    groups: int,
+    per_group: int,
+    x: Mapping[str, ArrayLike] | None = None,
+    within: Levels | None = None,
+    between: Levels | None = None,
+    group: str = "group",
+) -> pd.DataFrame:
     """Observations nested in groups, optionally with a covariate per position.
 
     Parameters
@@ -162,24 +179,24 @@ def nested(*, groups, per_group, x=None, within=None, between=None, group="group
     _check_name(group, "group")
     taken = {group: "group"}
     covariates = _check_covariates(x, n_obs, taken)
-    within = _check_factors(within, "within", taken)
-    between = _check_factors(between, "between", taken)
+    within_checked = _check_factors(within, "within", taken)
+    between_checked = _check_factors(between, "between", taken)
 
-    shape = (n_groups, *(len(levels) for _, levels in within), n_obs)
+    shape = (n_groups, *(len(levels) for _, levels in within_checked), n_obs)
     index = np.unravel_index(np.arange(math.prod(shape)), shape)
     group_code, position = index[0], index[-1]
 
     columns = {group: _factor(_labels("g", n_groups), group_code)}
     for name, values in covariates:
         columns[name] = values[position]
-    for (name, levels), code in zip(within, index[1:-1]):
+    for (name, levels), code in zip(within_checked, index[1:-1]):
         columns[name] = _factor(levels, code)
-    for (name, levels), code in zip(between, _deal(n_groups, between)):
+    for (name, levels), code in zip(between_checked, _deal(n_groups, between_checked)):
         columns[name] = _factor(levels, code[group_code])
     return pd.DataFrame(columns)
 
 
-def extend(data, *, along, size):
+def extend(data: pd.DataFrame, *, along: str, size: int) -> pd.DataFrame:
     """Resize a design to exactly ``size`` levels of the grouping column ``along``.
 
     Growing appends new levels: new level ``k`` (counting all levels from
@@ -297,7 +314,7 @@ def _claim(column, argument, taken):
     taken[column] = argument
 
 
-def _check_factors(factors, argument, taken):
+def _check_factors(factors, argument, taken) -> list[tuple[str, list[Hashable]]]:
     """Validate a ``{name: levels}`` mapping into a list of (name, levels)."""
     if factors is None:
         return []

@@ -40,6 +40,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._typing import ArrayLike
+
 __all__ = ["Family", "Link", "binomial", "get_family", "poisson", "prepare_response"]
 
 EPS = np.finfo(float).eps  # R's .Machine$double.eps (DBL_EPSILON)
@@ -133,19 +135,19 @@ class Link:
     _mu_eta: Callable = field(repr=False, compare=False)
     _valid_eta: Callable = field(default=_always_valid, repr=False, compare=False)
 
-    def linkfun(self, mu) -> np.ndarray:
+    def linkfun(self, mu: ArrayLike) -> np.ndarray:
         """``eta = g(mu)``."""
         return self._linkfun(mu)
 
-    def linkinv(self, eta) -> np.ndarray:
+    def linkinv(self, eta: ArrayLike) -> np.ndarray:
         """``mu = g^{-1}(eta)``, clamped as R clamps it."""
         return self._linkinv(eta)
 
-    def mu_eta(self, eta) -> np.ndarray:
+    def mu_eta(self, eta: ArrayLike) -> np.ndarray:
         """``d mu / d eta`` at ``eta`` (floored at machine epsilon where R floors it)."""
         return self._mu_eta(eta)
 
-    def valid_eta(self, eta) -> bool:
+    def valid_eta(self, eta: ArrayLike) -> bool:
         """R's ``valideta``: whether ``eta`` lies in the link's domain."""
         return bool(self._valid_eta(eta))
 
@@ -193,12 +195,12 @@ class Family:
     link: Link
     bernoulli: bool = field(default=False, compare=False)
 
-    def variance(self, mu) -> np.ndarray:
+    def variance(self, mu: ArrayLike) -> np.ndarray:
         """Variance function: ``mu (1 - mu)`` (binomial) or ``mu`` (poisson)."""
         mu = _arr(mu)
         return mu * (1.0 - mu) if self.name == "binomial" else mu.copy()
 
-    def dev_resids(self, y, mu, wt) -> np.ndarray:
+    def dev_resids(self, y: ArrayLike, mu: ArrayLike, wt: ArrayLike) -> np.ndarray:
         """Unit deviances, R's ``family$dev.resids``; their sum is the deviance."""
         y, mu, wt = _arr(y), _arr(mu), _arr(wt)
         if self.name == "binomial":
@@ -206,7 +208,7 @@ class Family:
         # poisson: 2 wt (y log(y/mu) - (y - mu)), which is 2 wt mu at y = 0
         return 2.0 * wt * (_ylogy(y, mu) - (y - mu))
 
-    def aic(self, y, mu, wt, trials) -> float:
+    def aic(self, y: ArrayLike, mu: ArrayLike, wt: ArrayLike, trials: ArrayLike) -> float:
         """Minus twice the conditional log-likelihood, R's ``family$aic``.
 
         Binomial: ``m`` is the trials when any exceeds 1, else the prior
@@ -222,7 +224,7 @@ class Family:
             return float(-2.0 * np.sum(scale * logp))
         return float(-2.0 * np.sum(stats.poisson.logpmf(y, mu) * wt))
 
-    def simulate(self, rng: np.random.Generator, mu, trials) -> np.ndarray:
+    def simulate(self, rng: np.random.Generator, mu: ArrayLike, trials: ArrayLike) -> np.ndarray:
         """One random response at means ``mu``, drawn in observation order.
 
         Binomial: successes out of ``trials`` divided by ``trials`` (a
@@ -240,7 +242,7 @@ class Family:
             return rng.binomial(n.astype(np.int64), mu) / n
         return rng.poisson(mu).astype(float)
 
-    def valid_mu(self, mu) -> bool:
+    def valid_mu(self, mu: ArrayLike) -> bool:
         """R's ``validmu``: binomial means in (0, 1), poisson means > 0, all finite."""
         mu = _arr(mu)
         ok = np.all(np.isfinite(mu)) and np.all(mu > 0)
@@ -248,11 +250,11 @@ class Family:
             ok = ok and np.all(mu < 1)
         return bool(ok)
 
-    def valid_eta(self, eta) -> bool:
+    def valid_eta(self, eta: ArrayLike) -> bool:
         """R's ``valideta`` of the link."""
         return self.link.valid_eta(eta)
 
-    def mustart(self, y, wt) -> np.ndarray:
+    def mustart(self, y: ArrayLike, wt: ArrayLike) -> np.ndarray:
         """R's starting means: ``(wt y + 0.5) / (wt + 1)`` (binomial), ``y + 0.1`` (poisson)."""
         y, wt = _arr(y), _arr(wt)
         if self.name == "binomial":
@@ -260,7 +262,7 @@ class Family:
         return y + 0.1
 
 
-def get_family(family, link=None) -> Family:
+def get_family(family: str | Family, link: str | None = None) -> Family:
     """The :class:`Family` for ``family`` (a name or a Family) and ``link``.
 
     ``link=None`` gives the canonical link (logit for binomial, log for
@@ -370,13 +372,13 @@ def _counts(values, what: str) -> np.ndarray:
 
 def prepare_response(
     family: Family,
-    y,
+    y: ArrayLike | pd.Series,
     *,
-    weights=None,
-    failures=None,
+    weights: ArrayLike | None = None,
+    failures: ArrayLike | None = None,
     name: str = "response",
     bernoulli: bool = False,
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Response proportions, prior weights and trial counts for ``family``.
 
     Binomial: ``failures`` given means ``y`` counts successes (lme4's

@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,10 @@ from .optimize import ConvergenceWarning, OptSummary, minimize_batch
 from .pirls import GlmmWorkspace, PirlsState, agq_correction
 from .result import SINGULAR_MESSAGE, SingularFitWarning
 from .spec import ModelSpec, build_spec, groups_formula
+
+if TYPE_CHECKING:
+    from ._typing import ArrayLike
+    from .glmm_result import GLMMResult
 
 __all__ = ["GeneralizedLinearMixedModel", "Refits", "fit_glmm", "MAX_AGQ"]
 
@@ -133,7 +138,7 @@ class GeneralizedLinearMixedModel:
         settings: OptSummary,
         stages: tuple = (1, 2),
         finish: bool = False,
-    ):
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple, np.ndarray, np.ndarray]:
         """Fit B responses Y (B, n): stage 1 from theta0 (B, k), stage 2 from its result
         (or from x0 (B, k + p) when stage 1 is skipped).  Returns (x, fmin, converged,
         evaluations, method, u, hessian): x holds theta then beta; ``hessian`` (B, k + p,
@@ -240,7 +245,9 @@ class GeneralizedLinearMixedModel:
             evaluations=evals,
         )
 
-    def fit(self, *, start=None, optimizer: dict | None = None, warn: bool = True):
+    def fit(
+        self, *, start: ArrayLike | None = None, optimizer: dict | None = None, warn: bool = True
+    ) -> GLMMResult:
         """Fit the model to its own response and return a :class:`GLMMResult`."""
         spec = self.spec
         settings = OptSummary().with_overrides(**(optimizer or {}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,10 @@ from .optimize import OptSummary
 from .predict import predict
 from .simulate import simulate
 from .summary import format_table, glmm_title
+
+if TYPE_CHECKING:
+    from .family import Family
+    from .spec import ModelSpec
 
 __all__ = ["GLMMResult", "build_glmm_result"]
 
@@ -60,11 +65,11 @@ class GLMMResult:
 
     # -- identity ---------------------------------------------------------------
     @property
-    def spec(self):
+    def spec(self) -> ModelSpec:
         return self.model.spec
 
     @property
-    def family(self):
+    def family(self) -> Family:
         return self.model.family
 
     @property
@@ -206,8 +211,13 @@ class GLMMResult:
         return self.y - self.fittedvalues
 
     def predict(
-        self, newdata=None, *, type: str = "link", re_form=None, allow_new_levels: bool = False
-    ) -> np.ndarray:
+        self,
+        newdata: pd.DataFrame | None = None,
+        *,
+        type: str = "link",
+        re_form: str | None = None,
+        allow_new_levels: bool = False,
+    ) -> np.ndarray | pd.Series:
         """Predictions on the link (default, as lme4) or response scale; ``newdata``,
         ``re_form`` and ``allow_new_levels`` as :func:`mixboot.predict`."""
         if type not in ("link", "response"):

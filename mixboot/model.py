@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +23,10 @@ from .spec import ModelSpec, build_spec, groups_formula
 from .workspace import Workspace
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from ._typing import ArrayLike, Column
+    from .family import Family
     from .glmm_result import GLMMResult
     from .result import LMMResult
 
@@ -54,11 +59,11 @@ class LinearMixedModel:
     def fit(
         self,
         *,
-        start=None,
+        start: ArrayLike | None = None,
         optimizer: dict | None = None,
         warn: bool = True,
         ddf: str = "satterthwaite",
-    ):
+    ) -> LMMResult:
         """Optimize theta for the model's own response and return an LMMResult.
 
         ``ddf`` ("satterthwaite", "kenward-roger" (REML only) or "wald") is the
@@ -107,18 +112,18 @@ def _check_start(start, spec: ModelSpec) -> np.ndarray:
 
 def fit(
     formula: str,
-    data,
+    data: pd.DataFrame,
     *,
     REML: bool = True,
-    groups=None,
+    groups: str | Sequence[str] | None = None,
     contrasts: dict | None = None,
-    start=None,
+    start: ArrayLike | None = None,
     optimizer: dict | None = None,
     ddf: str = "satterthwaite",
-    family=None,
+    family: str | Family | None = None,
     link: str | None = None,
-    weights=None,
-    offset=None,
+    weights: Column | None = None,
+    offset: Column | None = None,
     nAGQ: int = 1,
 ) -> LMMResult | GLMMResult:
     """Fit a linear mixed model from an lme4 formula by REML (default) or ML; with

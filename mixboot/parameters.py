@@ -25,8 +25,9 @@ theta is T's lower triangle column by column.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,10 @@ from .runner import seed_streams
 from .simulate import check_parameters, simulate_glmm_block
 from .spec import build_spec, groups_formula
 
+if TYPE_CHECKING:
+    from ._typing import ArrayLike, Column, Values
+    from .family import Family
+
 __all__ = ["model", "FROM_PARAMETERS"]
 
 FROM_PARAMETERS = "FROM_PARAMETERS"
@@ -54,19 +59,19 @@ TRIALS_COLUMN = ".trials"
 
 def model(
     formula: str,
-    data,
+    data: pd.DataFrame,
     *,
-    beta,
+    beta: Values,
     sigma: float | None = None,
-    re=None,
-    theta=None,
+    re: Mapping[str, Any] | None = None,
+    theta: ArrayLike | None = None,
     REML: bool = True,
-    groups=None,
+    groups: str | Sequence[str] | None = None,
     contrasts: dict | None = None,
-    family=None,
-    link=None,
-    trials=None,
-    offset=None,
+    family: str | Family | None = None,
+    link: str | None = None,
+    trials: float | Column | None = None,
+    offset: Column | None = None,
     nAGQ: int = 1,
 ) -> LMMResult | GLMMResult:
     """An unfitted model with the given parameters, usable wherever a fit is.

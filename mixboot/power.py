@@ -61,7 +61,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -87,6 +89,11 @@ from .parameters import TRIALS_COLUMN, model
 from .result import SINGULAR_TOL, LMMResult, build_result
 from .runner import child_streams
 from .workspace import scale_tail, tail_block, term1_blocks
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from ._typing import Client, PathLike
 
 __all__ = [
     "power",
@@ -191,7 +198,7 @@ class PowerResult:
             raise ValueError(f"level must be between 0 and 1, got {level!r}")
         return clopper_pearson(self.n_significant, self.n_valid, level)
 
-    def plot(self, ax=None, target=None):
+    def plot(self, ax: Axes | None = None, target: float | None = None) -> Axes:
         """The power estimate with its 95% Clopper-Pearson interval as an error bar.
 
         Parameters
@@ -318,7 +325,7 @@ class PowerCurve(pd.DataFrame):
         return pd.DataFrame
 
     @classmethod
-    def build(cls, along: str, table: pd.DataFrame, results) -> PowerCurve:
+    def build(cls, along: str, table: pd.DataFrame, results: Iterable[PowerResult]) -> PowerCurve:
         out = cls(table)
         out.along = along
         out.results = tuple(results)
@@ -329,7 +336,7 @@ class PowerCurve(pd.DataFrame):
         """The rows as a plain DataFrame."""
         return pd.DataFrame(self)
 
-    def plot(self, ax=None, target=0.8):
+    def plot(self, ax: Axes | None = None, target: float | None = 0.8) -> Axes:
         """Power against size with its 95% Clopper-Pearson band and a target power line.
 
         Parameters
@@ -402,7 +409,7 @@ class PowerGrid:
     table: pd.DataFrame
     results: tuple = field(repr=False)
 
-    def plot(self, ax=None):
+    def plot(self, ax: Axes | None = None) -> Axes:
         """Heat map of the power (size1 across, size2 up), each cell annotated, with a colorbar.
 
         Parameters
@@ -811,8 +818,8 @@ def power(
     method: str | None = None,
     pb_B: int = 199,
     tol: float | None = None,
-    client=None,
-    checkpoint=None,
+    client: Client | None = None,
+    checkpoint: PathLike | None = None,
 ) -> PowerResult:
     """Estimate the power of a test of a fixed effect by simulation.
 
@@ -1051,7 +1058,7 @@ def power_curve(
     model_or_fit: LMMResult | GLMMResult,
     test: str,
     *,
-    sizes,
+    sizes: Sequence[int],
     along: str | None = None,
     nsim: int = 1000,
     alpha: float = 0.05,
@@ -1061,8 +1068,8 @@ def power_curve(
     method: str | None = None,
     pb_B: int = 199,
     tol: float | None = None,
-    client=None,
-    checkpoint=None,
+    client: Client | None = None,
+    checkpoint: PathLike | None = None,
 ) -> PowerCurve:
     """Power at several numbers of levels of a grouping factor (e.g. subjects).
 
@@ -1132,20 +1139,20 @@ def power_curve(
 
 
 def power_grid(
-    model_or_fit,
+    model_or_fit: LMMResult | GLMMResult,
     test: str,
     *,
-    sizes: dict,
+    sizes: Mapping[str, Sequence[int]],
     nsim: int = 1000,
     alpha: float = 0.05,
-    seed=None,
+    seed: runner.Seed = None,
     n_jobs: int = 1,
     show_progress: bool = False,
     method: str | None = None,
     pb_B: int = 199,
     tol: float | None = None,
-    client=None,
-    checkpoint=None,
+    client: Client | None = None,
+    checkpoint: PathLike | None = None,
 ) -> PowerGrid:
     """Power at every combination of sizes of two grouping factors (e.g. subjects x items).
 

@@ -186,7 +186,7 @@ def predict(
     result: LMMResult | GLMMResult,
     newdata: pd.DataFrame | None = None,
     *,
-    re_form=None,
+    re_form: str | None = None,
     allow_new_levels: bool = False,
 ) -> np.ndarray | pd.Series:
     """Predictions of a fitted model (lme4's ``predict.merMod``).
@@ -340,7 +340,7 @@ def predict_interval(
     seed: runner.Seed = None,
     level: float = 0.95,
     kind: str = "confidence",
-    re_form=None,
+    re_form: str | None = None,
     allow_new_levels: bool = False,
     n_jobs: int = 1,
     show_progress: bool = False,

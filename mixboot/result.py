@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,9 @@ from .optimize import OptSummary
 from .profile import profile_intervals
 from .simulate import simulate
 from .summary import summary_text
+
+if TYPE_CHECKING:
+    from .spec import ModelSpec
 
 __all__ = ["LMMResult", "SingularFitWarning", "build_result"]
 
@@ -85,7 +89,7 @@ class LMMResult:
 
     # -- identity ---------------------------------------------------------------
     @property
-    def spec(self):
+    def spec(self) -> ModelSpec:
         return self.model.spec
 
     @property
@@ -192,7 +196,7 @@ class LMMResult:
         table = self.coef_table()
         return table.iloc[:, -1].rename(table.columns[-1])
 
-    def conf_int(self, level: float = 0.95, method: str = "wald", **kwargs) -> pd.DataFrame:
+    def conf_int(self, level: float = 0.95, method: str = "wald", **kwargs: Any) -> pd.DataFrame:
         """Confidence intervals, columns ``lower`` and ``upper``.
 
         ``method="wald"`` (default): the fixed effects, estimate +- q * se, q the t

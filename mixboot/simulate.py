@@ -15,12 +15,19 @@ replicate j of ``bootMer(result, seed=s)`` refits column j of
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
 from .runner import Seed, seed_streams
 from .spec import z_columns
 from .terms import ReTerm
+
+if TYPE_CHECKING:
+    from ._typing import ArrayLike, Values
+    from .glmm_result import GLMMResult
+    from .result import LMMResult
 
 __all__ = ["simulate", "simulate_block", "simulate_glmm_block", "check_parameters"]
 
@@ -196,16 +203,16 @@ def _design_for(result, newdata: pd.DataFrame):
 
 
 def simulate(
-    result,
+    result: LMMResult | GLMMResult,
     nsim: int = 1,
     seed: Seed = None,
     *,
-    beta=None,
-    sigma=None,
-    theta=None,
+    beta: Values | None = None,
+    sigma: float | None = None,
+    theta: ArrayLike | None = None,
     use_u: bool = False,
-    newdata=None,
-    trials=None,
+    newdata: pd.DataFrame | None = None,
+    trials: ArrayLike | None = None,
 ) -> np.ndarray:
     """Simulate ``nsim`` responses from a fitted model; returns an (n, nsim) array.
 

@@ -14,6 +14,7 @@ import hashlib
 import numbers
 import pickle
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,9 @@ from ..refit import refit_isolated
 from ..result import SINGULAR_TOL, LMMResult, build_result
 from ..simulate import check_parameters, simulate_block, simulate_glmm_block
 from .result import BootResult
+
+if TYPE_CHECKING:
+    from .._typing import ArrayLike, Client, PathLike, Statistic, Values
 
 __all__ = ["bootMer", "parameter_table", "statistic_vector"]
 
@@ -310,18 +314,18 @@ def _replicate_result(result, out: dict, u, i: int, y: np.ndarray):
 # --------------------------------------------------------------------------- bootMer
 def bootMer(
     result: LMMResult | GLMMResult,
-    statistic=None,
+    statistic: Statistic | None = None,
     B: int = 500,
     seed: runner.Seed = None,
     show_progress: bool = False,
     *,
     n_jobs: int = 1,
-    client=None,
-    checkpoint=None,
+    client: Client | None = None,
+    checkpoint: PathLike | None = None,
     use_u: bool = False,
-    beta=None,
-    sigma=None,
-    theta=None,
+    beta: Values | None = None,
+    sigma: float | None = None,
+    theta: ArrayLike | None = None,
     tol: float | None = None,
     on_error: str = "record",
 ) -> BootResult:

@@ -53,9 +53,10 @@ import os
 import secrets
 import stat
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -63,6 +64,12 @@ import pandas as pd
 from .. import _html
 from .._version import __version__
 from ..intervals import bootstrap_interval
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from .._typing import PathLike
 
 __all__ = ["BootResult", "concat"]
 
@@ -499,7 +506,7 @@ class BootResult:
 
     # -- inference ---------------------------------------------------------
 
-    def ci(self, method="perc", level=0.95) -> np.ndarray:
+    def ci(self, method: str = "perc", level: float = 0.95) -> np.ndarray:
         """``(p, 2)`` array of interval bounds over ``estimates``; see :mod:`mixboot.intervals`.
 
         ``"basic"`` and ``"norm"`` need the original estimate and raise
@@ -512,7 +519,9 @@ class BootResult:
             self.estimates, method=method, level=level, estimate=self.estimate
         )
 
-    def confint(self, method="perc", level=0.95, *, theta=False) -> pd.DataFrame:
+    def confint(
+        self, method: str = "perc", level: float = 0.95, *, theta: bool = False
+    ) -> pd.DataFrame:
         """Intervals as a DataFrame with ``lower``/``upper``, on the scale people report.
 
         For a bootstrap with the default statistic the rows are those of lme4's
@@ -539,7 +548,7 @@ class BootResult:
             index=pd.Index(samples.columns, name="parameter"),
         )
 
-    def reported(self, *, theta=False) -> pd.DataFrame:
+    def reported(self, *, theta: bool = False) -> pd.DataFrame:
         """Replicates on the reported scale (the rows of :meth:`confint`), one column each.
 
         Failed replicates are NaN.  Without the default statistic: ``estimates``.
@@ -557,7 +566,7 @@ class BootResult:
         frame.loc[self.diagnostics["error"].notna().to_numpy()] = np.nan
         return frame
 
-    def reported_estimate(self, *, theta=False) -> pd.Series:
+    def reported_estimate(self, *, theta: bool = False) -> pd.Series:
         """The original fit's values of :meth:`reported`'s columns."""
         rep = self.meta.get("reported")
         if rep is None:
@@ -594,7 +603,14 @@ class BootResult:
 
     # -- plots (matplotlib, imported when called: pip install 'mixboot[plot]') ----
 
-    def plot(self, kind="hist", params=None, level=0.95, method="perc", ax=None):
+    def plot(
+        self,
+        kind: str = "hist",
+        params: str | Sequence[str] | None = None,
+        level: float = 0.95,
+        method: str = "perc",
+        ax: Axes | Sequence[Axes] | None = None,
+    ) -> Axes | Figure:
         """Distribution of the replicates, one panel per parameter, with estimate and interval.
 
         Parameters
@@ -634,8 +650,13 @@ class BootResult:
         return boot_panels(self, kind=kind, params=params, level=level, method=method, ax=ax)
 
     def ridgeplot(
-        self, params=None, include_intercept=True, level=0.95, method="shortest", ax=None
-    ):
+        self,
+        params: str | Sequence[str] | None = None,
+        include_intercept: bool = True,
+        level: float = 0.95,
+        method: str = "shortest",
+        ax: Axes | None = None,
+    ) -> Axes:
         """Densities of several parameters stacked on one value axis, as MixedModelsMakie's
         ``ridgeplot``: each with its estimate (a dot) and interval (a thick line).
 
@@ -674,7 +695,7 @@ class BootResult:
             ax=ax,
         )
 
-    def pairplot(self, x, y, ax=None):
+    def pairplot(self, x: str, y: str, ax: Axes | None = None) -> Axes:
         """Scatter of two parameters' replicates, singular refits in another colour and marker.
 
         Shows boundary pile-ups: an SD at 0 or a correlation at +-1 against another
@@ -715,7 +736,7 @@ class BootResult:
             f"nonconverged={self.n_nonconverged})"
         )
 
-    def summary(self, level=0.95) -> str:
+    def summary(self, level: float = 0.95) -> str:
         """Table of estimate, bias, std. error and percentile/shortest bounds.
 
         Estimate and bias are left out when the result has no original
@@ -756,7 +777,7 @@ class BootResult:
 
     # -- persistence -------------------------------------------------------
 
-    def save(self, path) -> None:
+    def save(self, path: PathLike) -> None:
         """Write the result to one Parquet file (see :meth:`load`).
 
         Per-replicate columns are ``stat:<name>``, ``tbl:<col>`` and
@@ -842,7 +863,7 @@ class BootResult:
         return table.replace_schema_metadata({_FILE_KEY: raw, _DIGEST_KEY: digest.encode("ascii")})
 
     @classmethod
-    def load(cls, path) -> BootResult:
+    def load(cls, path: PathLike) -> BootResult:
         """Read a file written by :meth:`save`; the result compares equal.
 
         Raises ``ValueError`` when the file is not a mixboot bootstrap file,
