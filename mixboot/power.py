@@ -452,6 +452,9 @@ class PowerGrid:
             index=False
         )
 
+    def _repr_html_(self) -> str:  # notebooks: the title line, then the table
+        return _html.power_curve(self)
+
 
 # --------------------------------------------------------------------------- test names
 def tested_columns(spec, test: str) -> list[int]:

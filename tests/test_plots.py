@@ -246,3 +246,12 @@ def test_missing_matplotlib_is_a_clear_import_error(boot, crossed, monkeypatch):
     res = mb.power(crossed, "cond", nsim=10, seed=1, method="wald")
     with pytest.raises(ImportError, match="PowerResult.plot needs matplotlib"):
         res.plot()
+
+
+def test_power_grid_html_lists_every_cell(crossed):
+    grid = mb.power_grid(
+        crossed, "cond", sizes={"subject": [10, 20], "item": [6]}, nsim=10, seed=1, method="wald"
+    )
+    markup = grid._repr_html_()
+    assert markup.count("<tr") == 1 + len(grid.table)
+    assert grid.summary().splitlines()[0] in markup.replace("&#x27;", "'")
