@@ -36,7 +36,7 @@ from .glmm_result import build_glmm_result
 from .optimize import ConvergenceWarning, OptSummary, minimize_batch
 from .pirls import GlmmWorkspace, PirlsState, agq_correction
 from .result import SINGULAR_MESSAGE, SingularFitWarning
-from .spec import ModelSpec, build_spec, groups_formula
+from .spec import ModelSpec, build_spec, check_theta_start, groups_formula
 
 if TYPE_CHECKING:
     from ._typing import ArrayLike
@@ -251,7 +251,7 @@ class GeneralizedLinearMixedModel:
         """Fit the model to its own response and return a :class:`GLMMResult`."""
         spec = self.spec
         settings = OptSummary().with_overrides(**(optimizer or {}))
-        theta0 = spec.theta_start if start is None else _check_theta(start, spec)
+        theta0 = spec.theta_start if start is None else check_theta_start(start, spec)
         t0 = time.perf_counter()
         x, fmin, conv, evals, method, u, H = self.optimize(
             spec.y[None], theta0=theta0[None], x0=None, settings=settings
@@ -311,19 +311,6 @@ def check_nagq(nAGQ, spec: ModelSpec) -> int:
             f"{[t.expr + ' | ' + t.label for t in spec.terms]}: use nAGQ=1 (Laplace)"
         )
     return int(nAGQ)
-
-
-def _check_theta(start, spec: ModelSpec) -> np.ndarray:
-    start = np.asarray(start, dtype=float).ravel()
-    if start.shape != (spec.n_theta,):
-        raise ValueError(
-            f"start must have {spec.n_theta} theta values {spec.theta_names}, got {start.size}"
-        )
-    if np.any(start < spec.lower_bounds):
-        raise ValueError(
-            "start has negative values on the diagonal of a relative covariance factor"
-        )
-    return start
 
 
 def fit_glmm(

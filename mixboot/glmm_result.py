@@ -15,20 +15,18 @@ from . import _html
 from .newton import fd_derivatives
 from .optimize import OptSummary
 from .predict import predict
+from .result import FitView
 from .simulate import simulate
 from .summary import format_table, glmm_title
 
 if TYPE_CHECKING:
     from .family import Family
-    from .spec import ModelSpec
 
 __all__ = ["GLMMResult", "build_glmm_result"]
 
-SINGULAR_TOL = 1e-4
-
 
 @dataclass(frozen=True, eq=False)
-class GLMMResult:
+class GLMMResult(FitView):
     """Estimates of a generalized linear mixed model (glmer's quantities).
 
     ``objective`` is -2 log-likelihood by the Laplace approximation (``nAGQ=1``),
@@ -65,28 +63,12 @@ class GLMMResult:
 
     # -- identity ---------------------------------------------------------------
     @property
-    def spec(self) -> ModelSpec:
-        return self.model.spec
-
-    @property
     def family(self) -> Family:
         return self.model.family
 
     @property
     def nAGQ(self) -> int:
         return self.model.nAGQ
-
-    @property
-    def formula(self) -> str:
-        return self.spec.formula
-
-    @property
-    def nobs(self) -> int:
-        return self.spec.n
-
-    @property
-    def ngroups(self) -> dict[str, int]:
-        return self.spec.ngroups
 
     @property
     def y(self) -> np.ndarray:
@@ -102,11 +84,6 @@ class GLMMResult:
     def converged(self) -> bool:
         """The optimizer met its criteria (True for a model from parameters)."""
         return self.optsum.converged or self.from_parameters
-
-    @property
-    def is_singular(self) -> bool:
-        """lme4's isSingular: a bounded theta element below 1e-4."""
-        return bool(np.any(self.theta[self.spec.lower_bounds == 0] < SINGULAR_TOL))
 
     # -- fixed effects ------------------------------------------------------------
     @cached_property
@@ -156,49 +133,12 @@ class GLMMResult:
         )
 
     # -- random effects -------------------------------------------------------------
-    def _factors(self):
-        return [t.factor(self.theta[s]) for t, s in zip(self.spec.terms, self.spec.theta_slices)]
-
     @cached_property
     def varcorr(self) -> pd.DataFrame:
         """lme4's as.data.frame(VarCorr()): grp, var1, var2, vcov, sdcor (no residual row)."""
-        rows = []
-        for term, T in zip(self.spec.terms, self._factors()):
-            cov = T @ T.T
-            sd = np.sqrt(np.diag(cov))
-            for i, name in enumerate(term.colnames):
-                rows.append((term.label, name, None, cov[i, i], sd[i]))
-            for j in range(term.p):
-                for i in range(j + 1, term.p):
-                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
-                    rows.append((term.label, term.colnames[j], term.colnames[i], cov[i, j], corr))
-        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
-
-    @cached_property
-    def ranef(self) -> dict[str, pd.DataFrame]:
-        """Conditional modes b per grouping factor (levels x coefficients), link scale."""
-        out: dict[str, pd.DataFrame] = {}
-        for term, T, u in zip(self.spec.terms, self._factors(), self.u):
-            frame = pd.DataFrame(
-                u @ T.T, index=pd.Index(term.levels, name=term.label), columns=list(term.colnames)
-            )
-            prev = out.get(term.label)
-            out[term.label] = (
-                frame
-                if prev is None
-                else pd.concat(
-                    [
-                        prev,
-                        frame.rename(
-                            columns={
-                                c: f"{c}_{term.expr}" for c in frame.columns if c in prev.columns
-                            }
-                        ),
-                    ],
-                    axis=1,
-                )
-            )
-        return out
+        return pd.DataFrame(
+            self._varcorr_rows(1.0), columns=["grp", "var1", "var2", "vcov", "sdcor"]
+        )
 
     @cached_property
     def fittedvalues(self) -> np.ndarray:

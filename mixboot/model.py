@@ -19,7 +19,7 @@ from .glmm import fit_glmm
 from .inference import check_ddf
 from .optimize import OptSummary, fit_theta
 from .result import SINGULAR_MESSAGE, SingularFitWarning, build_result
-from .spec import ModelSpec, build_spec, groups_formula
+from .spec import ModelSpec, build_spec, check_theta_start, groups_formula
 from .workspace import Workspace
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class LinearMixedModel:
                 "ddf='satterthwaite' for an ML fit"
             )
         spec = self.spec
-        theta0 = spec.theta_start if start is None else _check_start(start, spec)
+        theta0 = spec.theta_start if start is None else check_theta_start(start, spec)
         settings = OptSummary().with_overrides(**(optimizer or {}))
         ws = self.workspace
         opt = fit_theta(
@@ -95,19 +95,6 @@ class LinearMixedModel:
 
     def __repr__(self) -> str:
         return f"LinearMixedModel({self.spec.formula!r}, REML={self.REML})"
-
-
-def _check_start(start, spec: ModelSpec) -> np.ndarray:
-    start = np.asarray(start, dtype=float).ravel()
-    if start.shape != (spec.n_theta,):
-        raise ValueError(
-            f"start must have {spec.n_theta} theta values {spec.theta_names}, got {start.size}"
-        )
-    if np.any(start < spec.lower_bounds):
-        raise ValueError(
-            "start has negative values on the diagonal of a relative covariance factor"
-        )
-    return start
 
 
 def fit(

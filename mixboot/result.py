@@ -20,7 +20,7 @@ from .summary import summary_text
 if TYPE_CHECKING:
     from .spec import ModelSpec
 
-__all__ = ["LMMResult", "SingularFitWarning", "build_result"]
+__all__ = ["FitView", "LMMResult", "SingularFitWarning", "build_result"]
 
 SINGULAR_TOL = 1e-4
 SINGULAR_MESSAGE = (
@@ -45,8 +45,76 @@ class SingularFitWarning(UserWarning):
     """
 
 
+class FitView:
+    """What linear and generalized linear mixed-model results share: the model's
+    identity, lme4's singularity test and the random effects (``self.model``,
+    ``self.theta`` and ``self.u`` are the result's)."""
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.model.spec  # type: ignore[attr-defined]
+
+    @property
+    def formula(self) -> str:
+        return self.spec.formula
+
+    @property
+    def nobs(self) -> int:
+        return self.spec.n
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        return self.spec.ngroups
+
+    @property
+    def is_singular(self) -> bool:
+        """lme4's isSingular: a bounded theta element below 1e-4."""
+        lower = self.spec.lower_bounds
+        return bool(np.any(self.theta[lower == 0] < SINGULAR_TOL))  # type: ignore[attr-defined]
+
+    def _factors(self) -> list[np.ndarray]:
+        theta = self.theta  # type: ignore[attr-defined]
+        return [t.factor(theta[s]) for t, s in zip(self.spec.terms, self.spec.theta_slices)]
+
+    def _varcorr_rows(self, scale: float) -> list[tuple]:
+        """lme4's as.data.frame(VarCorr()) rows of the random effects (no residual);
+        a second term on one factor is named ``g.1`` as lme4 names it."""
+        rows, seen = [], {}
+        for term, T in zip(self.spec.terms, self._factors()):
+            k = seen.get(term.label, 0)
+            seen[term.label] = k + 1
+            grp = term.label if k == 0 else f"{term.label}.{k}"
+            cov = scale * T @ T.T
+            sd = np.sqrt(np.diag(cov))
+            for i, name in enumerate(term.colnames):
+                rows.append((grp, name, None, cov[i, i], sd[i]))
+            for j in range(term.p):
+                for i in range(j + 1, term.p):
+                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+                    rows.append((grp, term.colnames[j], term.colnames[i], cov[i, j], corr))
+        return rows
+
+    @cached_property
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes b per grouping factor (levels x coefficients)."""
+        out: dict[str, pd.DataFrame] = {}
+        for term, T, u in zip(self.spec.terms, self._factors(), self.u):  # type: ignore[attr-defined]
+            frame = pd.DataFrame(
+                u @ T.T, index=pd.Index(term.levels, name=term.label), columns=list(term.colnames)
+            )
+            prev = out.get(term.label)
+            if prev is None:
+                out[term.label] = frame
+                continue
+            # Terms on one factor share its levels; a repeated column name gets the term's expr.
+            clash = frame.columns.intersection(prev.columns)
+            frame = frame.rename(columns={c: f"{c}_{term.expr}" for c in clash})
+            out[term.label] = pd.concat([prev, frame], axis=1)
+        return out
+
+
 @dataclass(frozen=True, eq=False)
-class LMMResult:
+class LMMResult(FitView):
     """Estimates of a linear mixed model.
 
     ``theta`` is the relative covariance parameter in lme4's order; ``sigma``
@@ -89,24 +157,8 @@ class LMMResult:
 
     # -- identity ---------------------------------------------------------------
     @property
-    def spec(self) -> ModelSpec:
-        return self.model.spec
-
-    @property
     def REML(self) -> bool:
         return self.model.REML
-
-    @property
-    def formula(self) -> str:
-        return self.spec.formula
-
-    @property
-    def nobs(self) -> int:
-        return self.spec.n
-
-    @property
-    def ngroups(self) -> dict[str, int]:
-        return self.spec.ngroups
 
     @property
     def from_parameters(self) -> bool:
@@ -117,12 +169,6 @@ class LMMResult:
     def converged(self) -> bool:
         """The optimizer met its criteria (True for a model from parameters: nothing to fit)."""
         return self.optsum.converged or self.from_parameters
-
-    @property
-    def is_singular(self) -> bool:
-        """lme4's isSingular: a bounded theta element below 1e-4."""
-        lower = self.spec.lower_bounds
-        return bool(np.any(self.theta[lower == 0] < SINGULAR_TOL))
 
     # -- fixed effects ------------------------------------------------------------
     @cached_property
@@ -232,45 +278,12 @@ class LMMResult:
         return pd.DataFrame({"lower": self.fe_params - q * se, "upper": self.fe_params + q * se})
 
     # -- variance components --------------------------------------------------------
-    def _factors(self):
-        return [t.factor(self.theta[s]) for t, s in zip(self.spec.terms, self.spec.theta_slices)]
-
     @cached_property
     def varcorr(self) -> pd.DataFrame:
         """lme4's as.data.frame(VarCorr()): grp, var1, var2, vcov, sdcor."""
-        rows, seen = [], {}
-        for term, T in zip(self.spec.terms, self._factors()):
-            k = seen.get(term.label, 0)
-            seen[term.label] = k + 1
-            grp = term.label if k == 0 else f"{term.label}.{k}"
-            cov = self.scale * T @ T.T
-            sd = np.sqrt(np.diag(cov))
-            for i, name in enumerate(term.colnames):
-                rows.append((grp, name, None, cov[i, i], sd[i]))
-            for j in range(term.p):
-                for i in range(j + 1, term.p):
-                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
-                    rows.append((grp, term.colnames[j], term.colnames[i], cov[i, j], corr))
+        rows = self._varcorr_rows(self.scale)
         rows.append(("Residual", None, None, self.scale, self.sigma))
         return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
-
-    @cached_property
-    def ranef(self) -> dict[str, pd.DataFrame]:
-        """Conditional modes b per grouping factor (levels x coefficients)."""
-        out: dict[str, pd.DataFrame] = {}
-        for term, T, u in zip(self.spec.terms, self._factors(), self.u):
-            frame = pd.DataFrame(
-                u @ T.T, index=pd.Index(term.levels, name=term.label), columns=list(term.colnames)
-            )
-            prev = out.get(term.label)
-            if prev is None:
-                out[term.label] = frame
-                continue
-            # Terms on one factor share its levels; a repeated column name gets the term's expr.
-            clash = frame.columns.intersection(prev.columns)
-            frame = frame.rename(columns={c: f"{c}_{term.expr}" for c in clash})
-            out[term.label] = pd.concat([prev, frame], axis=1)
-        return out
 
     @cached_property
     def fittedvalues(self) -> np.ndarray:

@@ -178,6 +178,20 @@ class ModelSpec:
         return h.hexdigest()[:16]
 
 
+def check_theta_start(start, spec: ModelSpec) -> np.ndarray:
+    """A user's starting theta, validated against the model (lme4's order and bounds)."""
+    start = np.asarray(start, dtype=float).ravel()
+    if start.shape != (spec.n_theta,):
+        raise ValueError(
+            f"start must have {spec.n_theta} theta values {spec.theta_names}, got {start.size}"
+        )
+    if np.any(start < spec.lower_bounds):
+        raise ValueError(
+            "start has negative values on the diagonal of a relative covariance factor"
+        )
+    return start
+
+
 def z_from_terms(terms, n: int) -> sp.csr_matrix:
     """Sparse Z (n x q): every row has the same number of nonzeros, so CSR is built directly."""
     cols, vals, off = [], [], 0
