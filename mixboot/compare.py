@@ -44,7 +44,6 @@ from . import _html, runner
 from ._version import __version__
 from .glmm import GeneralizedLinearMixedModel
 from .model import LinearMixedModel
-from .optimize import OptSummary
 from .refit import RefitBatch, refit_isolated
 from .simulate import simulate_block, simulate_glmm_block
 
@@ -63,7 +62,6 @@ TIE_TOL = 1e-6
 # GLMM refits per chunk: a batched refit costs the same per replicate from about
 # 32 replicates up (measured: 58 ms per Bernoulli refit of 600 observations at
 # 32, 64 and 128), and smaller chunks move progress and checkpoints often.
-GLMM_CHUNK = 32
 
 
 # --------------------------------------------------------------------------- LMM or GLMM
@@ -72,14 +70,6 @@ def is_glmm(model_or_result) -> bool:
     return isinstance(
         getattr(model_or_result, "model", model_or_result), GeneralizedLinearMixedModel
     )
-
-
-def chunk_size(*models) -> int:
-    """Replicates per chunk for refits of these models (:func:`mixboot.runner.chunk_size`
-    for LMMs, :data:`GLMM_CHUNK` for GLMMs)."""
-    lmms = [m for m in models if not is_glmm(m)]
-    sizes = [runner.chunk_size(*lmms)] if lmms else []
-    return min(sizes + [GLMM_CHUNK] * (len(models) - len(lmms)))
 
 
 def refit_start(result) -> np.ndarray:
@@ -111,43 +101,32 @@ def simulate_responses(model, children, *, beta, sigma, theta) -> np.ndarray:
 def refit_columns(
     model, Y: np.ndarray, *, start: np.ndarray, tol: float | None, fail, vcov=None
 ) -> list[tuple[np.ndarray, RefitBatch]]:
-    """Refit every column of Y (n, B): :func:`mixboot.refit.refit_isolated` for an LMM.
-
-    A GLMM is refitted by :meth:`GeneralizedLinearMixedModel.refit` from ``start`` =
-    (theta, beta), all columns at once, column by column if that raises (``fail(i,
-    exc)`` for a column that raises on its own); its ``sigma`` is 1 and
-    ``vcov_unscaled`` is ``vcov(model, refits)`` (NaN without ``vcov``).
-    """
+    """Refit every column of Y (n, B) by :func:`mixboot.refit.refit_isolated`, as
+    :class:`RefitBatch` es: a GLMM's ``sigma`` is 1 and its ``vcov_unscaled`` is
+    ``vcov(model, refits)`` (NaN without ``vcov``)."""
+    batches = refit_isolated(model, Y, start=start, tol=tol, fail=fail)
     if not is_glmm(model):
-        return refit_isolated(model, Y, start=start, tol=tol, fail=fail)
-    settings = OptSummary(ftol_rel=1e-12 if tol is None else float(tol))
+        return batches
     p = model.spec.p
-
-    def refit(Yc):
-        r = model.refit(Yc.T, start=start, settings=settings)
-        B = Yc.shape[1]
+    out = []
+    for idx, r in batches:
+        B = len(idx)
         vc = np.full((B, p, p), np.nan) if vcov is None else vcov(model, r)
-        return RefitBatch(
-            theta=r.theta,
-            objective=r.objective,
-            beta=r.beta,
-            sigma=np.ones(B),
-            converged=r.converged,
-            evaluations=r.evaluations,
-            vcov_unscaled=vc,
+        out.append(
+            (
+                idx,
+                RefitBatch(
+                    theta=r.theta,
+                    objective=r.objective,
+                    beta=r.beta,
+                    sigma=np.ones(B),
+                    converged=r.converged,
+                    evaluations=r.evaluations,
+                    vcov_unscaled=vc,
+                ),
+            )
         )
-
-    try:
-        return [(np.arange(Y.shape[1]), refit(Y))]
-    except Exception:  # noqa: BLE001 - isolate the failing replicate(s) one by one
-        pass
-    batches = []
-    for i in range(Y.shape[1]):
-        try:
-            batches.append((np.array([i]), refit(Y[:, i : i + 1])))
-        except Exception as exc:  # noqa: BLE001
-            fail(i, exc)
-    return batches
+    return out
 
 
 # --------------------------------------------------------------------------- reduced model
@@ -683,7 +662,7 @@ def pb_lrt(
         task=_pb_chunk,
         payload=ctx,
         B=B,
-        chunk=chunk_size(small_ml.model, large_ml.model),
+        chunk=runner.chunk_size(small_ml.model, large_ml.model),
         desc="pb_lrt",
         identity=identity,
     )

@@ -347,6 +347,12 @@ class GlmmWorkspace:
         self.sums1y = _CellSums(b1, self.unit, _block_place(p1, 1, 0, 0, 1), self._orders)
         self._tails = {}
 
+    @property
+    def bytes_per_replicate(self) -> int:
+        """Working memory of one replicate in a batched refit: PIRLS holds about 20
+        n-vectors and the penalized system's blocks."""
+        return 8 * (self.n * 20 + self.q1 * self.p1 * 8 + (self.qr + self.p + 1) ** 2 * 8)
+
     # -- the tail's cross-products: rest terms, then X when beta is solved for ----
     def _tail_sums(self, joint: bool):
         key = bool(joint)

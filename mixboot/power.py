@@ -73,7 +73,6 @@ from . import _html, runner
 from ._version import __version__
 from .compare import (
     TIE_TOL,
-    chunk_size,
     columns_to_drop,
     is_glmm,
     reduced_model,
@@ -702,7 +701,7 @@ def _pb_pvalue(
         ctx.reduced, kids, beta=reduced.beta[i], sigma=reduced.sigma[i], theta=reduced.theta[i]
     )
     start_full, start_reduced = _start(ctx.full, full, i), _start(ctx.reduced, reduced, i)
-    chunk = chunk_size(ctx.full)
+    chunk = runner.chunk_size(ctx.full)
     hits = valid = 0
     for s in range(0, ctx.pb_B, chunk):
         Yc = Ystar[:, s : s + chunk]
@@ -895,7 +894,7 @@ def power(
         tol=tol,
         pb_B=int(pb_B),
     )
-    chunk = chunk_size(full)
+    chunk = runner.chunk_size(full)
     if method == "pb":
         chunk = min(chunk, _PB_CHUNK)
     identity = {

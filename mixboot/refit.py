@@ -119,22 +119,33 @@ def refit_responses(
 def refit_isolated(
     model, Y: np.ndarray, *, start: np.ndarray, tol: float | None, fail, raise_errors: bool = False
 ):
-    """Refit all columns of Y at once; if that raises, column by column.
+    """Refit all columns of Y (n, B) at once; if that raises, column by column.
 
-    Returns ``[(indices, RefitBatch), ...]``; a column whose own refit raises is
-    reported as ``fail(i, exc)`` (or re-raised when ``raise_errors``).
+    An LMM's refits are :func:`refit_responses` from ``start`` = theta; a GLMM's are
+    its model's ``refit`` from ``start`` = (theta, beta), as lme4's ``refit``.
+    Returns ``[(indices, batch), ...]`` (:class:`RefitBatch`, or the GLMM's
+    ``Refits``); a column whose own refit raises is reported as ``fail(i, exc)`` (or
+    re-raised when ``raise_errors``).
     """
+    if hasattr(model, "family"):  # a GLMM
+        settings = OptSummary(ftol_rel=1e-12 if tol is None else float(tol))
+
+        def refit(Yc):
+            return model.refit(Yc.T, start=start, settings=settings)
+    else:
+
+        def refit(Yc):
+            return refit_responses(model, Yc, start=start, tol=tol)
+
     try:
-        return [(np.arange(Y.shape[1]), refit_responses(model, Y, start=start, tol=tol))]
+        return [(np.arange(Y.shape[1]), refit(Y))]
     except Exception:  # noqa: BLE001 - isolate the failing replicate(s) one by one
         if raise_errors:
             raise
     batches = []
     for i in range(Y.shape[1]):
         try:
-            batches.append(
-                (np.array([i]), refit_responses(model, Y[:, i : i + 1], start=start, tol=tol))
-            )
+            batches.append((np.array([i]), refit(Y[:, i : i + 1])))
         except Exception as exc:  # noqa: BLE001
             fail(i, exc)
     return batches

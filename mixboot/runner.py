@@ -101,12 +101,8 @@ def chunk_size(*models) -> int:
     """
     sizes = []
     for model in models:
-        ws = model.workspace
-        if not ws.dense:
-            sizes.append(1)
-            continue
-        per_rep = 8 * (ws.n * 3 + ws.m * ws.m * 12 + ws.m * ws.q1 * 10)
-        sizes.append(int(np.clip(CHUNK_BYTES // per_rep, 1, MAX_CHUNK)))
+        per_rep = model.workspace.bytes_per_replicate
+        sizes.append(1 if per_rep is None else int(np.clip(CHUNK_BYTES // per_rep, 1, MAX_CHUNK)))
     return min(sizes)
 
 

@@ -113,6 +113,14 @@ class Workspace:
         self.n_theta = spec.n_theta
         self.response = self.responses(spec.y[:, None])
 
+    @property
+    def bytes_per_replicate(self) -> int | None:
+        """Working memory of one replicate in a batched refit (None: the sparse path,
+        which refits one replicate at a time)."""
+        if not self.dense:
+            return None
+        return 8 * (self.n * 3 + self.m * self.m * 12 + self.m * self.q1 * 10)
+
     def _blockdiag_crossprod(self, term) -> np.ndarray:
         A = np.empty((term.nlevels, term.p, term.p))
         for a in range(term.p):

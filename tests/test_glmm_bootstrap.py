@@ -12,7 +12,6 @@ import pytest
 import mixboot as mb
 from conftest import shared_dir
 from mixboot import checkpoint, runner
-from mixboot.bootstrap import engine
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 QUANTILES = {"q025": 0.025, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q975": 0.975}
@@ -85,7 +84,7 @@ def test_checkpoint_resume_after_interrupt_equals_straight_run(
     cbpp_fit, boot40, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(checkpoint, "CHECKPOINT_INTERVAL", 0.0)  # write every chunk at once
-    monkeypatch.setattr(engine, "_glmm_chunk_size", lambda model: 8)
+    monkeypatch.setattr(runner, "chunk_size", lambda *models: 8)
     calls = {"n": 0}
     real = runner._call
 

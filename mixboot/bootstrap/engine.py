@@ -22,7 +22,6 @@ import pandas as pd
 from .. import runner
 from .._version import __version__
 from ..glmm_result import GLMMResult, build_glmm_result
-from ..optimize import OptSummary
 from ..profile import reported_parameters
 from ..refit import refit_isolated
 from ..result import SINGULAR_TOL, LMMResult, build_result
@@ -220,10 +219,15 @@ def _boot_chunk(payload, reps: np.ndarray, children) -> dict:
         for i in range(n):
             fail(i, "simulate", exc)
         return out
-    refits = _glmm_refits if glmm else _lmm_refits
     u = np.full((n, result.model.workspace.q), np.nan) if glmm else None
-    for idx, rb in refits(
-        result, Y, tol, lambda i, exc: fail(i, "refit", exc), on_error == "raise"
+    start = np.concatenate([result.theta, result.beta]) if glmm else result.theta
+    for idx, rb in refit_isolated(
+        result.model,
+        Y,
+        start=start,
+        tol=tol,
+        fail=lambda i, exc: fail(i, "refit", exc),
+        raise_errors=on_error == "raise",
     ):
         out["theta"][idx], out["beta"][idx] = rb.theta, rb.beta
         out["objective"][idx] = rb.objective
@@ -263,35 +267,6 @@ def _simulate(result, params, children) -> np.ndarray:
             offset=result.spec.offset,
         )
     return simulate_block(result.spec, children, beta=beta, sigma=sigma, theta=theta, u=u)
-
-
-def _lmm_refits(result, Y, tol, fail, raise_errors):
-    return refit_isolated(
-        result.model, Y, start=result.theta, tol=tol, fail=fail, raise_errors=raise_errors
-    )
-
-
-def _glmm_refits(result, Y, tol, fail, raise_errors):
-    """lme4's refit of each column of Y from the fit's (theta, beta); all columns at once,
-    column by column if that raises (a column whose own refit raises goes to ``fail``)."""
-    model = result.model
-    start = np.concatenate([result.theta, result.beta])
-    settings = None if tol is None else OptSummary(ftol_rel=float(tol))
-    Yt = Y.T
-    try:
-        return [(np.arange(Yt.shape[0]), model.refit(Yt, start=start, settings=settings))]
-    except Exception:  # noqa: BLE001 - isolate the failing replicate(s) one by one
-        if raise_errors:
-            raise
-    batches = []
-    for i in range(Yt.shape[0]):
-        try:
-            batches.append(
-                (np.array([i]), model.refit(Yt[i : i + 1], start=start, settings=settings))
-            )
-        except Exception as exc:  # noqa: BLE001
-            fail(i, exc)
-    return batches
 
 
 def _replicate_result(result, out: dict, u, i: int, y: np.ndarray):
@@ -374,7 +349,6 @@ def bootMer(
         raise TypeError(
             f"result must be a fitted LMMResult or GLMMResult, got {type(result).__name__}"
         )
-    glmm = isinstance(result, GLMMResult)
     runner.check_run_options(
         B=B,
         n_jobs=n_jobs,
@@ -410,7 +384,7 @@ def bootMer(
         task=_boot_chunk,
         payload=payload,
         B=int(B),
-        chunk=_glmm_chunk_size(result.model) if glmm else runner.chunk_size(result.model),
+        chunk=runner.chunk_size(result.model),
         desc="bootMer",
         identity=identity,
     )
@@ -430,14 +404,6 @@ def _model_kind(result) -> dict:
             "nAGQ": result.nAGQ,
         }
     return {"REML": result.REML}
-
-
-def _glmm_chunk_size(model) -> int:
-    """Replicates per chunk of GLMM refits: PIRLS holds about 20 n-vectors and the
-    penalized system's blocks per replicate, bounded by :data:`runner.CHUNK_BYTES`."""
-    ws = model.workspace
-    per_rep = 8 * (ws.n * 20 + ws.q1 * ws.p1 * 8 + (ws.qr + ws.p + 1) ** 2 * 8)
-    return int(np.clip(runner.CHUNK_BYTES // per_rep, 1, runner.MAX_CHUNK))
 
 
 def _assemble(
