@@ -75,21 +75,7 @@ class GLMMResult(FitView):
         """The response as fitted: proportions (binomial) or counts (Poisson)."""
         return self.spec.y if self.response is None else self.response
 
-    @property
-    def from_parameters(self) -> bool:
-        """True for a model built from chosen parameters by ``mb.model`` (not fitted)."""
-        return self.optsum.returncode == "FROM_PARAMETERS"
-
-    @property
-    def converged(self) -> bool:
-        """The optimizer met its criteria (True for a model from parameters)."""
-        return self.optsum.converged or self.from_parameters
-
     # -- fixed effects ------------------------------------------------------------
-    @cached_property
-    def fe_params(self) -> pd.Series:
-        return pd.Series(self.beta, index=list(self.spec.fe_names), name="Estimate")
-
     @cached_property
     def vcov(self) -> pd.DataFrame:
         names = list(self.spec.fe_names)

@@ -67,6 +67,24 @@ class FitView:
         return self.spec.ngroups
 
     @property
+    def from_parameters(self) -> bool:
+        """True for a model built from chosen parameters by ``mb.model`` (not fitted)."""
+        return self.optsum.returncode == "FROM_PARAMETERS"  # type: ignore[attr-defined]
+
+    @property
+    def converged(self) -> bool:
+        """The optimizer met its criteria (True for a model from parameters: nothing to fit)."""
+        return self.optsum.converged or self.from_parameters  # type: ignore[attr-defined]
+
+    @cached_property
+    def fe_params(self) -> pd.Series:
+        return pd.Series(
+            self.beta,  # type: ignore[attr-defined]
+            index=list(self.spec.fe_names),
+            name="Estimate",
+        )
+
+    @property
     def is_singular(self) -> bool:
         """lme4's isSingular: a bounded theta element below 1e-4."""
         lower = self.spec.lower_bounds
@@ -160,21 +178,7 @@ class LMMResult(FitView):
     def REML(self) -> bool:
         return self.model.REML
 
-    @property
-    def from_parameters(self) -> bool:
-        """True for a model built from chosen parameters by ``mb.model`` (not fitted)."""
-        return self.optsum.returncode == "FROM_PARAMETERS"
-
-    @property
-    def converged(self) -> bool:
-        """The optimizer met its criteria (True for a model from parameters: nothing to fit)."""
-        return self.optsum.converged or self.from_parameters
-
     # -- fixed effects ------------------------------------------------------------
-    @cached_property
-    def fe_params(self) -> pd.Series:
-        return pd.Series(self.beta, index=list(self.spec.fe_names), name="Estimate")
-
     @property
     def scale(self) -> float:
         return self.sigma**2
