@@ -33,6 +33,7 @@ __all__ = [
     "RError",
     "r_str",
     "load_note",
+    "vm_hwm_kib",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -196,3 +197,15 @@ def run_r(code: str, timeout: float | None = 1800) -> dict:
             f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-3000:]}"
         )
     return json.loads(lines[0])
+
+
+def vm_hwm_kib() -> int | None:
+    """VmHWM (peak RSS of this address space, KiB) from /proc (Linux), else None."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None

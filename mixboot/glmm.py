@@ -37,6 +37,7 @@ from .optimize import ConvergenceWarning, OptSummary, minimize_batch
 from .pirls import GlmmWorkspace, PirlsState, agq_correction
 from .result import SINGULAR_MESSAGE, SingularFitWarning
 from .spec import ModelSpec, build_spec, check_theta_start, groups_formula
+from .threads import one_blas_thread
 
 if TYPE_CHECKING:
     from ._typing import ArrayLike
@@ -253,9 +254,10 @@ class GeneralizedLinearMixedModel:
         settings = OptSummary().with_overrides(**(optimizer or {}))
         theta0 = spec.theta_start if start is None else check_theta_start(start, spec)
         t0 = time.perf_counter()
-        x, fmin, conv, evals, method, u, H = self.optimize(
-            spec.y[None], theta0=theta0[None], x0=None, settings=settings
-        )
+        with one_blas_thread():  # batched PIRLS: many small products
+            x, fmin, conv, evals, method, u, H = self.optimize(
+                spec.y[None], theta0=theta0[None], x0=None, settings=settings
+            )
         optsum = replace(
             settings,
             optimizer=method[0],

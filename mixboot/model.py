@@ -20,6 +20,7 @@ from .inference import check_ddf
 from .optimize import OptSummary, fit_theta
 from .result import SINGULAR_MESSAGE, SingularFitWarning, build_result
 from .spec import ModelSpec, build_spec, check_theta_start, groups_formula
+from .threads import blas_threads_for
 from .workspace import Workspace
 
 if TYPE_CHECKING:
@@ -79,16 +80,17 @@ class LinearMixedModel:
         theta0 = spec.theta_start if start is None else check_theta_start(start, spec)
         settings = OptSummary().with_overrides(**(optimizer or {}))
         ws = self.workspace
-        opt = fit_theta(
-            lambda th: ws.factorize(th).objective,
-            theta0,
-            spec.lower_bounds,
-            settings,
-            canonical=spec.canonical_theta,
-            newton=ws.dense,
-            warn=warn,
-        )
-        result = build_result(self, opt.theta, opt, ddf=ddf)
+        with blas_threads_for(ws):
+            opt = fit_theta(
+                lambda th: ws.factorize(th).objective,
+                theta0,
+                spec.lower_bounds,
+                settings,
+                canonical=spec.canonical_theta,
+                newton=ws.dense,
+                warn=warn,
+            )
+            result = build_result(self, opt.theta, opt, ddf=ddf)
         if warn and result.is_singular:
             warnings.warn(SINGULAR_MESSAGE, SingularFitWarning, stacklevel=3)
         return result

@@ -21,6 +21,11 @@ is paid per Newton iteration, not per problem.
   callers then fall back to BOBYQA).  With ``finish`` (refits), once the predicted
   decrease is below 1e-6 of the criterion (``FINISH``), one last Newton step
   whose decrease a single evaluation confirms to 10% also ends the search.
+* Directions come from a Cholesky factorization written out over the batch
+  where the Hessian is safely positive definite, else from its eigenvalues.
+* An ``evaluate`` with a ``compiled_newton`` method (the grouped criterion of
+  :mod:`mixboot.grouped`, with numba) runs these same iterations problem by
+  problem in compiled code (without ``keep_sign`` and ``finish`` only).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ MAX_ITER = 60
 MAX_STEP = 2.0
 FINISH = 1e-6
 _ARMIJO = 1e-4
+# Newton directions by a batched Cholesky up to this many parameters (eigh beyond).
+_CHOLESKY_K = 8
 
 
 def stencil(k: int) -> np.ndarray:
@@ -63,12 +70,75 @@ def _difference_weights(k: int) -> np.ndarray:
 
 
 def _direction(g: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """The Newton direction with |eigenvalues| of H, capped in length, per problem.
+
+    Where H is safely positive definite (the usual case) that is -H^-1 g, found by
+    a Cholesky factorization written out over the batch (elementwise: a problem's
+    bits do not depend on its batch mates); elsewhere by eigendecomposition.
+    """
+    B, k = g.shape
+    d = np.empty((B, k))
+    todo = np.ones(B, dtype=bool)
+    if k <= _CHOLESKY_K:
+        x, ok = _cholesky_solve(H, -g)
+        d[ok] = x[ok]
+        todo = ~ok
+    if todo.any():
+        d[todo] = _eigen_direction(g[todo], H[todo])
+    norm = np.abs(d).max(axis=1, keepdims=True)
+    return d * np.minimum(1.0, MAX_STEP / np.maximum(norm, 1e-300))
+
+
+def _cholesky_solve(H: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x = H^-1 b for each problem, and ok where every pivot is clearly positive.
+
+    A pivot below 1e-10 of H's largest diagonal element (or not finite) marks the
+    problem not ok: nearly singular or indefinite Hessians take the eigen path.
+    """
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return _cholesky_solve_unchecked(H, b)
+
+
+def _cholesky_solve_unchecked(H: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    B, k = b.shape
+    scale = np.abs(H[:, 0, 0])
+    for i in range(1, k):
+        scale = np.maximum(scale, np.abs(H[:, i, i]))
+    L = np.zeros((B, k, k))
+    ok = np.ones(B, dtype=bool)
+    for j in range(k):
+        piv = H[:, j, j]
+        for i in range(j):
+            piv = piv - L[:, j, i] * L[:, j, i]
+        ok &= piv > 1e-10 * scale
+        dj = np.sqrt(piv)
+        L[:, j, j] = dj
+        for r in range(j + 1, k):
+            v = H[:, r, j]
+            for i in range(j):
+                v = v - L[:, r, i] * L[:, j, i]
+            L[:, r, j] = v / dj
+    y = np.empty((B, k))
+    for i in range(k):
+        v = b[:, i]
+        for j in range(i):
+            v = v - L[:, i, j] * y[:, j]
+        y[:, i] = v / L[:, i, i]
+    x = np.empty((B, k))
+    for i in range(k - 1, -1, -1):
+        v = y[:, i]
+        for j in range(i + 1, k):
+            v = v - L[:, j, i] * x[:, j]
+        x[:, i] = v / L[:, i, i]
+    ok &= np.isfinite(x).all(axis=1)
+    return x, ok
+
+
+def _eigen_direction(g: np.ndarray, H: np.ndarray) -> np.ndarray:
     w, V = np.linalg.eigh(H)
     w = np.abs(w)
     w = np.maximum(w, 1e-8 * np.maximum(w.max(axis=1, keepdims=True), 1e-12))
-    d = -(V @ ((g[:, None, :] @ V)[:, 0, :] / w)[..., None])[..., 0]
-    norm = np.abs(d).max(axis=1, keepdims=True)
-    return d * np.minimum(1.0, MAX_STEP / np.maximum(norm, 1e-300))
+    return -(V @ ((g[:, None, :] @ V)[:, 0, :] / w)[..., None])[..., 0]
 
 
 class _Stencils:
@@ -79,20 +149,36 @@ class _Stencils:
         self.k = k
         self.offsets = stencil(k)
         self.npts = self.offsets.shape[0]
-        self.weights = _difference_weights(k)
 
     def __call__(self, th: np.ndarray, idx: np.ndarray):
         k = self.k
         h = FD_STEP * np.maximum(1.0, np.abs(th))
         pts = (th[:, None, :] + self.offsets[None, :, :] * h[:, None, :]).reshape(-1, k)
         fv = self.evaluate(pts, np.repeat(idx, self.npts)).reshape(idx.size, self.npts)
-        scale = np.concatenate(
-            [2.0 * h, (h[:, :, None] * h[:, None, :]).reshape(-1, k * k)], axis=1
-        )
-        # One small product per problem (not one across problems, whose bits would
-        # depend on how many problems share the call).
-        d = np.matmul(fv[:, None, :], self.weights)[:, 0, :] / scale
-        return fv[:, 0], d[:, :k], d[:, k:].reshape(-1, k, k)
+        return (fv[:, 0],) + _differences(fv, h)
+
+
+def _differences(fv: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient and Hessian from the stencil values fv (B, npts) with steps h (B, k).
+
+    The combinations of :func:`_difference_weights`, written out per problem (no
+    product across problems, whose bits would depend on how many share the call).
+    """
+    B, k = h.shape
+    f0 = fv[:, 0]
+    fp, fm = fv[:, 1 : 1 + k], fv[:, 1 + k : 1 + 2 * k]
+    g = (fp - fm) / (2.0 * h)
+    H = np.empty((B, k, k))
+    idx = np.arange(k)
+    H[:, idx, idx] = ((-2.0 * f0)[:, None] + fp + fm) / (h * h)
+    r = 1 + 2 * k
+    for i in range(k):
+        for j in range(i + 1, k):
+            H[:, i, j] = H[:, j, i] = (((f0 - fp[:, i]) - fp[:, j]) + fv[:, r]) / (
+                h[:, i] * h[:, j]
+            )
+            r += 1
+    return g, H
 
 
 def newton_batch(
@@ -120,6 +206,24 @@ def newton_batch(
     """
     theta = np.array(theta0, dtype=float)
     B, k = theta.shape
+    compiled = getattr(evaluate, "compiled_newton", None)
+    if compiled is not None and keep_sign is None and not finish:
+        # the same iterations, problem by problem in compiled code (mixboot.grouped)
+        out = compiled(
+            theta,
+            ftol_rel=ftol_rel,
+            max_evals=max_evals,
+            fd_step=FD_STEP,
+            max_iter=MAX_ITER,
+            max_step=MAX_STEP,
+            armijo=_ARMIJO,
+            chol_k=_CHOLESKY_K,
+        )
+        if out is not None:
+            theta, f, converged, evals, H = out
+            if hessian_out is not None:
+                hessian_out[:] = H
+            return theta, f, converged, evals
     around = _Stencils(evaluate, k)
     npts = around.npts
     f, g, H = around(theta, np.arange(B))

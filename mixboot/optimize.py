@@ -10,7 +10,10 @@ A fit minimizes the profiled criterion over theta.  Two methods:
   calls.  For models whose workspace is dense.
 
 ``"auto"`` (the default) uses Newton where it applies and falls back to BOBYQA,
-from the best point found, when Newton does not converge.  Fits and refits
+from the best point found, when Newton does not converge.  Large models (the
+sparse workspace, one theta per evaluation) refit with a known approximate
+Hessian (the fit's) use a single-theta quasi-Newton method instead of the
+batched one (:func:`newton_single`), with the same BOBYQA fallback.  Fits and refits
 follow this one policy (:func:`minimize_batch`).  The settings and the
 outcome of one optimization live together in an :class:`OptSummary`.
 """
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import nlopt
 import numpy as np
 
-from .newton import newton_batch, zero_small_batch
+from .newton import FD_STEP, MAX_STEP, newton_batch, zero_small_batch
 
 __all__ = [
     "BatchOptimum",
@@ -33,6 +36,7 @@ __all__ = [
     "minimize_batch",
     "minimize_theta",
     "fit_theta",
+    "newton_single",
 ]
 
 _SUCCESS = {
@@ -218,6 +222,14 @@ class BatchOptimum:
     hessian: np.ndarray | None = None
 
 
+def _newton_codes(conv, evals, maxeval: int) -> list[str]:
+    """A return code per problem after Newton steps."""
+    return [
+        "FTOL_REACHED" if c else ("MAXEVAL_REACHED" if e >= maxeval else "NEWTON_STALLED")
+        for c, e in zip(conv, evals)
+    ]
+
+
 def minimize_batch(
     evaluate,
     theta0: np.ndarray,
@@ -226,13 +238,17 @@ def minimize_batch(
     *,
     canonical,
     newton: bool = True,
+    hessian: np.ndarray | None = None,
     keep_sign: bool = False,
     finish: bool = False,
 ) -> BatchOptimum:
     """The optimizer policy of every fit and refit: B problems minimized together.
 
     1. Batched Newton from ``theta0`` (B, k), when ``newton`` (dense workspaces)
-       and the settings allow it;
+       and the settings allow it; else, when ``hessian`` (k, k) -- an
+       approximate Hessian of the criterion near ``theta0``, e.g. the fit's for
+       refits of a large model -- is given (and finite), the single-theta
+       quasi-Newton method :func:`newton_single`, one problem at a time;
     2. BOBYQA, one problem at a time, for each problem Newton did not bring to
        convergence, started from Newton's best point (or from ``theta0``);
     3. sign flips into the bounds (``canonical``), then each bounded element
@@ -251,7 +267,13 @@ def minimize_batch(
     B, k = theta0.shape
     method = settings.optimizer
     use_newton = newton and method in ("auto", "newton")
-    hessian = np.full((B, k, k), np.nan)
+    use_single = (
+        not use_newton
+        and hessian is not None
+        and bool(np.all(np.isfinite(hessian)))
+        and method in ("auto", "newton")
+    )
+    hessian_out = np.full((B, k, k), np.nan)
     if use_newton:
         theta, f, conv, evals = newton_batch(
             evaluate,
@@ -259,21 +281,32 @@ def minimize_batch(
             ftol_rel=settings.ftol_rel,
             keep_sign=(lower == 0) if keep_sign else None,
             finish=finish,
-            hessian_out=hessian,
+            hessian_out=hessian_out,
             max_evals=settings.maxeval,
         )
         methods = ["newton"] * B
-        codes = [
-            "FTOL_REACHED"
-            if c
-            else ("MAXEVAL_REACHED" if e >= settings.maxeval else "NEWTON_STALLED")
-            for c, e in zip(conv, evals)
-        ]
+        codes = _newton_codes(conv, evals, settings.maxeval)
+    elif use_single:
+        assert hessian is not None
+        theta, f = theta0.copy(), np.full(B, np.inf)
+        conv, evals = np.zeros(B, dtype=bool), np.zeros(B, dtype=np.int64)
+        for b in range(B):
+            one = np.array([b])
+            theta[b], f[b], conv[b], evals[b] = newton_single(
+                lambda th, one=one: evaluate(th, np.repeat(one, th.shape[0])),
+                theta0[b],
+                hessian,
+                ftol_rel=settings.ftol_rel,
+                max_evals=settings.maxeval,
+            )
+        methods = ["quasi-newton"] * B
+        codes = _newton_codes(conv, evals, settings.maxeval)
     else:
         theta, f = theta0.copy(), np.full(B, np.inf)
         conv, evals = np.zeros(B, dtype=bool), np.zeros(B, dtype=np.int64)
         methods, codes = [""] * B, ["NOT_RUN"] * B
-    if method != "newton" or not use_newton:
+    first = use_newton or use_single
+    if method != "newton" or not first:
         for b in np.flatnonzero(~conv):
             left = settings.maxeval - int(evals[b])
             if left <= 0:
@@ -289,14 +322,14 @@ def minimize_batch(
                 zero_small=False,
             )
             theta[b], f[b], conv[b] = bob.theta, bob.fmin, bob.converged
-            hessian[b] = np.nan
+            hessian_out[b] = np.nan
             evals[b] += bob.evaluations
-            methods[b] = "LN_BOBYQA" if not use_newton else "newton+LN_BOBYQA"
+            methods[b] = f"{methods[b]}+LN_BOBYQA" if first else "LN_BOBYQA"
             codes[b] = bob.returncode
     theta = canonical(theta)
     before = theta.copy()
     theta, f = zero_small_batch(evaluate, theta, lower, settings.xtol_zero_abs, f)
-    hessian[np.any(theta != before, axis=1)] = np.nan
+    hessian_out[np.any(theta != before, axis=1)] = np.nan
     return BatchOptimum(
         theta=theta,
         fmin=f,
@@ -304,8 +337,164 @@ def minimize_batch(
         evaluations=evals,
         method=tuple(methods),
         returncode=tuple(codes),
-        hessian=hessian,
+        hessian=hessian_out,
     )
+
+
+# The single-theta quasi-Newton method (large models).
+#: Iterations before a search counts as stalled (BOBYQA takes over).
+SINGLE_MAX_ITER = 20
+#: Below this predicted decrease (criterion units) gradients are central differences.
+SINGLE_CENTRAL = 0.1
+#: A last step tested by one evaluation may end a search once the predicted decrease is
+#: below this times sqrt(tolerance) (absolute; see :func:`newton_single`).
+SINGLE_FINISH = 0.1
+#: A central-difference iteration whose predicted decrease is above this fraction of the
+#: last one's switches to a full finite-difference Hessian.
+SINGLE_SLOW = 0.1
+#: A forward-difference iteration whose predicted decrease is above this fraction of the
+#: last one's switches to central differences (and their exact Hessian diagonal).
+SINGLE_SLOW_FORWARD = 0.25
+
+
+def newton_single(
+    evaluate,
+    theta0: np.ndarray,
+    hessian: np.ndarray,
+    *,
+    ftol_rel: float,
+    max_evals: int,
+) -> tuple[np.ndarray, float, bool, int]:
+    """Minimize one criterion from ``theta0`` with an approximate Hessian known in advance.
+
+    For large models, whose criterion is evaluated one theta at a time: a refit
+    starts at the fit's theta, and the fit's finite-difference Hessian (computed
+    once) is close to each replicate's.  So no Hessian stencil is evaluated per
+    iteration (the batched method's ``1 + 2k + k(k-1)/2`` points), only a gradient:
+
+    * far from the optimum (predicted decrease above :data:`SINGLE_CENTRAL`),
+      forward differences, their ``h/2 H_ii`` bias removed with the Hessian: k
+      evaluations, while the predicted decrease falls fast enough
+      (:data:`SINGLE_SLOW_FORWARD`);
+    * nearer, central differences (k more, reusing the forward points), which
+      also give the exact diagonal of the Hessian; the off-diagonal elements keep
+      the correlations of the given Hessian.  Newton then converges quadratically
+      where those correlations hold; where the predicted decrease does not fall
+      by a factor of 10 an iteration (:data:`SINGLE_SLOW`) the off-diagonal
+      elements come from differences too (the batched method's stencil).
+
+    Each step is the Newton step (eigenvalues of the Hessian made positive,
+    length capped), accepted by an Armijo test, else backtracked.  A search
+    converges on a central gradient whose predicted decrease is below
+    ``ftol_rel * max(1, |f|)``; or, once that decrease is below
+    ``SINGLE_FINISH * sqrt(tolerance)``, by a last step whose decrease one
+    evaluation confirms to 10% (the error left is second order in the predicted
+    decrease).  ``evaluate(theta (b, k)) -> (b,)``.  Returns theta, criterion,
+    converged, evaluations; not converged when it stalls (callers go on with BOBYQA
+    from the point returned, the best found).
+    """
+    x = np.array(theta0, dtype=float)
+    k = x.size
+    H = _positive_definite(np.asarray(hessian, dtype=float))
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    f = float(evaluate(x[None])[0])
+    evals = 1
+    central = full = False
+    last_pred = np.inf
+    for _ in range(SINGLE_MAX_ITER):
+        if not np.isfinite(f) or evals + 2 * k + len(pairs) + 1 > max_evals:
+            break
+        h = FD_STEP * np.maximum(1.0, np.abs(x))
+        fp = evaluate(x + np.diag(h))
+        evals += k
+        if not central:
+            g = (fp - f) / h - 0.5 * h * np.diag(H)
+            d, pred = _newton_step(g, H)
+            # near the optimum, or slow progress (the given Hessian is off)
+            central = pred <= SINGLE_CENTRAL or pred > SINGLE_SLOW_FORWARD * last_pred
+            last_pred = np.inf if central else pred
+        if central:
+            fm = evaluate(x - np.diag(h))
+            evals += k
+            g = (fp - fm) / (2.0 * h)
+            curvature = (fp - 2.0 * f + fm) / (h * h)
+            if full and pairs:
+                H = _fd_hessian(evaluate, x, h, f, fp, curvature, pairs)
+                evals += len(pairs)
+            else:
+                H = _with_diagonal(H, curvature)
+            d, pred = _newton_step(g, H)
+            # Slow progress: the given correlations are off; from now on the whole
+            # Hessian comes from differences (k(k-1)/2 more points an iteration).
+            full = full or pred > SINGLE_SLOW * last_pred
+            last_pred = pred
+        if not (np.all(np.isfinite(g)) and np.all(np.isfinite(H)) and np.isfinite(pred)):
+            break
+        tol = ftol_rel * max(1.0, abs(f))
+        if central and pred <= tol:
+            return x, f, True, evals
+        if central and pred <= max(tol, SINGLE_FINISH * np.sqrt(tol)):
+            trial = x + d
+            ft = float(evaluate(trial[None])[0])
+            evals += 1
+            if np.isfinite(ft) and abs((f - ft) - pred) <= 0.1 * pred:
+                return trial, ft, True, evals
+            if np.isfinite(ft) and ft < f:
+                x, f = trial, ft
+                continue
+        slope = float(g @ d)
+        alpha, moved = 1.0, False
+        for _ in range(8):
+            trial = x + alpha * d
+            ft = float(evaluate(trial[None])[0])
+            evals += 1
+            if np.isfinite(ft) and ft <= f + 1e-4 * alpha * slope:
+                x, f, moved = trial, ft, True
+                break
+            alpha *= 0.25
+        if not moved:
+            break
+    return x, f, False, evals
+
+
+def _fd_hessian(evaluate, x, h, f, fp, curvature, pairs) -> np.ndarray:
+    """The Hessian at x by differences: the diagonal given, f(x + h_i e_i + h_j e_j) for the rest."""
+    k = x.size
+    pts = np.array([x + h * (np.eye(k)[i] + np.eye(k)[j]) for i, j in pairs])
+    fij = evaluate(pts)
+    H = np.diag(curvature)
+    for (i, j), v in zip(pairs, fij):
+        H[i, j] = H[j, i] = (v - fp[i] - fp[j] + f) / (h[i] * h[j])
+    return H
+
+
+def _positive_definite(H: np.ndarray) -> np.ndarray:
+    """H with its eigenvalues replaced by their absolute values (floored)."""
+    w, V = np.linalg.eigh(0.5 * (H + H.T))
+    w = np.abs(w)
+    w = np.maximum(w, 1e-8 * max(w.max(), 1e-12))
+    return (V * w) @ V.T
+
+
+def _with_diagonal(H: np.ndarray, diag: np.ndarray) -> np.ndarray:
+    """H rescaled symmetrically to the diagonal ``diag`` (correlations kept)."""
+    top = max(float(np.abs(diag).max()), 1e-12) if np.all(np.isfinite(diag)) else 0.0
+    if top == 0.0:
+        return H
+    scale = np.sqrt(np.maximum(diag, 1e-8 * top) / np.diag(H))
+    return H * scale[:, None] * scale[None, :]
+
+
+def _newton_step(g: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, float]:
+    """The Newton step -H^-1 g (eigenvalues made positive, length capped) and the
+    decrease the quadratic model predicts for it."""
+    w, V = np.linalg.eigh(H)
+    w = np.abs(w)
+    w = np.maximum(w, 1e-8 * max(w.max(), 1e-12))
+    d = -(V @ ((g @ V) / w))
+    d = d * min(1.0, MAX_STEP / max(float(np.abs(d).max()), 1e-300))
+    pred = -float(g @ d) - 0.5 * float(d @ H @ d)
+    return d, pred
 
 
 def fit_theta(

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._compiled import scatter_cells
+from .blocks import amalgamate, block_slices, spec_order
 from .family import EPS, Family
 from .workspace import (
     Responses,
@@ -329,13 +330,17 @@ class GlmmWorkspace:
         self.trials = np.asarray(trials, dtype=float)
         self.offset = np.zeros(self.n) if offset is None else np.asarray(offset, dtype=float)
         terms = spec.terms
-        self.terms = terms
-        self.t1, self.rest = terms[0], terms[1:]
-        self.theta_slices = spec.theta_slices
+        self.terms = terms  # u, b and eta: per term, in spec order
+        self.term_slices = spec.theta_slices
+        # the penalized system: terms on one factor as one block
+        re_blocks = amalgamate(terms)
+        self.t1, self.rest = re_blocks[0], re_blocks[1:]
+        self.theta_slices = block_slices(re_blocks)
+        self._u_order = spec_order(re_blocks)  # block order -> term order of u
         self.l1, self.p1, self.q1 = self.t1.nlevels, self.t1.p, self.t1.q
         self.qr = sum(t.q for t in self.rest)
         self.q = self.q1 + self.qr
-        self.blocks = [_Block(t.codes, t.zraw, t.nlevels) for t in terms]
+        self.blocks = [_Block(t.codes, t.zraw, t.nlevels) for t in re_blocks]
         self.xblock = _Block(np.zeros(self.n, dtype=np.int64), self.X, 1)
         self.unit = _Block(np.zeros(self.n, dtype=np.int64), np.ones((self.n, 1)), 1)
         b1, p1 = self.blocks[0], self.p1
@@ -440,7 +445,7 @@ class GlmmWorkspace:
     def b_from_u(self, u: np.ndarray, theta: np.ndarray) -> list[np.ndarray]:
         """Per term b = Lambda u: list of (B, l_k, p_k)."""
         out, off = [], 0
-        for t, sl in zip(self.terms, self.theta_slices):
+        for t, sl in zip(self.terms, self.term_slices):
             uk = u[:, off : off + t.q].reshape(-1, t.nlevels, t.p)
             T = t.factor(theta[:, sl])
             out.append(np.matmul(uk, np.swapaxes(T, -1, -2)))
@@ -641,7 +646,8 @@ class GlmmWorkspace:
         T1 = self.t1.factor(theta[:, self.theta_slices[0]])
         rhs = np.matmul(resp.z1y - Fw, T1)  # T1'(z1y - F'w)
         u1 = rhs / C[..., 0] if self.p1 == 1 else np.linalg.solve(C, rhs[..., None])[..., 0]
-        return np.concatenate([u1.reshape(B, -1), ur], axis=1), beta
+        u = np.concatenate([u1.reshape(B, -1), ur], axis=1)
+        return (u if self._u_order is None else u[:, self._u_order]), beta
 
 
 def gauss_hermite(k: int) -> tuple[np.ndarray, np.ndarray]:

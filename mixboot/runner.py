@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .checkpoint import Checkpoint
+from .threads import blas_controller, one_blas_thread, pin_one_blas_thread
 
 __all__ = [
     "Job",
@@ -294,33 +295,12 @@ def _progress(total: int, initial: int, show: bool, desc: str):
 
 
 # --------------------------------------------------------------------------- executors
-_CONTROLLER: list = []
-
-
-@contextlib.contextmanager
-def _one_blas_thread():
-    """BLAS on one thread: replicates run side by side, not BLAS threads inside one.
-
-    The thread-pool controller (a scan of the loaded libraries) is made once per process.
-    """
-    with _blas_controller().limit(limits=1, user_api="blas"):
-        yield
-
-
-def _blas_controller():
-    if not _CONTROLLER:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0]
-
-
 def _call(task, payload, reps, entropy, spawn_key):
     return task(payload, reps, child_streams(entropy, spawn_key, reps))
 
 
 def _run_here(job: Job, todo, root, finished) -> None:
-    with _one_blas_thread():
+    with one_blas_thread():
         for reps in todo:
             finished(
                 reps, _call(job.task, job.payload, reps, root.entropy, root.spawn_key), os.getpid()
@@ -350,7 +330,7 @@ def _pool_init(job, parent: int) -> None:
 
         job = cloudpickle.loads(job)
     _POOL_JOB[:] = [job]
-    _blas_controller().limit(limits=1, user_api="blas")
+    pin_one_blas_thread()
     if not _WATCHDOG:
         thread = threading.Thread(target=_watch_parent, args=(parent,), daemon=True)
         thread.start()
@@ -383,7 +363,7 @@ def _run_processes(job: Job, todo, n_workers: int, root, finished) -> None:
     import collections
 
     context, pickled = _pool_context()
-    _blas_controller()  # made once here, so that forked workers need not scan libraries
+    blas_controller()  # made once here, so that forked workers need not scan libraries
     initial = job
     if pickled:
         import cloudpickle
@@ -473,7 +453,7 @@ def _heap_for_chunk():
 
 def _dask_task(task, payload, group, entropy, spawn_key):
     """Chunks ``group`` on a Dask worker: [(reps, output, pid), ...]."""
-    with _one_blas_thread(), _heap_for_chunk():
+    with one_blas_thread(), _heap_for_chunk():
         return [
             (reps, _call(task, payload, reps, entropy, spawn_key), os.getpid()) for reps in group
         ]

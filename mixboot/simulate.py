@@ -76,13 +76,63 @@ def _draw(children, q: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     z is drawn even when ``use_u`` will replace it, so that a stream's e is the
     same whatever the options.
     """
-    Zu = np.empty((q, len(children)))
-    E = np.empty((n, len(children)))
-    for j, child in enumerate(children):
-        rng = np.random.Generator(np.random.PCG64(child))
-        Zu[:, j] = rng.standard_normal(q)
-        E[:, j] = rng.standard_normal(n)
-    return Zu, E
+    # One draw of q + n per stream, into its own row: the Generator's normals carry
+    # no state between calls, so this is the same as q normals and then n.
+    draws = np.empty((len(children), q + n))
+    states = _pcg64_states(children)
+    if states is None:
+        for j, child in enumerate(children):
+            np.random.Generator(np.random.PCG64(child)).standard_normal(out=draws[j])
+    else:
+        bitgen = np.random.PCG64()
+        rng = np.random.Generator(bitgen)
+        for j, (state, inc) in enumerate(states):
+            bitgen.state = {
+                "bit_generator": "PCG64",
+                "state": {"state": state, "inc": inc},
+                "has_uint32": 0,
+                "uinteger": 0,
+            }
+            rng.standard_normal(out=draws[j])
+    return draws[:, :q].T, draws[:, q:].T
+
+
+_M32, _M128 = 0xFFFFFFFF, (1 << 128) - 1
+_PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645
+
+
+def _pcg64_states(children) -> list[tuple[int, int]] | None:
+    """``PCG64(child)``'s initial (state, inc) for each SeedSequence, computed together.
+
+    Constructing a PCG64 per stream spends most of its time in
+    ``SeedSequence.generate_state``'s per-object overhead; here its output hash
+    runs over all streams at once and PCG64's seeding follows in Python integers.
+    The streams are unchanged: the first child's result is checked against
+    numpy's own, and None (use numpy per stream) is returned where it differs or
+    where a child is not a default SeedSequence.
+    """
+    if not children or not all(
+        isinstance(c, np.random.SeedSequence) and c.pool_size == 4 for c in children
+    ):
+        return None
+    pool = np.array([c.pool for c in children], dtype=np.uint64)  # (B, 4) 32-bit words
+    words = np.empty((len(children), 8), dtype=np.uint64)
+    hash_const = 0x8B51F9DD
+    for i in range(8):  # SeedSequence.generate_state(4, np.uint64): 8 32-bit words
+        value = pool[:, i % 4] ^ np.uint64(hash_const)
+        hash_const = (hash_const * 0x58F38DED) & _M32
+        value = (value * np.uint64(hash_const)) & np.uint64(_M32)
+        words[:, i] = value ^ (value >> np.uint64(16))
+    u64 = words[:, 0::2] | (words[:, 1::2] << np.uint64(32))  # little-endian pairs
+    states = []
+    for seed_hi, seed_lo, inc_hi, inc_lo in u64.tolist():
+        inc = ((((inc_hi << 64) | inc_lo) << 1) | 1) & _M128
+        state = (inc + ((seed_hi << 64) | seed_lo)) & _M128  # step from 0, add the seed
+        states.append(((state * _PCG_MULT + inc) & _M128, inc))
+    check = np.random.PCG64(children[0]).state["state"]
+    if (check["state"], check["inc"]) != states[0]:
+        return None
+    return states
 
 
 def _spherical_to_b(terms, theta_slices, theta, Zu):

@@ -23,18 +23,14 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["ReTerm"]
+__all__ = ["LevelColumns", "ReTerm"]
 
 
-@dataclass(frozen=True, eq=False)
-class ReTerm:
-    label: str
-    group_vars: tuple[str, ...]
-    expr: str
+class LevelColumns:
+    """The shape of a random-effect term or block: ``colnames`` columns for each of ``levels``."""
+
     colnames: tuple[str, ...]
     levels: tuple
-    codes: np.ndarray = field(repr=False)
-    zraw: np.ndarray = field(repr=False)
 
     @property
     def p(self) -> int:
@@ -47,6 +43,17 @@ class ReTerm:
     @property
     def q(self) -> int:
         return self.p * self.nlevels
+
+
+@dataclass(frozen=True, eq=False)
+class ReTerm(LevelColumns):
+    label: str
+    group_vars: tuple[str, ...]
+    expr: str
+    colnames: tuple[str, ...]
+    levels: tuple
+    codes: np.ndarray = field(repr=False)
+    zraw: np.ndarray = field(repr=False)
 
     @property
     def n_theta(self) -> int:
@@ -89,6 +96,11 @@ class ReTerm:
         rows, cols = self.tril
         out[..., rows, cols] = theta
         return out
+
+    def lower_triangle(self, theta: np.ndarray) -> np.ndarray:
+        """T's lower triangle, column by column: a term's theta is exactly that (a
+        :class:`mixboot.blocks.FactorBlock` fills in its structural zeros)."""
+        return np.asarray(theta, dtype=float)
 
     def theta_from_factor(self, T: np.ndarray) -> np.ndarray:
         rows, cols = self.tril

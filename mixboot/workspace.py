@@ -21,7 +21,8 @@ refit for a new response cheap: see :class:`Responses`.
 The kernel is written over a batch of (theta, response) pairs so that a
 bootstrap evaluates many replicates in one pass; a single fit is a batch of one.
 When R is too large to hold densely per pair (InstEval: 1158 x 2972) the
-single-theta sparse path computes R P R' with scipy.sparse.
+single-theta path computes R P R' with scipy.sparse and builds and factors the
+tail in place, lower triangle only (:mod:`mixboot.tail`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from .spec import ModelSpec, zt_columns
+from .blocks import amalgamate, block_slices, split_blocks
+from .spec import ModelSpec, z_from_terms, zt_columns
+from .tail import LeanTail, pair_entries, tail_kind
 
 __all__ = ["Workspace", "Responses", "Factorization", "term1_blocks", "scale_tail", "tail_block"]
 
@@ -62,7 +65,9 @@ class Factorization:
     """The result of evaluating the profiled deviance for a batch."""
 
     objective: np.ndarray  # (B,)
-    L: np.ndarray  # (B, m, m) Cholesky factor of the tail block S
+    # (B, m, m) Cholesky factor of the tail block S.  Single-theta path: only the lower
+    # triangle is meaningful, except that the trailing [X y] block is clean (tail.py).
+    L: np.ndarray
     C: np.ndarray  # (B, l1, p1, p1) per-level C_j
     ok: np.ndarray  # (B,) False where S was not positive definite
 
@@ -73,8 +78,9 @@ class Workspace:
     def __init__(self, spec: ModelSpec, *, REML: bool):
         self.spec = spec
         self.REML = bool(REML)
-        terms = spec.terms
-        self.t1, self.rest = terms[0], terms[1:]
+        # terms on one factor as one block (theta and user-visible output per term)
+        self.blocks = amalgamate(spec.terms)
+        self.t1, self.rest = self.blocks[0], self.blocks[1:]
         t1 = self.t1
         self.n, self.p = spec.n, spec.p
         self.l1, self.p1 = t1.nlevels, t1.p
@@ -82,15 +88,14 @@ class Workspace:
         self.qr = sum(t.q for t in self.rest)
         self.m0 = self.qr + self.p
         self.m = self.m0 + 1
-        Z = spec.z_matrix()
+        Z = z_from_terms(self.blocks, spec.n)  # columns level-major within a block
         self.Z = Z
         self.Zt = Z.T.tocsr()
         self.Xt = np.ascontiguousarray(spec.X.T)
         self.A11 = self._blockdiag_crossprod(t1)
         self.dense = self.m * self.q1 <= _DENSE_LIMIT
-        A22 = np.empty((self.m0, self.m0))
-        A22[self.qr :, self.qr :] = spec.X.T @ spec.X
         XZ1 = np.asarray(self.Zt[: self.q1] @ spec.X).T  # (p, q1)
+        Zr = None
         if self.qr == 0:
             # One term: no sparse products beyond Z itself.
             self.F_sparse = sp.csr_matrix(XZ1)
@@ -103,13 +108,13 @@ class Workspace:
             self.F = (
                 self.F_sparse.toarray().reshape(self.m0, self.l1, self.p1) if self.dense else None
             )
-            A22[: self.qr, : self.qr] = (Zr.T @ Zr).toarray()
-            ZrX = np.asarray(Zr.T @ spec.X)
-            A22[: self.qr, self.qr :] = ZrX
-            A22[self.qr :, : self.qr] = ZrX.T
-        self.K = None if self.dense else _pair_products(self.F_sparse, self.l1, self.p1)
-        self.A22 = A22
-        self.theta_slices = spec.theta_slices
+        # The single-theta path keeps A22 sparse (a wide tail is mostly diagonal) and
+        # refuses a tail too wide for memory up front (mixboot.tail.tail_kind).
+        self.A22 = _tail_crossprod(Zr, spec.X, dense=self.dense)
+        self.K = None
+        self.tail_kind = "batched" if self.dense else tail_kind(self.m)
+        self._single: LeanTail | None = None
+        self.theta_slices = block_slices(self.blocks)
         self.n_theta = spec.n_theta
         self.response = self.responses(spec.y[:, None])
 
@@ -145,7 +150,7 @@ class Workspace:
         if Y.ndim == 1:
             Y = Y[:, None]
         Yt = np.ascontiguousarray(Y.T)  # (B, n), a row per response
-        ZtY = zt_columns(self.spec.terms, Y)
+        ZtY = zt_columns(self.blocks, Y)
         XtY = np.matmul(self.Xt, Yt[:, :, None])[:, :, 0]
         yty = (Yt * Yt).sum(axis=1)
         z1y = ZtY[:, : self.q1].reshape(-1, self.l1, self.p1)
@@ -162,20 +167,18 @@ class Workspace:
     def _tail_dense(self, P: np.ndarray, resp: Responses) -> np.ndarray:
         return tail_block(self.F, self.A22, P, resp)
 
-    def _tail_sparse(self, P: np.ndarray, resp: Responses) -> np.ndarray:
+    def _factor_single(
+        self, theta: np.ndarray, P: np.ndarray, resp: Responses
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(L (1, m, m), ok (1,)) for one theta and response on the single-theta path."""
         if resp.B != 1 or P.shape[0] != 1:
             raise ValueError("the sparse path evaluates one theta and one response at a time")
-        # K forms only the lower triangle of R P R'.
-        M = (self.K @ P[0].reshape(-1)).reshape(self.m0, self.m0)
-        Py = (P[0] @ resp.z1y[0][..., None])[..., 0].reshape(-1)  # P z1y, by level
-        S = np.zeros((1, self.m, self.m))
-        S[0, : self.m0, : self.m0] = self.A22 - M
-        S[0, self.m0, : self.m0] = resp.taily[0] - self.F_sparse @ Py
-        S[0, self.m0, self.m0] = resp.yty[0] - resp.z1y[0].reshape(-1) @ Py
-        # Mirror the lower triangle: the scaling by a vector term's T mixes rows
-        # within a level block, reading entries above the diagonal.
-        S[0] = np.tril(S[0]) + np.tril(S[0], -1).T
-        return S
+        if self._single is None:
+            self._single = LeanTail(
+                self.F_sparse, self.A22, self.l1, self.p1, self.rest, self.theta_slices[1:], self.qr
+            )
+        L, ok = self._single.factor(theta[0], P[0], resp.z1y[0], resp.taily[0], float(resp.yty[0]))
+        return L[None], np.array([ok])
 
     # -- the objective ----------------------------------------------------------
     def factorize(self, theta: np.ndarray, resp: Responses | None = None) -> Factorization:
@@ -193,9 +196,12 @@ class Workspace:
             if resp is None:
                 raise ValueError("need one response per theta (or a single response)")
         C, logdet1, P = self._term1(theta)
-        S = self._tail_dense(P, resp) if self.dense else self._tail_sparse(P, resp)
-        self._scale_tail(S, theta)
-        L, ok = _batched_cholesky(S) if self.dense else _lapack_cholesky(S)
+        if self.dense:
+            S = self._tail_dense(P, resp)
+            self._scale_tail(S, theta)
+            L, ok = _batched_cholesky(S)
+        else:
+            L, ok = self._factor_single(theta, P, resp)
         d = np.diagonal(L, axis1=-2, axis2=-1)
         with np.errstate(divide="ignore", invalid="ignore"):
             logd = np.log(d)
@@ -231,7 +237,10 @@ class Workspace:
     def conditional_modes(
         self, theta: np.ndarray, fac: Factorization, resp: Responses, beta: np.ndarray
     ) -> list[np.ndarray]:
-        """Spherical modes u per term for ONE (theta, response): list of (l_k, p_k)."""
+        """Spherical modes u per term for ONE (theta, response): list of (l_k, p_k).
+
+        One array per term of ``spec.terms`` (a block's columns split back).
+        """
         L = fac.L[0]
         Lrr = L[: self.qr, : self.qr]
         crest = L[self.m0, : self.qr] - L[self.qr : self.m0, : self.qr].T @ beta
@@ -253,7 +262,7 @@ class Workspace:
         T1 = self.t1.factor(theta[self.theta_slices[0]])
         rhs = (resp.z1y[0] - Fw) @ T1  # T1' (z1y_j - (F'w)_j)
         u1 = np.linalg.solve(fac.C[0], rhs[..., None])[..., 0]
-        return [u1] + out_rest
+        return split_blocks(self.blocks, [u1] + out_rest)
 
     def vcov_unscaled(self, fac: Factorization) -> np.ndarray:
         """(L_X L_X')^-1 for ONE factorization: vcov(beta) / sigma^2."""
@@ -279,7 +288,7 @@ def term1_blocks(t1, th: np.ndarray, A11: np.ndarray):
     """
     p1 = t1.p
     if p1 == 2:
-        return _term1_pairs(th, A11)
+        return _term1_pairs(t1.lower_triangle(th), A11)
     T1 = t1.factor(th)  # (B, p1, p1)
     if p1 == 1:
         t2 = T1[:, 0, 0] ** 2
@@ -402,43 +411,34 @@ def _batched_cholesky(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return L, ok
 
 
-def _lapack_cholesky(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cholesky of one large matrix from its lower triangle (LAPACK potrf, threaded BLAS)."""
-    L, info = scipy.linalg.lapack.dpotrf(S[0], lower=1, clean=1, overwrite_a=1)
-    if info != 0:
-        return np.full_like(S, np.nan), np.zeros(1, dtype=bool)
-    return L[None], np.ones(1, dtype=bool)
-
-
 def _pair_products(F: sp.csr_matrix, l1: int, p1: int) -> sp.csr_matrix:
-    """K with vec(F blockdiag(P_j) F')[lower] = K vec(P): fixes the sparsity work once.
+    """K with vec(F blockdiag(P_j) F')[lower] = K vec(P), as one (m0 * m0, l1 p1 p1) matrix.
 
     Row r*m0 + r2 (r >= r2) of K, column (j, s, t), holds F[r, (j,s)] * F[r2, (j,t)].
+    A reference for :func:`mixboot.tail.pair_entries`, which the single-theta path
+    uses compressed to the pattern's rows (:class:`mixboot.tail.LeanTail`).
     """
     m0 = F.shape[0]
-    Fc = F.tocsc()
-    Fc.sort_indices()
-    rows, cols, vals = [], [], []
-    for s in range(p1):
-        for t in range(p1):
-            # columns (j, s) of F are stored at indptr[j*p1+s] .. indptr[j*p1+s+1]
-            starts_s, ends_s = Fc.indptr[s::p1][:l1], Fc.indptr[s + 1 :: p1][:l1]
-            starts_t, ends_t = Fc.indptr[t::p1][:l1], Fc.indptr[t + 1 :: p1][:l1]
-            na, nb = ends_s - starts_s, ends_t - starts_t
-            count = na * nb
-            group = np.repeat(np.arange(l1), count)
-            k = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-            ia = starts_s[group] + k // nb[group]
-            ib = starts_t[group] + k % nb[group]
-            ra, rb = Fc.indices[ia], Fc.indices[ib]
-            keep = ra >= rb
-            rows.append(ra[keep] * m0 + rb[keep])
-            cols.append(group[keep] * p1 * p1 + s * p1 + t)
-            vals.append(Fc.data[ia[keep]] * Fc.data[ib[keep]])
-    return sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(m0 * m0, l1 * p1 * p1),
-    )
+    row, col, pcol, val = pair_entries(F, l1, p1)
+    return sp.csr_matrix((val, (row * m0 + col, pcol)), shape=(m0 * m0, l1 * p1 * p1))
+
+
+def _tail_crossprod(Zr, X: np.ndarray, *, dense: bool):
+    """A22 = [Zr X]'[Zr X]: dense (m0, m0) for the batched path, sparse for the single one."""
+    XtX = X.T @ X
+    if Zr is None:
+        return XtX if dense else sp.csr_matrix(XtX)
+    ZrZr = Zr.T @ Zr
+    ZrX = np.asarray(Zr.T @ X)
+    if not dense:
+        return sp.bmat([[ZrZr, sp.csr_matrix(ZrX)], [sp.csr_matrix(ZrX.T), sp.csr_matrix(XtX)]])
+    qr = ZrZr.shape[0]
+    A22 = np.empty((qr + X.shape[1],) * 2)
+    A22[qr:, qr:] = XtX
+    A22[:qr, :qr] = ZrZr.toarray()
+    A22[:qr, qr:] = ZrX
+    A22[qr:, :qr] = ZrX.T
+    return A22
 
 
 def _solve_upper_batched(U: np.ndarray, c: np.ndarray) -> np.ndarray:
