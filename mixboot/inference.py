@@ -105,7 +105,7 @@ def _pieces(ws, thetas: np.ndarray, resp=None):
                 "Satterthwaite degrees of freedom are unavailable"
             )
         L = fac.L
-        d = np.log(np.diagonal(L, axis1=-2, axis2=-1))
+        d = np.log(fac.diagonal())
         C = fac.C
         if C.shape[-1] == 1:
             logc = np.log(C[..., 0, 0]).sum(axis=1)

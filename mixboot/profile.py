@@ -107,9 +107,8 @@ class _Deviance:
         logdet, pwrss, beta, vc = [], [], [], []
         for fac in facs:
             ok = fac.ok
-            L = fac.L
             with np.errstate(divide="ignore", invalid="ignore"):
-                d = np.diagonal(L, axis1=-2, axis2=-1)
+                d = fac.diagonal()
                 C = fac.C
                 if C.shape[-1] == 1:
                     logc = np.log(C[..., 0, 0]).sum(axis=1)

@@ -369,7 +369,7 @@ def build_result(
     fac = ws.factorize(theta[None, :], resp)
     beta, sigma = ws.fixef_sigma(fac)
     u = ws.conditional_modes(theta, fac, resp, beta[0])
-    d = np.diagonal(fac.L[0])
+    d = fac.diagonal()[0]
     logdet_z = float(
         np.log(fac.C[0].reshape(ws.l1, -1)[:, :: ws.p1 + 1]).sum()
         if ws.p1 == 1

@@ -27,9 +27,19 @@ earlier is still alive (its ``L`` views the buffer), so a caller that keeps
 factorizations -- a profile, Satterthwaite's df -- gets independent arrays.
 
 A tail too large for dense memory (:func:`dense_tail_bytes` above
-:func:`tail_memory_limit`) is refused when the workspace is built, with a
-:class:`TailMemoryError` naming the memory it would need.  (A 10,003-wide tail,
-the 400,000-row crossed model of ``benchmarks/crossed.py``, needs 0.75 GiB.)
+:func:`tail_memory_limit`) is factored sparsely (:class:`SparseTail`) when
+scikit-sparse's CHOLMOD is installed (the ``sparse`` extra); otherwise it is
+refused when the workspace is built, with a :class:`TailMemoryError` naming the
+memory it would need and the extra to install.  (A 10,003-wide tail, the
+400,000-row crossed model of ``benchmarks/crossed.py``, needs 0.75 GiB densely.)
+``MIXBOOT_TAIL`` = ``auto`` (the default), ``dense`` or ``sparse`` forces a choice.
+
+The sparse tail factors only the random-effect block S_rr (qr x qr) with CHOLMOD's
+supernodal Cholesky: its fill-reducing ordering and symbolic factor are computed
+once per workspace on a fixed pattern, each evaluation refactors numerically.
+The [X y] part (p + 1 columns) follows by a dense Schur complement:
+W = L_rr^-1 P S_r,[X y] and L_b L_b' = S_[X y] - W'W, so that L_b is exactly the
+trailing block of the dense factor (the same beta system, r^2 = L_b[-1, -1]^2).
 """
 
 from __future__ import annotations
@@ -45,6 +55,9 @@ import scipy.sparse as sp
 
 __all__ = [
     "LeanTail",
+    "SparseTail",
+    "SparseFactor",
+    "sparse_available",
     "TailMemoryError",
     "dense_tail_bytes",
     "tail_memory_limit",
@@ -58,6 +71,11 @@ MEMORY_FRACTION = 0.5
 # Up to this width the whole buffer is zeroed at once, above it column by column (lower part).
 _FILL_ALL = 4096
 _SUFFIX = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_TAIL_KINDS = ("auto", "dense", "sparse")
+SPARSE_EXTRA = (
+    'pip install "mixboot[sparse]" (scikit-sparse; building it needs SuiteSparse\'s headers, '
+    "e.g. Debian's libsuitesparse-dev)"
+)
 
 
 class TailMemoryError(MemoryError):
@@ -107,26 +125,73 @@ def _gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.2f} GiB"
 
 
-def tail_memory_error(m: int, limit: int) -> TailMemoryError:
-    """The error for a tail too wide to hold densely."""
+def sparse_available() -> bool:
+    """Whether scikit-sparse's CHOLMOD (the ``sparse`` extra) can be imported."""
+    try:
+        import sksparse.cholmod  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def tail_setting() -> str:
+    """``MIXBOOT_TAIL``: ``auto`` (default; sparse only when the dense tail is over the
+    memory limit), ``dense`` or ``sparse``."""
+    raw = os.environ.get("MIXBOOT_TAIL", "").strip().lower() or "auto"
+    if raw not in _TAIL_KINDS:
+        raise ValueError(
+            f"MIXBOOT_TAIL must be one of {', '.join(_TAIL_KINDS)}, got "
+            f"{os.environ.get('MIXBOOT_TAIL')!r}"
+        )
+    return raw
+
+
+def tail_memory_error(m: int, limit: int, sparse: bool | None = None) -> TailMemoryError:
+    """The error for a tail too wide to hold densely.
+
+    ``sparse``: whether the sparse factorization is installed (looked up if None); the
+    message names the extra to install when it is not, or ``MIXBOOT_TAIL`` when it is.
+    """
+    if sparse is None:
+        sparse = sparse_available()
+    how = (
+        "or let it be factored sparsely (unset MIXBOOT_TAIL=dense, or set MIXBOOT_TAIL=sparse)"
+        if sparse
+        else f"or install the sparse (CHOLMOD) factorization of such tails: {SPARSE_EXTRA}"
+    )
     return TailMemoryError(
         f"the model's tail block (the random-effect terms after the first, the fixed "
         f"effects and the response) is {m} x {m}; factoring it densely needs "
         f"{_gib(dense_tail_bytes(m))} of memory, more than the limit of {_gib(limit)} "
         f"({MEMORY_FRACTION:g} of the available memory, or MIXBOOT_TAIL_MEMORY if set). "
         f"Free memory or raise MIXBOOT_TAIL_MEMORY (bytes, or e.g. 16G) if the machine has "
-        f"it; a sparse factorization of such tails is not available"
+        f"it, {how}"
     )
 
 
-def tail_kind(m: int) -> str:
-    """How the single-theta path holds an m-wide tail: ``"dense"`` (the lean in-place
-    tail) when :func:`dense_tail_bytes` is within :func:`tail_memory_limit`; otherwise
-    raises :class:`TailMemoryError`, naming the memory the dense tail would need."""
+def tail_kind(m: int, sparse_possible: bool = True) -> str:
+    """How the single-theta path holds an m-wide tail.
+
+    ``"dense"`` (the lean in-place tail) when :func:`dense_tail_bytes` is within
+    :func:`tail_memory_limit`; ``"sparse"`` (:class:`SparseTail`) above it when
+    scikit-sparse is installed; otherwise raises :class:`TailMemoryError`, naming the
+    memory the dense tail would need and the extra to install.  ``MIXBOOT_TAIL``
+    (:func:`tail_setting`) forces ``dense`` (still refused above the limit) or
+    ``sparse`` (an ImportError naming the extra when scikit-sparse is missing).
+    ``sparse_possible`` False (a tail without random-effect columns) means dense.
+    """
+    setting = tail_setting()
+    if setting == "sparse" and sparse_possible:
+        if not sparse_available():
+            raise ImportError(f"MIXBOOT_TAIL=sparse needs scikit-sparse: {SPARSE_EXTRA}")
+        return "sparse"
     limit = tail_memory_limit()
     if dense_tail_bytes(m) <= limit:
         return "dense"
-    raise tail_memory_error(m, limit)
+    available = sparse_available()
+    if setting == "auto" and sparse_possible and available:
+        return "sparse"
+    raise tail_memory_error(m, limit, available)
 
 
 # --------------------------------------------------------------------------- pattern
@@ -280,6 +345,21 @@ class LeanTail:
                 s[k] = float(term.factor(theta[sl])[0, 0])
         return s
 
+    def values(
+        self, theta: np.ndarray, P: np.ndarray, z1y: np.ndarray, taily: np.ndarray, yty: float
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """(vals, yrow, yy): S's lower triangle on the pattern ``keys`` (scalar terms
+        scaled, vector terms not yet), the response row's first m0 entries and S[m0, m0]."""
+        vals = self.base - self.K @ P.reshape(-1)
+        s = self.scales(theta)
+        for a, b, gr, gc in self.segments:
+            f = s[gr] * s[gc]
+            if f != 1.0:
+                vals[a:b] *= f
+        Py = (P @ z1y[..., None])[..., 0].reshape(-1)
+        yrow = (taily - self.F @ Py) * s[self.owner]
+        return vals, yrow, float(yty - z1y.reshape(-1) @ Py)
+
     def build(
         self, theta: np.ndarray, P: np.ndarray, z1y: np.ndarray, taily: np.ndarray, yty: float
     ) -> np.ndarray:
@@ -292,17 +372,10 @@ class LeanTail:
         flat = buf.T.reshape(-1)  # a view: flat[c * m + r] is buf[r, c]
         if dirty:
             self._zero_lower(flat)
-        vals = self.base - self.K @ P.reshape(-1)
-        s = self.scales(theta)
-        for a, b, gr, gc in self.segments:
-            f = s[gr] * s[gc]
-            if f != 1.0:
-                vals[a:b] *= f
+        vals, yrow, yy = self.values(theta, P, z1y, taily, yty)
         flat[self.keys] = vals
-        Py = (P @ z1y[..., None])[..., 0].reshape(-1)
-        srow = s[self.owner]
-        buf[m0, :m0] = (taily - self.F @ Py) * srow
-        buf[m0, m0] = yty - z1y.reshape(-1) @ Py
+        buf[m0, :m0] = yrow
+        buf[m0, m0] = yy
         for k in self.vector_terms:
             self._vector_term(buf, k, theta)
         d = np.arange(self.qr)
@@ -345,3 +418,191 @@ class LeanTail:
         iu = np.triu_indices(m - qr, 1)
         buf[qr + iu[0], qr + iu[1]] = 0.0
         return buf, True
+
+
+# --------------------------------------------------------------------------- sparse tail
+class SparseFactor:
+    """One evaluation's sparse tail factor (see :class:`SparseTail`).
+
+    ``factor``: CHOLMOD's supernodal factor of S_rr (P S_rr P' = L_rr L_rr'), None where
+    S_rr was not positive definite; ``W``: L_rr^-1 P S_r,[X y], (qr, p + 1);
+    ``logdet``: log|S_rr|.  The dense trailing block L_b is the Factorization's ``L``.
+    """
+
+    def __init__(
+        self, qr: int, factor=None, W: np.ndarray | None = None, logdet: float = np.nan
+    ) -> None:
+        self.qr, self.factor, self.W, self.logdet = qr, factor, W, float(logdet)
+        self._lock = threading.Lock()
+        self._diag: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:
+        # CHOLMOD's factor cannot be pickled: keep what the estimates need.
+        state = self.__dict__.copy()
+        state["_diag"] = self.diagonal()
+        state["factor"], state["_lock"] = None, None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def diagonal(self) -> np.ndarray:
+        """L_rr's diagonal (qr,), in CHOLMOD's fill-reducing order: the sum of twice its
+        logs is log|S_rr|.  NaN where the factorization failed."""
+        with self._lock:
+            if self._diag is None:
+                if self.factor is None:
+                    self._diag = np.full(self.qr, np.nan)
+                else:
+                    self._diag = np.asarray(self.factor.L().diagonal(), dtype=float)
+            return self._diag
+
+    def solve_rr(self, crest: np.ndarray) -> np.ndarray:
+        """P' L_rr^-T crest, in the tail's own order: the random-effect modes u_r from
+        crest = W_y - W_X beta (as L_rr^-T crest is on the dense tail)."""
+        if self.factor is None:
+            return np.full(self.qr, np.nan)
+        with self._lock:
+            x = self.factor.solve_Lt(crest, use_LDLt_decomposition=False)
+            return np.asarray(self.factor.apply_Pt(x), dtype=float).reshape(-1)
+
+
+class SparseTail(LeanTail):
+    """The single-theta tail factored sparsely: CHOLMOD for S_rr, dense for [X y].
+
+    Shares :class:`LeanTail`'s pattern and values (:meth:`LeanTail.values`); no dense
+    m x m buffer is made.  S_rr's lower triangle is held on one fixed pattern (with the
+    diagonal, and the fill of vector terms' level blocks), analyzed once.
+    """
+
+    def __init__(
+        self, F: sp.spmatrix, A22, l1: int, p1: int, rest: Sequence, slices: Sequence, qr: int
+    ) -> None:
+        super().__init__(F, A22, l1, p1, rest, slices, qr)
+        if qr == 0:
+            raise ValueError("the sparse tail needs random-effect columns in the tail")
+        m, m0 = self.m, self.m0
+        rows, cols = self.keys % m, self.keys // m
+        rr = rows < qr
+        br = (rows >= qr) & (cols < qr)
+        bb = cols >= qr
+        self._rr, self._br, self._bb = (np.flatnonzero(a) for a in (rr, br, bb))
+        self._br_at = (rows[br] - qr, cols[br])
+        self._bb_at = (rows[bb] - qr, cols[bb] - qr)
+        r, c = rows[rr], cols[rr]
+        if self.vector_terms:
+            # T' A T mixes rows and columns within a level's block: take the pattern of
+            # D' |A| D with D's lower-triangular blocks all ones (no cancellation).
+            A1 = sp.coo_matrix((np.ones(r.size), (r, c)), shape=(qr, qr)).tocsr()
+            A1 = A1 + A1.T
+            D1 = self._mixer(None)[:qr, :qr]
+            G = sp.tril(D1.T @ A1 @ D1).tocoo()
+            r, c = G.row.astype(np.int64), G.col.astype(np.int64)
+            # the full m x m pattern for the per-evaluation products
+            self._full_rows = np.concatenate([rows, np.full(m, m0)])
+            self._full_cols = np.concatenate([cols, np.arange(m)])
+        d = np.arange(qr, dtype=np.int64)
+        pk = np.union1d(c * qr + r, d * qr + d)  # column-major: CSC order
+        self._pk = pk
+        self._indices = (pk % qr).astype(np.int64)
+        self._indptr = np.concatenate([[0], np.cumsum(np.bincount(pk // qr, minlength=qr))])
+        self._rr_pos = np.searchsorted(pk, cols[rr] * qr + rows[rr])
+        self._diag_pos = np.searchsorted(pk, d * qr + d)
+        self._symbolic = None
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_symbolic"] = None
+        return state
+
+    def _mixer(self, theta: np.ndarray | None) -> sp.csr_matrix:
+        """blockdiag(T_k for vector terms, 1 elsewhere), m x m; theta None: the pattern
+        (ones on each T's lower triangle)."""
+        m = self.m
+        rows, cols, vals = [np.arange(m)], [np.arange(m)], [np.ones(m)]
+        keep = np.ones(m, dtype=bool)
+        for k in self.vector_terms:
+            term, off = self.rest[k], self.offsets[k]
+            p, lk = term.p, term.nlevels
+            keep[off : off + term.q] = False
+            T = np.tril(np.ones((p, p))) if theta is None else term.factor(theta[self.slices[k]])
+            a, b = np.nonzero(np.ones((p, p)))
+            base = off + np.arange(lk)[:, None] * p
+            rows.append((base + a).reshape(-1))
+            cols.append((base + b).reshape(-1))
+            vals.append(np.tile(T[a, b], lk))
+        rows[0], cols[0], vals[0] = rows[0][keep], cols[0][keep], vals[0][keep]
+        return sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, m)
+        )
+
+    def _analyze(self):
+        from sksparse import cholmod
+
+        qr = self.qr
+        data = np.ones(self._pk.size)
+        data[self._diag_pos] = float(qr + 1)  # only the pattern matters
+        A = sp.csc_matrix((data, self._indices, self._indptr), shape=(qr, qr))
+        return cholmod.analyze(A, mode="supernodal")
+
+    def pieces(
+        self, theta: np.ndarray, P: np.ndarray, z1y: np.ndarray, taily: np.ndarray, yty: float
+    ) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
+        """(S_rr's lower triangle (sparse, fixed pattern), S_[X y],r (p + 1, qr), S_[X y]
+        (p + 1, p + 1), lower triangle)."""
+        qr, nb = self.qr, self.m - self.qr
+        vals, yrow, yy = self.values(theta, P, z1y, taily, yty)
+        data = np.zeros(self._pk.size)
+        Sb = np.zeros((nb, qr))
+        Sbb = np.zeros((nb, nb))
+        if not self.vector_terms:
+            data[self._rr_pos] = vals[self._rr]
+            Sb[self._br_at] = vals[self._br]
+            Sb[-1] = yrow[:qr]
+            Sbb[self._bb_at] = vals[self._bb]
+            Sbb[-1, :-1] = yrow[qr:]
+            Sbb[-1, -1] = yy
+        else:
+            m = self.m
+            low = sp.csr_matrix(
+                (np.concatenate([vals, yrow, [yy]]), (self._full_rows, self._full_cols)),
+                shape=(m, m),
+            )
+            D = self._mixer(theta)
+            G = (D.T @ (low + sp.triu(low.T, 1)) @ D).tocoo()
+            r, c, v = G.row.astype(np.int64), G.col.astype(np.int64), G.data
+            sel = (r < qr) & (r >= c)
+            data[np.searchsorted(self._pk, c[sel] * qr + r[sel])] = v[sel]
+            sel = (r >= qr) & (c < qr)
+            Sb[r[sel] - qr, c[sel]] = v[sel]
+            sel = (r >= qr) & (c >= qr)
+            Sbb[r[sel] - qr, c[sel] - qr] = v[sel]
+        data[self._diag_pos] += 1.0
+        A = sp.csc_matrix((data, self._indices, self._indptr), shape=(qr, qr))
+        return A, Sb, Sbb
+
+    def factor(  # type: ignore[override]
+        self, theta: np.ndarray, P: np.ndarray, z1y: np.ndarray, taily: np.ndarray, yty: float
+    ) -> tuple[np.ndarray, SparseFactor, bool]:
+        """(L_b, rr, ok): the dense (p + 1) trailing block of the tail's factor, the
+        sparse part (:class:`SparseFactor`) and success."""
+        from sksparse.cholmod import CholmodNotPositiveDefiniteError
+
+        qr, nb = self.qr, self.m - self.qr
+        A, Sb, Sbb = self.pieces(theta, P, z1y, taily, yty)
+        failed = np.full((nb, nb), np.nan), SparseFactor(qr), False
+        with self._lock:
+            if self._symbolic is None:
+                self._symbolic = self._analyze()
+            try:
+                f = self._symbolic.cholesky(A)
+            except CholmodNotPositiveDefiniteError:
+                return failed
+            W = np.asarray(f.solve_L(f.apply_P(Sb.T), use_LDLt_decomposition=False))
+            logdet = f.logdet()
+        G = Sbb - W.T @ W
+        Lb, info = scipy.linalg.lapack.dpotrf(G, lower=1, clean=1)
+        if info != 0:
+            return failed
+        return Lb, SparseFactor(qr, f, W, logdet), True

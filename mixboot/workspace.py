@@ -22,11 +22,15 @@ The kernel is written over a batch of (theta, response) pairs so that a
 bootstrap evaluates many replicates in one pass; a single fit is a batch of one.
 When R is too large to hold densely per pair (InstEval: 1158 x 2972) the
 single-theta path computes R P R' with scipy.sparse and builds and factors the
-tail in place, lower triangle only (:mod:`mixboot.tail`).
+tail in place, lower triangle only (:mod:`mixboot.tail`); a tail too wide for a
+dense buffer has its random-effect block factored by CHOLMOD instead
+(:class:`mixboot.tail.SparseTail`, ``tail_kind == "sparse"``), and the
+factorization's ``L`` is then only the trailing [X y] block of the factor.
 """
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +39,7 @@ import scipy.sparse as sp
 
 from .blocks import amalgamate, block_slices, split_blocks
 from .spec import ModelSpec, z_from_terms, zt_columns
-from .tail import LeanTail, pair_entries, tail_kind
+from .tail import LeanTail, SparseFactor, SparseTail, pair_entries, tail_kind
 
 __all__ = ["Workspace", "Responses", "Factorization", "term1_blocks", "scale_tail", "tail_block"]
 
@@ -67,9 +71,21 @@ class Factorization:
     objective: np.ndarray  # (B,)
     # (B, m, m) Cholesky factor of the tail block S.  Single-theta path: only the lower
     # triangle is meaningful, except that the trailing [X y] block is clean (tail.py).
+    # Sparse tail (``rr`` set): only the trailing (1, p + 1, p + 1) [X y] block.
     L: np.ndarray
     C: np.ndarray  # (B, l1, p1, p1) per-level C_j
     ok: np.ndarray  # (B,) False where S was not positive definite
+    # the sparse tail's random-effect part (CHOLMOD), None on the dense paths
+    rr: SparseFactor | None = None
+
+    def diagonal(self) -> np.ndarray:
+        """(B, m): the diagonal of the tail's Cholesky factor.  With a sparse tail the
+        first qr entries are in CHOLMOD's fill-reducing order (only their log-sum,
+        log|S_rr| / 2, is order-free); the rest are the [X y] block's."""
+        d = np.diagonal(self.L, axis1=-2, axis2=-1)
+        if self.rr is None:
+            return d
+        return np.concatenate([self.rr.diagonal()[None], d], axis=1)
 
 
 class Workspace:
@@ -112,7 +128,7 @@ class Workspace:
         # refuses a tail too wide for memory up front (mixboot.tail.tail_kind).
         self.A22 = _tail_crossprod(Zr, spec.X, dense=self.dense)
         self.K = None
-        self.tail_kind = "batched" if self.dense else tail_kind(self.m)
+        self.tail_kind = "batched" if self.dense else tail_kind(self.m, sparse_possible=self.qr > 0)
         self._single: LeanTail | None = None
         self.theta_slices = block_slices(self.blocks)
         self.n_theta = spec.n_theta
@@ -169,16 +185,25 @@ class Workspace:
 
     def _factor_single(
         self, theta: np.ndarray, P: np.ndarray, resp: Responses
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(L (1, m, m), ok (1,)) for one theta and response on the single-theta path."""
+    ) -> tuple[np.ndarray, np.ndarray, SparseFactor | None]:
+        """(L, ok (1,), rr) for one theta and response on the single-theta path.
+
+        Dense tail: L (1, m, m), rr None.  Sparse tail: L (1, p + 1, p + 1), the [X y]
+        block, and rr the CHOLMOD part (:class:`mixboot.tail.SparseTail`).
+        """
         if resp.B != 1 or P.shape[0] != 1:
             raise ValueError("the sparse path evaluates one theta and one response at a time")
         if self._single is None:
-            self._single = LeanTail(
+            kind = SparseTail if self.tail_kind == "sparse" else LeanTail
+            self._single = kind(
                 self.F_sparse, self.A22, self.l1, self.p1, self.rest, self.theta_slices[1:], self.qr
             )
-        L, ok = self._single.factor(theta[0], P[0], resp.z1y[0], resp.taily[0], float(resp.yty[0]))
-        return L[None], np.array([ok])
+        args = (theta[0], P[0], resp.z1y[0], resp.taily[0], float(resp.yty[0]))
+        if isinstance(self._single, SparseTail):
+            Lb, rr, ok = self._single.factor(*args)
+            return Lb[None], np.array([ok]), rr
+        L, ok = self._single.factor(*args)
+        return L[None], np.array([ok]), None
 
     # -- the objective ----------------------------------------------------------
     def factorize(self, theta: np.ndarray, resp: Responses | None = None) -> Factorization:
@@ -196,28 +221,34 @@ class Workspace:
             if resp is None:
                 raise ValueError("need one response per theta (or a single response)")
         C, logdet1, P = self._term1(theta)
+        rr = None
         if self.dense:
             S = self._tail_dense(P, resp)
             self._scale_tail(S, theta)
             L, ok = _batched_cholesky(S)
         else:
-            L, ok = self._factor_single(theta, P, resp)
+            L, ok, rr = self._factor_single(theta, P, resp)
         d = np.diagonal(L, axis1=-2, axis2=-1)
+        # where the [X y] block starts in L: qr, or 0 for a sparse tail's L_b
+        k = self.qr if rr is None else 0
         with np.errstate(divide="ignore", invalid="ignore"):
             logd = np.log(d)
-            logdet = logdet1 + 2.0 * logd[:, : self.qr].sum(axis=1)
+            if rr is None:
+                logdet = logdet1 + 2.0 * logd[:, : self.qr].sum(axis=1)
+            else:
+                logdet = logdet1 + rr.logdet
             r2 = d[:, -1] ** 2
             if self.REML:
                 dof = self.n - self.p
                 obj = (
                     logdet
-                    + 2.0 * logd[:, self.qr : self.m0].sum(axis=1)
+                    + 2.0 * logd[:, k : k + self.p].sum(axis=1)
                     + dof * (1.0 + _LOG2PI + np.log(r2 / dof))
                 )
             else:
                 obj = logdet + self.n * (1.0 + _LOG2PI + np.log(r2 / self.n))
         obj = np.where(ok & np.isfinite(obj), obj, np.inf)
-        return Factorization(objective=obj, L=L, C=C, ok=ok)
+        return Factorization(objective=obj, L=L, C=C, ok=ok, rr=rr)
 
     def objective(self, theta: np.ndarray) -> float:
         """The criterion at one theta for the model's own response."""
@@ -227,8 +258,9 @@ class Workspace:
     def fixef_sigma(self, fac: Factorization) -> tuple[np.ndarray, np.ndarray]:
         """beta (B, p) and sigma (B,) from a batch factorization."""
         L = fac.L
-        LXX = L[:, self.qr : self.m0, self.qr : self.m0]
-        cX = L[:, self.m0, self.qr : self.m0]
+        k = L.shape[-1] - self.p - 1  # qr; 0 for a sparse tail's [X y] block
+        LXX = L[:, k : k + self.p, k : k + self.p]
+        cX = L[:, -1, k : k + self.p]
         beta = _solve_upper_batched(np.swapaxes(LXX, -1, -2), cX)
         r2 = L[:, -1, -1] ** 2
         dof = self.n - self.p if self.REML else self.n
@@ -241,14 +273,18 @@ class Workspace:
 
         One array per term of ``spec.terms`` (a block's columns split back).
         """
-        L = fac.L[0]
-        Lrr = L[: self.qr, : self.qr]
-        crest = L[self.m0, : self.qr] - L[self.qr : self.m0, : self.qr].T @ beta
-        ur = (
-            scipy.linalg.solve_triangular(Lrr.T, crest, lower=False, check_finite=False)
-            if self.qr
-            else np.zeros(0)
-        )
+        if fac.rr is not None:
+            # W = L_rr^-1 P S_r,[X y]: u_r = P' L_rr^-T (W_y - W_X beta)
+            W = fac.rr.W
+            ur = (
+                fac.rr.solve_rr(W[:, -1] - W[:, :-1] @ beta)
+                if W is not None
+                else np.full(self.qr, np.nan)
+            )
+        else:
+            L = fac.L[0]
+            crest = L[self.m0, : self.qr] - L[self.qr : self.m0, : self.qr].T @ beta
+            ur = _solve_leading_lower_t(L, crest) if self.qr else np.zeros(0)
         b_rest, off, out_rest = [], 0, []
         for term, sl in zip(self.rest, self.theta_slices[1:]):
             u = ur[off : off + term.q].reshape(term.nlevels, term.p)
@@ -270,7 +306,8 @@ class Workspace:
 
     def vcov_unscaled_batch(self, fac: Factorization) -> np.ndarray:
         """(L_X L_X')^-1 for each factorization of a batch: (B, p, p); NaN where it failed."""
-        LXX = fac.L[:, self.qr : self.m0, self.qr : self.m0]
+        k = fac.L.shape[-1] - self.p - 1  # qr; 0 for a sparse tail's [X y] block
+        LXX = fac.L[:, k : k + self.p, k : k + self.p]
         ok = np.isfinite(LXX).all(axis=(-2, -1)) & (
             np.abs(np.diagonal(LXX, axis1=1, axis2=2)) > 0
         ).all(axis=-1)
@@ -447,4 +484,57 @@ def _solve_upper_batched(U: np.ndarray, c: np.ndarray) -> np.ndarray:
     x = np.zeros(c.shape)
     for i in range(p - 1, -1, -1):
         x[:, i] = (c[:, i] - (U[:, i, i + 1 :] * x[:, i + 1 :]).sum(axis=1)) / U[:, i, i]
+    return x
+
+
+def _lapack_dtrtrs():
+    """LAPACK's dtrtrs through scipy's Cython table (takes a leading dimension), or None."""
+    try:
+        from scipy.linalg import cython_lapack
+
+        capsule = cython_lapack.__pyx_capi__["dtrtrs"]
+        get_name = ctypes.pythonapi.PyCapsule_GetName
+        get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+        get_ptr = ctypes.pythonapi.PyCapsule_GetPointer
+        get_ptr.restype, get_ptr.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+        ptr = get_ptr(capsule, get_name(capsule))
+    except (ImportError, KeyError, AttributeError, ValueError):  # pragma: no cover
+        return None
+    if not ptr:  # pragma: no cover
+        return None
+    c_int_p, c_char_p, c_void_p = ctypes.POINTER(ctypes.c_int), ctypes.c_char_p, ctypes.c_void_p
+    proto = ctypes.CFUNCTYPE(
+        None, c_char_p, c_char_p, c_char_p, c_int_p, c_int_p, c_void_p, c_int_p, c_void_p,
+        c_int_p, c_int_p,
+    )  # fmt: skip
+    return proto(ptr)
+
+
+_DTRTRS = _lapack_dtrtrs()
+
+
+def _solve_leading_lower_t(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x with L[:n, :n]' x = b (n = len(b)), L lower triangular.
+
+    On a Fortran-ordered L (the single-theta path's buffer, 0.75 GiB for a 10k tail)
+    LAPACK reads the leading block in place through its leading dimension, where
+    ``solve_triangular`` on the view would first copy it; otherwise (the small
+    batched factors) the block is solved as before.
+    """
+    n, m = b.shape[0], L.shape[0]
+    if _DTRTRS is None or not L.flags.f_contiguous or L.dtype != np.float64:
+        return scipy.linalg.solve_triangular(L[:n, :n].T, b, lower=False, check_finite=False)
+    x = np.array(b, dtype=np.float64, order="F", copy=True)
+    N, nrhs, lda, info = (ctypes.c_int(v) for v in (n, 1, m, 0))
+    _DTRTRS(
+        b"L", b"T", b"N", ctypes.byref(N), ctypes.byref(nrhs),
+        L.ctypes.data_as(ctypes.c_void_p), ctypes.byref(lda),
+        x.ctypes.data_as(ctypes.c_void_p), ctypes.byref(N), ctypes.byref(info),
+    )  # fmt: skip
+    if info.value > 0:
+        raise np.linalg.LinAlgError(
+            f"singular matrix: resolution failed at diagonal {info.value - 1}"
+        )
+    if info.value < 0:  # pragma: no cover
+        raise ValueError(f"illegal value in argument {-info.value} of dtrtrs")
     return x

@@ -157,6 +157,8 @@ def test_single_path_workspace_pickles(monkeypatch):
 
 
 def test_memory_rule_refuses_a_tail_that_is_too_wide(monkeypatch):
+    # MIXBOOT_TAIL=dense: no sparse fallback (tests/test_cholmod.py covers that)
+    monkeypatch.setenv("MIXBOOT_TAIL", "dense")
     load, formula = CASES["penicillin"]
     spec = build_spec(formula, load())
     monkeypatch.setattr(wsmod, "_DENSE_LIMIT", 0)
@@ -174,6 +176,7 @@ def test_memory_rule_refuses_a_tail_that_is_too_wide(monkeypatch):
 
 
 def test_memory_rule_message_names_the_memory(monkeypatch):
+    monkeypatch.setenv("MIXBOOT_TAIL", "dense")
     monkeypatch.setenv("MIXBOOT_TAIL_MEMORY", "2G")
     assert tailmod.tail_memory_limit() == 2 * 2**30
     with pytest.raises(tailmod.TailMemoryError) as err:
