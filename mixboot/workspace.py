@@ -292,9 +292,9 @@ class Workspace:
             b_rest.append((u @ term.factor(theta[sl]).T).reshape(-1))
             off += term.q
         w = np.concatenate(b_rest + [beta])
-        Fw = (self.F_sparse.T @ w if self.F is None else w @ self.F.reshape(self.m0, -1)).reshape(
-            self.l1, self.p1
-        )
+        Fw = (
+            self.F_sparse.T @ w if self.F is None else w @ self.F.reshape(self.m0, self.q1)
+        ).reshape(self.l1, self.p1)
         T1 = self.t1.factor(theta[self.theta_slices[0]])
         rhs = (resp.z1y[0] - Fw) @ T1  # T1' (z1y_j - (F'w)_j)
         u1 = np.linalg.solve(fac.C[0], rhs[..., None])[..., 0]

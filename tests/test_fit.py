@@ -413,3 +413,16 @@ def test_singular_fit_warns_once_and_bootstrap_refits_do_not():
         assert not mb.fit(
             "Reaction ~ Days + (1 | Subject)", mb.datasets.load("reaction")
         ).is_singular
+
+
+def test_a_model_without_fixed_effects_fits_as_lme4():
+    """``y ~ 0 + (1|g)``: no X at all (the tail holds only y).
+
+    lme4 1.1-31, ``lmer(Yield ~ 0 + (1|Batch), Dyestuff, REML = FALSE)``: deviance
+    370.078901678456, theta 30.86146826, first two modes 1504.684033, 1527.679204.
+    """
+    r = mb.fit("Yield ~ 0 + (1|Batch)", load_data("dyestuff"), REML=False)
+    assert r.objective == pytest.approx(370.078901678456, abs=1e-6)
+    assert r.theta[0] == pytest.approx(30.86146826, rel=1e-5)
+    modes = r.ranef["Batch"].to_numpy().ravel()[:2]
+    assert modes == pytest.approx([1504.684033, 1527.679204], rel=1e-6)
