@@ -1,9 +1,11 @@
 """The numeric workspace of a linear mixed model, and its profiled deviance.
 
 Notation (lme4 / MixedModels.jl): y = X beta + Z Lambda u + e, u ~ N(0, s^2 I).
-Terms are ordered by number of levels, most first.  The first term's block of
-Z'Z is block diagonal (l1 blocks of p1 x p1); everything else -- the other
-terms' columns, X and y -- forms the "tail" T = [Zr X y] of width m.  For a
+Terms are ordered by number of levels, most first, and the terms on one grouping
+factor are merged into one block (:mod:`mixboot.blocks`; lme4's theta order is
+kept).  The first block of Z'Z is block diagonal (l1 blocks of p1 x p1);
+everything else -- the other blocks' columns, X and y -- forms the "tail"
+T = [Zr X y] of width m.  For a
 given theta the blocked Cholesky factor of
 
     [[L1'Z1'Z1 L1 + I,  L1'Z1'T Lt], [Lt'T'Z1 L1,  Lt'T'T Lt + Ir]]
