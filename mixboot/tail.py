@@ -237,6 +237,26 @@ def pair_entries(
     return row, col, pcol, np.concatenate(out[3])
 
 
+#: Up to this many buffer entries (m * m) the union of two key sets is found with a
+#: dense mark and lookup table (bytes: 9 per entry) instead of sorting.
+_MARK_ENTRIES = 2**23
+
+
+def _union_positions(a: np.ndarray, b: np.ndarray, size: int):
+    """The sorted union of the keys ``a`` and ``b`` (all in [0, size)), and each key's
+    position in it: (keys, position of a, position of b)."""
+    if size > _MARK_ENTRIES:
+        keys = np.union1d(a, b)
+        return keys, np.searchsorted(keys, a), np.searchsorted(keys, b)
+    mark = np.zeros(size, dtype=bool)
+    mark[a] = True
+    mark[b] = True
+    keys = np.flatnonzero(mark)
+    where = np.empty(size, dtype=np.int64)
+    where[keys] = np.arange(keys.size)
+    return keys, where[a], where[b]
+
+
 # --------------------------------------------------------------------------- the tail
 class LeanTail:
     """Builds and factors the single-theta tail of one workspace in place.
@@ -278,8 +298,7 @@ class LeanTail:
         # Union pattern, keyed by position in the Fortran-ordered m x m buffer.
         key_m = col * m + row
         key_a = a_col * m + a_row
-        keys = np.union1d(key_m, key_a)
-        pos_m, pos_a = np.searchsorted(keys, key_m), np.searchsorted(keys, key_a)
+        keys, pos_m, pos_a = _union_positions(key_m, key_a, m * m)
         del key_m, key_a
         # Group by (row term, column term) so a scalar term's scaling is one product per group.
         group = owner[keys % m] * (nt + 1) + owner[keys // m]

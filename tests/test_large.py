@@ -221,3 +221,20 @@ def test_crossed_model_fits_on_the_single_path(crossed_small, monkeypatch):
     # the simulation's truth: sd(g1) = 1, sd(g2) = 0.7, sigma = 1.5, beta = (2, 0.5)
     np.testing.assert_allclose(got.theta * got.sigma, [1.0, 0.7], rtol=0.15)
     np.testing.assert_allclose(got.beta, [2.0, 0.5], atol=0.1)
+
+
+def test_union_by_marks_equals_union_by_sorting():
+    from mixboot import tail
+
+    rng = np.random.default_rng(12)
+    size = 5000
+    a = rng.integers(0, size, 20_000)
+    b = rng.integers(0, size, 300)
+    marked = tail._union_positions(a, b, size)
+    sorted_keys = np.union1d(a, b)
+    assert np.array_equal(marked[0], sorted_keys)
+    assert np.array_equal(marked[1], np.searchsorted(sorted_keys, a))
+    assert np.array_equal(marked[2], np.searchsorted(sorted_keys, b))
+    big = tail._union_positions(a, b, tail._MARK_ENTRIES + 1)  # the sorting path
+    for x, y in zip(marked, big):
+        assert np.array_equal(x, y)
