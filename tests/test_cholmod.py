@@ -28,7 +28,7 @@ from mixboot.spec import build_spec
 from mixboot.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_large import CASES, thetas  # noqa: E402
+from test_large import CASES, assert_same_estimates, thetas  # noqa: E402
 
 INSTEVAL = "y ~ 1 + service + (1|s) + (1|d) + (1|dept:service)"
 
@@ -65,14 +65,7 @@ def assert_same_evaluation(dense, sparse, theta, rel):
     assert ds.shape == dd.shape
     assert np.log(ds[0, :qr]).sum() == pytest.approx(np.log(dd[0, :qr]).sum(), rel=1e-11)
     assert 2 * np.log(ds[0, :qr]).sum() == pytest.approx(fs.rr.logdet, rel=1e-11)
-    (bd, sd), (bs, ss) = dense.fixef_sigma(fd), sparse.fixef_sigma(fs)
-    np.testing.assert_allclose(bs, bd, rtol=1e-9, atol=1e-12 * np.abs(bd).max())
-    np.testing.assert_allclose(ss, sd, rtol=1e-10)
-    np.testing.assert_allclose(sparse.vcov_unscaled(fs), dense.vcov_unscaled(fd), rtol=1e-9)
-    ud = dense.conditional_modes(theta, fd, dense.response, bd[0])
-    us = sparse.conditional_modes(theta, fs, sparse.response, bs[0])
-    for a, b in zip(us, ud):
-        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10 * np.abs(b).max())
+    assert_same_estimates(theta, dense, fd, sparse, fs)
 
 
 # -- InstEval --------------------------------------------------------------------------

@@ -71,6 +71,19 @@ def workspaces(key, REML, monkeypatch):
     return spec, dense, single
 
 
+def assert_same_estimates(theta, dense, fd, other, fo) -> None:
+    """beta, sigma, vcov and conditional modes of ``other``'s factorization ``fo`` equal
+    the dense workspace's (``fd``) at the same theta."""
+    (bd, sd), (bo, so) = dense.fixef_sigma(fd), other.fixef_sigma(fo)
+    np.testing.assert_allclose(bo, bd, rtol=1e-9, atol=1e-12 * np.abs(bd).max())
+    np.testing.assert_allclose(so, sd, rtol=1e-10)
+    np.testing.assert_allclose(other.vcov_unscaled(fo), dense.vcov_unscaled(fd), rtol=1e-9)
+    ud = dense.conditional_modes(theta, fd, dense.response, bd[0])
+    uo = other.conditional_modes(theta, fo, other.response, bo[0])
+    for a, b in zip(uo, ud):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10 * np.abs(b).max())
+
+
 def thetas(spec, rng, k=3):
     lower = spec.lower_bounds
     for _ in range(k):
@@ -89,14 +102,7 @@ def test_lean_tail_equals_batched_path(key, REML, monkeypatch):
         # the factor's lower triangle is the batched path's (the strict upper part is unused)
         Ld, Ls = np.tril(fd.L[0]), np.tril(fs.L[0])
         np.testing.assert_allclose(Ls, Ld, rtol=1e-9, atol=1e-9 * np.abs(Ld).max())
-        (bd, sd), (bs, ss) = dense.fixef_sigma(fd), single.fixef_sigma(fs)
-        np.testing.assert_allclose(bs, bd, rtol=1e-9, atol=1e-12 * np.abs(bd).max())
-        np.testing.assert_allclose(ss, sd, rtol=1e-10)
-        np.testing.assert_allclose(single.vcov_unscaled(fs), dense.vcov_unscaled(fd), rtol=1e-9)
-        ud = dense.conditional_modes(theta, fd, dense.response, bd[0])
-        us = single.conditional_modes(theta, fs, single.response, bs[0])
-        for a, b in zip(us, ud):
-            np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10 * np.abs(b).max())
+        assert_same_estimates(theta, dense, fd, single, fs)
 
 
 @pytest.mark.parametrize("key", ["penicillin", "vector_then_scalar"])
